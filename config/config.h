@@ -1,0 +1,131 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * The YAML configuration: loaded into a fresh struct, validated as a whole,
+ * then handed to the caller (at start, and later on SIGHUP). Every error names
+ * FILE:LINE:COL and the key path.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "modbus_regs.h"
+#include "serial.h"
+
+enum mh_protocol {
+	MH_PROTO_MODBUS,
+	MH_PROTO_DLT645,
+};
+
+/* Where something was written, for errors found after parsing. */
+struct mh_pos {
+	const char *file;
+	unsigned line, col; /* 1-based */
+};
+
+struct mh_point {
+	const char *name; /* canonical point name, e.g. "energy_import_kwh" */
+	struct mh_modbus_point modbus;
+	uint32_t di; /* DL/T 645 data identifier */
+	unsigned raw_address; /* as parsed; UINT_MAX when the key is missing */
+	struct mh_pos pos;
+};
+
+struct mh_profile {
+	const char *name;
+	const char *description;
+	enum mh_protocol protocol; /* inferred from the points */
+	struct mh_point *points;
+	size_t n_points;
+	/*
+	 * Modbus: unused registers a batched request may span to save a frame
+	 * (key "max_gap"). A meter that refuses such a request is re-read with
+	 * gap 0 from then on.
+	 */
+	unsigned max_gap;
+	bool builtin;
+	struct mh_pos pos;
+};
+
+struct mh_meter {
+	const char *id;
+	const char *address; /* as written */
+	unsigned unit;       /* Modbus slave id */
+	const char *profile_name;
+	const struct mh_profile *profile; /* resolved by validation */
+	struct mh_pos pos;
+};
+
+struct mh_bus_config {
+	const char *name;
+	const char *device;
+	unsigned baud;
+	enum mh_parity parity;
+	enum mh_protocol protocol;
+	unsigned timeout_ms;   /* reply timeout per frame (key "timeout") */
+	unsigned frame_gap_ms; /* silence kept between two frames (key "frame_gap") */
+	struct mh_meter *meters;
+	size_t n_meters;
+	struct mh_pos pos;
+};
+
+struct mh_config {
+	const char *file;
+	struct {
+		const char *id;
+		const char *timezone;
+	} gateway;
+	struct {
+		const char *path;
+		uint64_t max_bytes;
+	} store;
+	struct {
+		const char *uri;
+		const char *client_id;
+		const char *topic_prefix;
+		const char *username;
+		const char *password_file;
+		struct {
+			const char *ca, *cert, *key;
+		} tls;
+		unsigned keepalive_s;
+		unsigned window; /* QoS 1 publishes in flight (key "window") */
+	} mqtt;
+	struct {
+		unsigned interval_ms;
+	} schedule;
+	struct mh_bus_config *buses;
+	size_t n_buses;
+	struct mh_profile *profiles; /* built-in first, then the user's */
+	size_t n_profiles;
+	struct mh_config_arena *arena;
+};
+
+/* Receives one formatted error line ("FILE:LINE:COL: key.path: what is wrong"). */
+typedef void (*mh_config_error_fn)(void *ud, const char *line);
+
+/*
+ * Load and validate @file. Errors go to @on_error (stderr when NULL), as many
+ * as are found. Returns 0 and *@out (release with mh_config_free()), -EINVAL
+ * when the file has errors, or -errno when it cannot be read.
+ */
+int mh_config_load(const char *file, mh_config_error_fn on_error, void *ud,
+	struct mh_config **out);
+
+/* As mh_config_load(), from @len bytes of @text named @name in messages. */
+int mh_config_load_string(const char *name, const char *text, size_t len,
+	mh_config_error_fn on_error, void *ud, struct mh_config **out);
+
+/* Release a loaded configuration; NULL is a no-op. */
+void mh_config_free(struct mh_config *cfg);
+
+/* Find a profile by name, or NULL. */
+const struct mh_profile *mh_config_profile(const struct mh_config *cfg, const char *name);
+
+/* Parse "500ms", "15m", "2h" into milliseconds. Returns 0 or -EINVAL. */
+int mh_config_parse_duration(const char *text, uint64_t *ms);
+
+/* Parse "256MiB", "4096" into bytes. Returns 0 or -EINVAL. */
+int mh_config_parse_size(const char *text, uint64_t *bytes);

@@ -1,0 +1,50 @@
+// SPDX-License-Identifier: MIT
+#include "schedule.h"
+
+#include <time.h>
+
+/* Local midnight starting the day that @t (seconds) falls in, @days_ahead days later. */
+static int64_t local_midnight(time_t t, int days_ahead)
+{
+	struct tm tm;
+
+	localtime_r(&t, &tm);
+	tm.tm_mday += days_ahead;
+	tm.tm_hour = 0;
+	tm.tm_min = 0;
+	tm.tm_sec = 0;
+	tm.tm_isdst = -1;
+	return (int64_t)mktime(&tm) * 1000;
+}
+
+static time_t to_seconds(int64_t ms)
+{
+	/* Floor, so times before 1970 would still land in the right second. */
+	return (time_t)(ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
+}
+
+int64_t mh_schedule_current(int64_t now_ms, unsigned interval_ms)
+{
+	int64_t midnight = local_midnight(to_seconds(now_ms), 0);
+
+	return midnight + (now_ms - midnight) / interval_ms * interval_ms;
+}
+
+int64_t mh_schedule_next(int64_t now_ms, unsigned interval_ms)
+{
+	time_t t = to_seconds(now_ms);
+	int64_t midnight = local_midnight(t, 0);
+	int64_t next = midnight + ((now_ms - midnight) / interval_ms + 1) * interval_ms;
+	int64_t tomorrow = local_midnight(t, 1);
+
+	/* A day shortened by a DST change ends early: midnight is always a boundary. */
+	return next < tomorrow ? next : tomorrow;
+}
+
+int64_t mh_schedule_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}

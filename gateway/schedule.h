@@ -1,0 +1,20 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * Clock-aligned boundaries: with interval 15m the boundaries are :00 :15 :30
+ * :45 of local time in the process time zone (TZ, set from gateway.timezone),
+ * counted from each local midnight. Pure functions of the time they are given,
+ * so tests pass any clock they like.
+ */
+
+#include <stdint.h>
+
+/* Milliseconds since the epoch of the first boundary strictly after @now_ms. */
+int64_t mh_schedule_next(int64_t now_ms, unsigned interval_ms);
+
+/* The boundary at or before @now_ms (the interval @now_ms belongs to). */
+int64_t mh_schedule_current(int64_t now_ms, unsigned interval_ms);
+
+/* Wall-clock time now in milliseconds since the epoch. */
+int64_t mh_schedule_now_ms(void);

@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * The outbox: every record the gateway produces, in LMDB, under an 8-byte
+ * big-endian seq key, until the broker has acknowledged it. Only the loop
+ * thread calls these. Writes are grouped: appends and acknowledgements
+ * collect in one write transaction that mh_store_commit() makes durable.
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* What a record is; decides its topic and, when the store is full, its fate. */
+enum mh_record_type {
+	MH_RECORD_READING = 1,
+	MH_RECORD_INTERVAL = 2,
+	MH_RECORD_DAILY = 3,
+	MH_RECORD_EVENT = 4,
+	MH_RECORD_CMD_RESULT = 5,
+};
+
+struct mh_record {
+	uint64_t seq;
+	enum mh_record_type type;
+	int64_t created_ms;
+	const char *subtopic; /* under topic_prefix, e.g. "reading/m-0001"; not NUL-terminated */
+	size_t subtopic_len;
+	const char *payload;
+	size_t payload_len;
+};
+
+struct mh_store;
+
+/*
+ * Open (creating if needed) the store in directory @path, sized for
+ * @max_bytes. Refuses a directory holding a foreign or newer-format
+ * database. Returns 0 and *@out, or a negative errno.
+ */
+int mh_store_open(const char *path, uint64_t max_bytes, struct mh_store **out);
+
+/* Commit what is pending and close; NULL is a no-op. */
+void mh_store_close(struct mh_store *store);
+
+/* The seq the next append will take. Never repeats, also across restarts. */
+uint64_t mh_store_next_seq(const struct mh_store *store);
+
+/*
+ * Add a record with seq mh_store_next_seq() to the pending transaction.
+ * Returns 0, or -ENOSPC (store full), -EIO.
+ */
+int mh_store_append(struct mh_store *store, enum mh_record_type type, int64_t created_ms,
+	const char *subtopic, const char *payload, size_t payload_len);
+
+/* Delete record @seq (acknowledged by the broker) in the pending transaction. */
+int mh_store_ack(struct mh_store *store, uint64_t seq);
+
+/* Make everything pending durable in one synced commit. Returns 0 or -errno. */
+int mh_store_commit(struct mh_store *store);
+
+/*
+ * Call @fn for up to @max committed records with seq > @after, in seq order.
+ * The record's memory is valid only during the call. Stops early when @fn
+ * returns non-zero. Returns the number visited, or a negative errno.
+ */
+int mh_store_scan(struct mh_store *store, uint64_t after, size_t max,
+	int (*fn)(void *ud, const struct mh_record *rec), void *ud);
+
+struct mh_store_stats {
+	uint64_t records;    /* records waiting for acknowledgement */
+	uint64_t oldest_seq; /* 0 when empty */
+	int64_t oldest_ms;   /* creation time of the oldest waiting record */
+	uint64_t used_bytes; /* pages in use */
+	uint64_t max_bytes;
+};
+
+/* Fill @st from committed data. Returns 0 or a negative errno. */
+int mh_store_stats(struct mh_store *store, struct mh_store_stats *st);

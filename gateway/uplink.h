@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * The MQTT side: one paho async client. Publishes the store's records in seq
+ * order with QoS 1, at most mqtt.window at a time, and deletes each record
+ * only when its PUBACK arrives. On every (re)connect it starts again from the
+ * oldest record not yet acknowledged, so a consumer may see a duplicate seq
+ * but never a gap. Also keeps the retained status topic (online, with
+ * offline as the last will). paho's threads only queue events; all state is
+ * touched on the loop thread.
+ */
+
+#include <stdbool.h>
+#include <uv.h>
+
+#include "config.h"
+#include "store.h"
+
+struct mh_uplink;
+
+/*
+ * Create the client for @cfg on @loop, publishing from @store (both must
+ * outlive the uplink). Starts connecting at once and keeps reconnecting with
+ * backoff. Returns 0 and *@out, or a negative errno.
+ */
+int mh_uplink_start(uv_loop_t *loop, const struct mh_config *cfg, struct mh_store *store,
+	int64_t started_ms, struct mh_uplink **out);
+
+/* Publish what the store holds beyond what is in flight, as the window allows. */
+void mh_uplink_pump(struct mh_uplink *up);
+
+/* Whether the broker connection is up. */
+bool mh_uplink_connected(const struct mh_uplink *up);
+
+/* Publishes in flight (sent, PUBACK not yet received). */
+unsigned mh_uplink_in_flight(const struct mh_uplink *up);
+
+/*
+ * Shut down: publish the retained offline status, wait up to @timeout_ms for
+ * in-flight acknowledgements, disconnect, close every handle, free the
+ * uplink, then call @done (on the loop thread).
+ */
+void mh_uplink_stop(struct mh_uplink *up, unsigned timeout_ms, void (*done)(void *ud), void *ud);

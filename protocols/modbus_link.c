@@ -1,0 +1,140 @@
+// SPDX-License-Identifier: MIT
+#include "modbus_link.h"
+
+#include <errno.h>
+#include <modbus.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+struct mh_modbus_link {
+	modbus_t *ctx;
+	char device[128];
+};
+
+const char *mh_modbus_exception_str(uint8_t code)
+{
+	switch (code) {
+	case 1:
+		return "illegal function";
+	case 2:
+		return "illegal data address";
+	case 3:
+		return "illegal data value";
+	case 4:
+		return "server device failure";
+	case 5:
+		return "acknowledge";
+	case 6:
+		return "server device busy";
+	case 8:
+		return "memory parity error";
+	case 10:
+		return "gateway path unavailable";
+	case 11:
+		return "gateway target failed to respond";
+	default:
+		return "unknown exception";
+	}
+}
+
+/* The one place libmodbus's errno values become ours. */
+static int translate(int err, uint8_t *exception)
+{
+	if (err > MODBUS_ENOBASE && err < MODBUS_ENOBASE + 64) {
+		int code = err - MODBUS_ENOBASE;
+		/* EMBXILFUN .. EMBXGTAR are the exception codes 1 .. 11. */
+		if (code >= MODBUS_EXCEPTION_ILLEGAL_FUNCTION &&
+			code < MODBUS_EXCEPTION_MAX) {
+			*exception = (uint8_t)code;
+			return -EREMOTEIO;
+		}
+		/* EMBBADCRC, EMBBADDATA, EMBBADEXC, EMBMDATA, EMBBADSLAVE. */
+		return -EBADMSG;
+	}
+	return err == ETIMEDOUT ? -ETIMEDOUT : -EIO;
+}
+
+int mh_modbus_link_open(const struct mh_serial_params *params, struct mh_modbus_link **out)
+{
+	struct mh_modbus_link *link;
+	unsigned t = params->response_timeout_ms, b = params->byte_timeout_ms;
+
+	link = calloc(1, sizeof(*link));
+	if (!link)
+		return -ENOMEM;
+	snprintf(link->device, sizeof(link->device), "%s", params->device);
+	link->ctx = modbus_new_rtu(params->device, (int)params->baud,
+		mh_parity_letter(params->parity), 8, 1);
+	if (!link->ctx) {
+		int rc = -errno;
+		free(link);
+		return rc ? rc : -EINVAL;
+	}
+	if (modbus_connect(link->ctx) < 0) {
+		int rc = -errno;
+		mh_log_err(MODBUS, "%s: cannot open: %s", params->device, modbus_strerror(errno));
+		modbus_free(link->ctx);
+		free(link);
+		return rc ? rc : -EIO;
+	}
+	/* Real RS485 ports need the mode; ptys and auto-direction adapters answer ENOTTY. */
+	if (modbus_rtu_set_serial_mode(link->ctx, MODBUS_RTU_RS485) < 0)
+		mh_log_debug(MODBUS, "%s: RS485 mode not available (%s); using the port as it is",
+			params->device, modbus_strerror(errno));
+	modbus_set_response_timeout(link->ctx, t / 1000, (t % 1000) * 1000);
+	modbus_set_byte_timeout(link->ctx, b / 1000, (b % 1000) * 1000);
+	/*
+	 * Protocol recovery makes libmodbus wait out and flush a garbled reply, so
+	 * the next meter's answer does not start with the last one's tail.
+	 */
+	modbus_set_error_recovery(link->ctx, MODBUS_ERROR_RECOVERY_PROTOCOL);
+	*out = link;
+	return 0;
+}
+
+void mh_modbus_link_free(struct mh_modbus_link *link)
+{
+	if (!link)
+		return;
+	modbus_close(link->ctx);
+	modbus_free(link->ctx);
+	free(link);
+}
+
+int mh_modbus_link_read(struct mh_modbus_link *link, int unit, const struct mh_modbus_request *req,
+	uint16_t *dst, uint8_t *exception)
+{
+	uint8_t bits[MH_MODBUS_MAX_BITS];
+	int n;
+
+	*exception = 0;
+	if (modbus_set_slave(link->ctx, unit) < 0)
+		return -EINVAL;
+	switch (req->table) {
+	case MH_MODBUS_HOLDING:
+		n = modbus_read_registers(link->ctx, req->address, req->count, dst);
+		break;
+	case MH_MODBUS_INPUT:
+		n = modbus_read_input_registers(link->ctx, req->address, req->count, dst);
+		break;
+	case MH_MODBUS_COIL:
+		n = modbus_read_bits(link->ctx, req->address, req->count, bits);
+		break;
+	case MH_MODBUS_DISCRETE:
+		n = modbus_read_input_bits(link->ctx, req->address, req->count, bits);
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (n < 0)
+		return translate(errno, exception);
+	if (n != req->count)
+		return -EBADMSG;
+	if (mh_modbus_table_is_bits(req->table))
+		for (int i = 0; i < n; i++)
+			dst[i] = bits[i];
+	return 0;
+}

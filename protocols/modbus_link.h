@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * Modbus RTU over a serial line (libmodbus). One link per port, used by one
+ * thread at a time. Every libmodbus error code is translated here.
+ */
+
+#include <stdint.h>
+
+#include "modbus_regs.h"
+#include "serial.h"
+
+struct mh_modbus_link;
+
+/*
+ * Open @params->device as an RTU master. RS485 mode is switched on where the
+ * port supports it; ports that do not (USB adapters with automatic direction
+ * control, ptys) are used as they are. Returns 0 and *@out, or a negative
+ * errno (-ENOENT, -EACCES, -EINVAL for a baud rate the line cannot do ...).
+ */
+int mh_modbus_link_open(const struct mh_serial_params *params, struct mh_modbus_link **out);
+
+/* Close the port and free the link; NULL is a no-op. */
+void mh_modbus_link_free(struct mh_modbus_link *link);
+
+/*
+ * Read @req from slave @unit into @dst (one element per register, or per bit
+ * for coil/discrete tables). Returns 0, or:
+ *  -ETIMEDOUT  no reply within the response timeout
+ *  -EBADMSG    a reply was garbled (CRC, wrong length, wrong slave or function)
+ *  -EREMOTEIO  the slave answered with an exception; *@exception holds its code
+ *  -EIO        the port failed
+ */
+int mh_modbus_link_read(struct mh_modbus_link *link, int unit, const struct mh_modbus_request *req,
+	uint16_t *dst, uint8_t *exception);
+
+/* Text for a Modbus exception code ("illegal data address"). */
+const char *mh_modbus_exception_str(uint8_t code);

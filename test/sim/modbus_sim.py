@@ -1,0 +1,619 @@
+#!/usr/bin/python3
+"""Modbus RTU slave simulator: many meters on one serial line, with fault injection.
+
+Test peer for meterhub. One process answers for every slave id listed in a
+JSON config, on one serial port (in tests: one end of a socat pty pair that
+stands in for the RS485 bus).
+
+Usage (run with Debian's python, which has python3-pymodbus and python3-serial):
+
+    /usr/bin/python3 test/sim/modbus_sim.py --port /dev/pts/N --baud 9600 \
+        --parity N --config sim.json [--log requests.jsonl]
+
+* Prints ``READY`` on stdout once it is serving.
+* SIGHUP re-reads the config (values and faults; values written by the master
+  since the last load are discarded) without closing the port. A config that
+  fails to load is reported on stderr and the previous one stays active.
+* SIGTERM / SIGINT stop it with exit status 0. A config error at start exits 2,
+  losing the serial port exits 1.
+* ``--log`` appends one JSON line per request frame with a valid CRC, also for
+  slaves that are not answered::
+
+      {"t": 1700000000.12, "slave": 1, "fc": 3, "address": 0, "count": 10,
+       "answered": true, "fault": null}
+
+  ``answered`` tells whether any byte was sent back, ``fault`` names the fault
+  injected into this request (null if none). Write requests also carry
+  ``"values"``: the registers or bits (0/1) the master wrote. ``address`` and
+  ``count`` are null for function codes other than 1-6, 15, 16.
+
+Config::
+
+    {"slaves": {
+       "1": {"holding": {"0": 17258}, "input": {"16": 2301},
+             "coil": {"0": 0}, "discrete": {"0": 1},
+             "typed": [{"table": "holding", "address": 100, "type": "float32",
+                        "word_order": "big", "value": 1234.5}],
+             "relay": {"coil": 0, "discrete": 0, "invert": false},
+             "fault": null},
+       "2": {"holding": {"0": 1}, "fault": {"kind": "silent"}}}}
+
+* Tables are sparse maps from decimal address to raw value (0..65535, bits 0/1).
+  Any access touching an address that is not mapped gets exception 02.
+  ``typed`` entries (holding/input only) are encoded with ``encode_typed`` and
+  applied after the plain maps, overriding them where they overlap.
+* Supported function codes: 1, 2, 3, 4, 5, 6, 15, 16; others get exception 01.
+* ``relay``: a successful coil write covering ``coil`` sets discrete input
+  ``discrete`` to the coil value (inverted if ``invert``). Missing relay
+  addresses are created (coil 0, discrete mirrored from the coil).
+* Slave ids not in the config are never answered. Broadcast (slave 0) writes
+  are executed on every configured slave and never answered.
+
+Faults (``"fault": {"kind": ...}``, at most one per slave):
+
+    silent                      never answers (the request is not executed)
+    late        delay_ms=1000   answers correctly after the delay
+    bad_crc                     answers with both CRC bytes inverted
+    noise       after=false     1-8 random bytes before (and after) the answer
+    exception   code=4          answers with this exception code (not executed)
+    truncated                   sends only the first half of the answer
+    wrong_slave id=slave+1      answers with another slave id (valid CRC)
+    stuck_relay                 acknowledges coil writes, relay input never moves
+
+Optional ``"every": N`` injects the fault only into the Nth, 2Nth, ... request
+to that slave (counted from start or from the last reload); the other requests
+are served normally. Faults other than silent and exception execute the request
+(writes take effect) and only spoil the answer on the wire.
+
+Design: pymodbus (3.0) provides the Modbus semantics -- request PDU decoding,
+the sparse datastores and request execution with its exception replies. The
+RTU link layer (frame delimiting, CRC, resynchronisation, answering) is our own
+on top of pyserial, because the faults corrupt the wire bytes, frames for
+unknown slaves must still be logged, and the pymodbus 3.0 RTU framer discards
+its whole receive buffer on a CRC error or a frame for another slave, losing
+frames that follow back to back.
+"""
+
+import argparse
+import json
+import os
+import random
+import select
+import signal
+import struct
+import sys
+import time
+from dataclasses import dataclass
+
+import serial
+from pymodbus.datastore import ModbusSlaveContext, ModbusSparseDataBlock
+from pymodbus.factory import ServerDecoder
+
+SUPPORTED_FCS = frozenset({1, 2, 3, 4, 5, 6, 15, 16})
+WRITE_FCS = frozenset({5, 6, 15, 16})
+COIL_WRITE_FCS = frozenset({5, 15})
+
+ILLEGAL_FUNCTION = 0x01
+ILLEGAL_DATA_VALUE = 0x03
+
+# Config table name -> (pymodbus slave context keyword, read function code).
+TABLES = {
+    "coil": ("co", 1),
+    "discrete": ("di", 2),
+    "holding": ("hr", 3),
+    "input": ("ir", 4),
+}
+BIT_TABLES = frozenset({"coil", "discrete"})
+
+# Fault kind -> allowed optional parameters with their defaults.
+FAULT_PARAMS = {
+    "silent": {},
+    "late": {"delay_ms": 1000},
+    "bad_crc": {},
+    "noise": {"after": False},
+    "exception": {"code": 4},
+    "truncated": {},
+    "wrong_slave": {"id": None},
+    "stuck_relay": {},
+}
+
+# encode_typed type -> big-endian struct format.
+TYPE_FORMATS = {
+    "u16": ">H",
+    "s16": ">h",
+    "u32": ">I",
+    "s32": ">i",
+    "u64": ">Q",
+    "float32": ">f",
+    "float64": ">d",
+}
+
+# A pty has no real baud rate and the scheduler may pause a writer for longer
+# than the 4 ms of t3.5 at 9600 baud, so the silence after which an incomplete
+# frame is given up is never shorter than this. Complete frames are delimited
+# by their length and never wait for the gap.
+MIN_GAP_S = 0.02
+
+# request_frame_length() result for function codes whose request length is not
+# known: only a silence gap ends such a frame.
+UNTIL_GAP = -1
+
+
+class ConfigError(ValueError):
+    """The simulator config is invalid."""
+
+
+def frame_gap_s(baud):
+    """Silence that ends an RTU frame: t3.5 (3.5 characters of 11 bits, fixed
+    at 1.75 ms above 19200 baud), but at least MIN_GAP_S."""
+    t35 = 3.5 * 11 / baud if baud <= 19200 else 0.00175
+    return max(t35, MIN_GAP_S)
+
+
+def crc16(data):
+    """CRC-16/MODBUS (poly 0xA001 reflected, init 0xFFFF) of data."""
+    crc = 0xFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
+def with_crc(body):
+    """Return body followed by its CRC, low byte first as RTU sends it."""
+    return bytes(body) + crc16(body).to_bytes(2, "little")
+
+
+def crc_ok(frame):
+    """True if frame (at least id, fc and CRC) ends with its correct CRC."""
+    return len(frame) >= 4 and crc16(frame[:-2]).to_bytes(2, "little") == frame[-2:]
+
+
+def encode_typed(type, word_order, value):  # pylint: disable=redefined-builtin
+    """Encode value as Modbus 16-bit register words.
+
+    type: u16 s16 u32 s32 u64 float32 float64. word_order: "big" puts the most
+    significant word first, "little" the least significant word first; bytes
+    within a word are always big-endian, as Modbus transmits registers.
+    Example: encode_typed("float32", "big", 1234.5) == [0x449A, 0x5000].
+    Raises ValueError for an unknown type or word order, a non-integer value
+    for an integer type, or a value out of the type's range.
+    """
+    if type not in TYPE_FORMATS:
+        raise ValueError(f"unknown type {type!r}")
+    if word_order not in ("big", "little"):
+        raise ValueError(f"unknown word_order {word_order!r}")
+    fmt = TYPE_FORMATS[type]
+    if type.startswith("float"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{type} value must be a number, not {value!r}")
+        value = float(value)
+    elif isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{type} value must be an integer, not {value!r}")
+    try:
+        raw = struct.pack(fmt, value)
+    except (struct.error, OverflowError) as exc:
+        raise ValueError(f"{value!r} does not fit {type}: {exc}") from None
+    words = [int.from_bytes(raw[i:i + 2], "big") for i in range(0, len(raw), 2)]
+    if word_order == "little":
+        words.reverse()
+    return words
+
+
+# --------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------
+
+@dataclass
+class Slave:
+    """One simulated meter."""
+
+    context: ModbusSlaveContext
+    fault: dict | None = None  # validated fault with defaults filled in
+    relay: dict | None = None  # {"coil", "discrete", "invert"}
+    requests: int = 0  # requests addressed to it since the config was loaded
+
+    @property
+    def stuck_relay(self):
+        return bool(self.fault) and self.fault["kind"] == "stuck_relay"
+
+    def active_fault(self):
+        """Count one request; return the fault to inject into it, or None."""
+        self.requests += 1
+        if self.fault and self.requests % self.fault["every"] == 0:
+            return self.fault
+        return None
+
+    def mirror_relay(self, address, count):
+        """Update the relay's discrete input after a coil write of count coils at address."""
+        relay = self.relay
+        if relay and address <= relay["coil"] < address + count:
+            coil = self.context.getValues(1, relay["coil"], 1)[0]
+            self.context.setValues(2, relay["discrete"], [int(bool(coil) != relay["invert"])])
+
+
+def _check_keys(obj, allowed, where):
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{where}: expected an object")
+    unknown = set(obj) - set(allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
+
+
+def _int_in(value, low, high, where):
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{where}: expected an integer {low}..{high}, got {value!r}")
+    return value
+
+
+def _parse_table(raw, table, where):
+    """Sparse map {"address": value} -> {int address: int value}."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected an object")
+    high = 1 if table in BIT_TABLES else 0xFFFF
+    values = {}
+    for key, value in raw.items():
+        if not key.isdigit():
+            raise ConfigError(f"{where}: address {key!r} is not a decimal number")
+        address = _int_in(int(key), 0, 0xFFFF, f"{where}[{key}]")
+        if isinstance(value, bool):  # allow true/false for bits
+            value = int(value)
+        values[address] = _int_in(value, 0, high, f"{where}[{key}]")
+    return values
+
+
+def _apply_typed(entries, tables, where):
+    if not isinstance(entries, list):
+        raise ConfigError(f"{where}: expected a list")
+    for i, entry in enumerate(entries):
+        at = f"{where}[{i}]"
+        _check_keys(entry, ("table", "address", "type", "word_order", "value"), at)
+        table = entry.get("table")
+        if table not in ("holding", "input"):
+            raise ConfigError(f"{at}: table must be holding or input")
+        try:
+            words = encode_typed(entry.get("type"), entry.get("word_order", "big"), entry.get("value"))
+        except ValueError as exc:
+            raise ConfigError(f"{at}: {exc}") from None
+        address = _int_in(entry.get("address"), 0, 0x10000 - len(words), f"{at}.address")
+        for offset, word in enumerate(words):
+            tables[table][address + offset] = word
+
+
+def _parse_fault(raw, where):
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or raw.get("kind") not in FAULT_PARAMS:
+        raise ConfigError(f"{where}: kind must be one of {sorted(FAULT_PARAMS)}")
+    params = FAULT_PARAMS[raw["kind"]]
+    _check_keys(raw, ("kind", "every", *params), where)
+    fault = {"kind": raw["kind"], "every": _int_in(raw.get("every", 1), 1, 1 << 31, f"{where}.every")}
+    fault.update(params)
+    fault.update({k: v for k, v in raw.items() if k in params})
+    if fault["kind"] == "late":
+        delay = fault["delay_ms"]
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0:
+            raise ConfigError(f"{where}.delay_ms: expected a number >= 0")
+    elif fault["kind"] == "noise" and not isinstance(fault["after"], bool):
+        raise ConfigError(f"{where}.after: expected true or false")
+    elif fault["kind"] == "exception":
+        _int_in(fault["code"], 1, 255, f"{where}.code")
+    elif fault["kind"] == "wrong_slave" and fault["id"] is not None:
+        _int_in(fault["id"], 0, 255, f"{where}.id")
+    return fault
+
+
+def _parse_relay(raw, tables, where):
+    if raw is None:
+        return None
+    _check_keys(raw, ("coil", "discrete", "invert"), where)
+    relay = {
+        "coil": _int_in(raw.get("coil", 0), 0, 0xFFFF, f"{where}.coil"),
+        "discrete": _int_in(raw.get("discrete", 0), 0, 0xFFFF, f"{where}.discrete"),
+        "invert": raw.get("invert", False),
+    }
+    if not isinstance(relay["invert"], bool):
+        raise ConfigError(f"{where}.invert: expected true or false")
+    coil = tables["coil"].setdefault(relay["coil"], 0)
+    tables["discrete"].setdefault(relay["discrete"], int(bool(coil) != relay["invert"]))
+    return relay
+
+
+def parse_config(doc):
+    """Build {slave id: Slave} from a decoded config document."""
+    _check_keys(doc, ("slaves",), "config")
+    slaves_raw = doc.get("slaves", {})
+    if not isinstance(slaves_raw, dict):
+        raise ConfigError("slaves: expected an object")
+    slaves = {}
+    for key, raw in slaves_raw.items():
+        where = f"slaves[{key}]"
+        if not key.isdigit():
+            raise ConfigError(f"{where}: slave id is not a decimal number")
+        slave_id = _int_in(int(key), 1, 247, where)
+        _check_keys(raw, (*TABLES, "typed", "relay", "fault"), where)
+        tables = {name: _parse_table(raw.get(name, {}), name, f"{where}.{name}") for name in TABLES}
+        _apply_typed(raw.get("typed", []), tables, f"{where}.typed")
+        relay = _parse_relay(raw.get("relay"), tables, f"{where}.relay")
+        blocks = {kw: ModbusSparseDataBlock(tables[name]) for name, (kw, _) in TABLES.items()}
+        slaves[slave_id] = Slave(
+            context=ModbusSlaveContext(zero_mode=True, **blocks),
+            fault=_parse_fault(raw.get("fault"), f"{where}.fault"),
+            relay=relay,
+        )
+    return slaves
+
+
+def load_config(path):
+    """Read and parse the config file; raises OSError or ValueError."""
+    with open(path, encoding="utf-8") as handle:
+        return parse_config(json.load(handle))
+
+
+# --------------------------------------------------------------------------
+# RTU link layer
+# --------------------------------------------------------------------------
+
+def request_frame_length(buf):
+    """Length of the RTU request frame starting at buf[0].
+
+    None if more bytes are needed to tell, UNTIL_GAP if the function code does
+    not determine it.
+    """
+    if len(buf) < 2:
+        return None
+    fc = buf[1]
+    if 1 <= fc <= 6:
+        return 8  # id, fc, address, count/value, crc
+    if fc in (15, 16):
+        return 9 + buf[6] if len(buf) >= 7 else None  # ... byte count, data, crc
+    return UNTIL_GAP
+
+
+class RtuReceiver:
+    """Cuts a received byte stream into request frames with a valid CRC."""
+
+    def __init__(self, gap_s):
+        self.gap_s = gap_s
+        self.buf = bytearray()
+        self.last_rx = 0.0
+
+    def feed(self, data, now):
+        self.buf += data
+        self.last_rx = now
+
+    def gap_deadline(self):
+        """Monotonic time at which buffered bytes count as a finished (or stale) frame."""
+        return self.last_rx + self.gap_s if self.buf else None
+
+    def next_frame(self, now):
+        """Return the next complete frame, or None until more bytes or the gap come.
+
+        A candidate whose CRC fails costs its first byte only, so the search
+        resumes one byte later: garbage before a good frame is skipped. An
+        incomplete candidate is dropped the same way once the line has been
+        silent for the gap, so a stray byte never blocks the receiver.
+        """
+        silent = now - self.last_rx >= self.gap_s
+        while self.buf:
+            length = request_frame_length(self.buf)
+            if length == UNTIL_GAP:
+                if not silent:
+                    return None
+                length = len(self.buf)
+            elif length is None or length > len(self.buf):
+                if not silent:
+                    return None
+                del self.buf[0]
+                continue
+            frame = bytes(self.buf[:length])
+            if crc_ok(frame):
+                del self.buf[:length]
+                return frame
+            del self.buf[0]
+        return None
+
+
+def describe_request(pdu):
+    """Log fields (address, count, written values) of a request PDU."""
+    fc = pdu[0]
+    fields = {"address": None, "count": None}
+    if fc not in SUPPORTED_FCS:
+        return fields
+    address, word = struct.unpack(">HH", pdu[1:5])
+    fields["address"] = address
+    fields["count"] = 1 if fc in (5, 6) else word
+    if fc == 5:
+        fields["values"] = [int(word == 0xFF00)]
+    elif fc == 6:
+        fields["values"] = [word]
+    elif fc == 15:
+        data = pdu[6:]
+        fields["values"] = [(data[i // 8] >> (i % 8)) & 1 for i in range(min(word, 8 * len(data)))]
+    elif fc == 16:
+        data = pdu[6:]
+        fields["values"] = [int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data) - 1, 2)]
+    return fields
+
+
+def exception_pdu(fc, code):
+    return bytes([fc | 0x80, code])
+
+
+# --------------------------------------------------------------------------
+# Simulator
+# --------------------------------------------------------------------------
+
+class Simulator:
+    """Serves the configured slaves on one serial port until stopped by a signal."""
+
+    def __init__(self, port, config_path, slaves, log_file):
+        self.port = port
+        self.config_path = config_path
+        self.slaves = slaves
+        self.log_file = log_file
+        self.decoder = ServerDecoder()
+        self.rx = RtuReceiver(frame_gap_s(port.baudrate))
+        self.stop_requested = False
+        self.reload_requested = False
+        # Signal handlers only set flags; the wake-up pipe makes a blocking
+        # select() return so the flags are acted on at once.
+        self.wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGHUP, self._on_reload_signal)
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+
+    def _on_reload_signal(self, _signum, _frame):
+        self.reload_requested = True
+
+    def _on_stop_signal(self, _signum, _frame):
+        self.stop_requested = True
+
+    def _handle_signals(self):
+        os.read(self.wake_r, 512)
+        if self.reload_requested:
+            self.reload_requested = False
+            try:
+                self.slaves = load_config(self.config_path)
+                print("modbus_sim: config reloaded", file=sys.stderr, flush=True)
+            except (OSError, ValueError) as exc:
+                print(f"modbus_sim: reload failed, keeping old config: {exc}", file=sys.stderr, flush=True)
+
+    def serve(self):
+        port_fd = self.port.fileno()
+        while not self.stop_requested:
+            deadline = self.rx.gap_deadline()
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            readable, _, _ = select.select([port_fd, self.wake_r], [], [], timeout)
+            if self.wake_r in readable:
+                self._handle_signals()
+            if port_fd in readable:
+                self.rx.feed(self.port.read(4096), time.monotonic())
+            while not self.stop_requested:
+                frame = self.rx.next_frame(time.monotonic())
+                if frame is None:
+                    break
+                self.handle_frame(frame)
+
+    def _pause(self, seconds):
+        """Sleep, still acting on signals; False if a stop was requested meanwhile."""
+        deadline = time.monotonic() + seconds
+        while not self.stop_requested:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            readable, _, _ = select.select([self.wake_r], [], [], left)
+            if readable:
+                self._handle_signals()
+        return False
+
+    def handle_frame(self, frame):
+        received = time.time()
+        slave_id, pdu = frame[0], frame[1:-2]
+        fc = pdu[0]
+        fault = None
+        answered = False
+        if slave_id == 0:
+            if fc in WRITE_FCS:
+                for slave in self.slaves.values():
+                    # a stuck relay stays stuck whatever its "every" says
+                    self.execute(slave, pdu, mirror=not slave.stuck_relay)
+        elif slave_id in self.slaves:
+            slave = self.slaves[slave_id]
+            fault = slave.active_fault()
+            kind = fault["kind"] if fault else None
+            if kind != "silent":
+                if kind == "exception":
+                    reply_pdu = exception_pdu(fc, fault["code"])
+                else:
+                    reply_pdu = self.execute(slave, pdu, mirror=kind != "stuck_relay")
+                answered = self.send_reply(slave_id, reply_pdu, fault)
+        self.write_log(received, slave_id, pdu, answered, fault)
+
+    def execute(self, slave, pdu, mirror):
+        """Run a request PDU against slave's datastore; return the reply PDU."""
+        fc = pdu[0]
+        if fc not in SUPPORTED_FCS:
+            return exception_pdu(fc, ILLEGAL_FUNCTION)
+        # pymodbus maps any value other than 0xFF00 to "off"; the spec allows
+        # only 0x0000 and 0xFF00.
+        if fc == 5 and pdu[3:5] not in (b"\x00\x00", b"\xff\x00"):
+            return exception_pdu(fc, ILLEGAL_DATA_VALUE)
+        try:
+            request = self.decoder.decode(pdu)
+        except (struct.error, IndexError):
+            request = None
+        if request is None:  # malformed, e.g. fc 16 byte count not matching the count
+            return exception_pdu(fc, ILLEGAL_DATA_VALUE)
+        response = request.execute(slave.context)
+        if mirror and fc in COIL_WRITE_FCS and not response.isError():
+            address, count = struct.unpack(">HH", pdu[1:5])
+            slave.mirror_relay(address, 1 if fc == 5 else count)
+        return bytes([response.function_code]) + response.encode()
+
+    def send_reply(self, slave_id, reply_pdu, fault):
+        """Frame reply_pdu, spoil it as the fault says, send it; True if bytes were sent."""
+        kind = fault["kind"] if fault else None
+        if kind == "wrong_slave":
+            slave_id = fault["id"] if fault["id"] is not None else slave_id % 247 + 1
+        frame = with_crc(bytes([slave_id]) + reply_pdu)
+        if kind == "bad_crc":
+            frame = frame[:-2] + bytes(b ^ 0xFF for b in frame[-2:])
+        elif kind == "truncated":
+            frame = frame[:len(frame) // 2]
+        elif kind == "noise":
+            frame = random.randbytes(random.randint(1, 8)) + frame
+            if fault["after"]:
+                frame += random.randbytes(random.randint(1, 8))
+        elif kind == "late" and not self._pause(fault["delay_ms"] / 1000):
+            return False
+        self.port.write(frame)
+        self.port.flush()
+        return True
+
+    def write_log(self, received, slave_id, pdu, answered, fault):
+        if self.log_file is None:
+            return
+        entry = {"t": received, "slave": slave_id, "fc": pdu[0]}
+        entry.update(describe_request(pdu))
+        entry["answered"] = answered
+        entry["fault"] = fault["kind"] if fault else None
+        self.log_file.write(json.dumps(entry) + "\n")
+        self.log_file.flush()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Modbus RTU multi-slave simulator with fault injection.")
+    parser.add_argument("--port", required=True, help="serial device, e.g. one end of a socat pty pair")
+    parser.add_argument("--baud", type=int, default=9600)
+    parser.add_argument("--parity", choices=("N", "E", "O"), default="N")
+    parser.add_argument("--config", required=True, help="JSON config, re-read on SIGHUP")
+    parser.add_argument("--log", help="append one JSON line per received request to this file")
+    args = parser.parse_args(argv)
+
+    try:
+        slaves = load_config(args.config)
+    except (OSError, ValueError) as exc:
+        print(f"modbus_sim: cannot load config: {exc}", file=sys.stderr)
+        return 2
+    log_file = open(args.log, "a", encoding="utf-8") if args.log else None  # pylint: disable=consider-using-with
+    try:
+        with serial.Serial(args.port, args.baud, bytesize=8, parity=args.parity,
+                           stopbits=1, timeout=0) as port:
+            simulator = Simulator(port, args.config, slaves, log_file)
+            print("READY", flush=True)
+            simulator.serve()
+    except serial.SerialException as exc:
+        print(f"modbus_sim: serial port failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if log_file:
+            log_file.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
