@@ -11,8 +11,8 @@
 #define FILL 0xFF
 #define OFFSET 0x33
 
-const uint8_t mh_dlt645_addr_broadcast[MH_DLT645_ADDR_LEN] = { 0x99, 0x99, 0x99, 0x99, 0x99, 0x99 };
-const uint8_t mh_dlt645_addr_wildcard[MH_DLT645_ADDR_LEN] = { 0xAA, 0xAA, 0xAA, 0xAA, 0xAA, 0xAA };
+const uint8_t mh_dlt645_addr_broadcast[MH_DLT645_ADDR_LEN] = {0x99, 0x99, 0x99, 0x99, 0x99, 0x99};
+const uint8_t mh_dlt645_addr_wildcard[MH_DLT645_ADDR_LEN] = {0xAA, 0xAA, 0xAA, 0xAA, 0xAA, 0xAA};
 
 static int digit(char c)
 {
@@ -105,8 +105,8 @@ int mh_dlt645_build(struct mh_dlt645_frame *f, const uint8_t addr[MH_DLT645_ADDR
 	return 0;
 }
 
-int mh_dlt645_build_read(struct mh_dlt645_frame *f, const uint8_t addr[MH_DLT645_ADDR_LEN],
-	uint32_t di)
+int mh_dlt645_build_read(
+	struct mh_dlt645_frame *f, const uint8_t addr[MH_DLT645_ADDR_LEN], uint32_t di)
 {
 	uint8_t d[4];
 
@@ -114,8 +114,8 @@ int mh_dlt645_build_read(struct mh_dlt645_frame *f, const uint8_t addr[MH_DLT645
 	return mh_dlt645_build(f, addr, MH_DLT645_READ, d, sizeof(d));
 }
 
-int mh_dlt645_build_read_followup(struct mh_dlt645_frame *f,
-	const uint8_t addr[MH_DLT645_ADDR_LEN], uint32_t di, uint8_t seq)
+int mh_dlt645_build_read_followup(
+	struct mh_dlt645_frame *f, const uint8_t addr[MH_DLT645_ADDR_LEN], uint32_t di, uint8_t seq)
 {
 	uint8_t d[5];
 
@@ -345,8 +345,7 @@ static size_t later_frame(const uint8_t *b, size_t n, size_t from)
 	return 0;
 }
 
-int mh_dlt645_decode(const uint8_t *buf, size_t len, struct mh_dlt645_frame *out,
-	size_t *consumed)
+int mh_dlt645_decode(const uint8_t *buf, size_t len, struct mh_dlt645_frame *out, size_t *consumed)
 {
 	size_t i = 0, j;
 	int r;
@@ -452,13 +451,13 @@ bool mh_dlt645_is_reply(const struct mh_dlt645_frame *f)
 bool mh_dlt645_is_abnormal(const struct mh_dlt645_frame *f)
 {
 	return (f->control & (MH_DLT645_C_REPLY | MH_DLT645_C_ABNORMAL)) ==
-		(MH_DLT645_C_REPLY | MH_DLT645_C_ABNORMAL);
+	       (MH_DLT645_C_REPLY | MH_DLT645_C_ABNORMAL);
 }
 
 bool mh_dlt645_has_followup(const struct mh_dlt645_frame *f)
 {
 	return (f->control & (MH_DLT645_C_REPLY | MH_DLT645_C_FOLLOWUP)) ==
-		(MH_DLT645_C_REPLY | MH_DLT645_C_FOLLOWUP);
+	       (MH_DLT645_C_REPLY | MH_DLT645_C_FOLLOWUP);
 }
 
 static bool addr_matches(const uint8_t *req, const uint8_t *rsp)
@@ -503,8 +502,8 @@ int mh_dlt645_reply_error(const struct mh_dlt645_frame *f, uint8_t *err)
 	return -EPROTO;
 }
 
-int mh_dlt645_read_payload(const struct mh_dlt645_frame *f, uint32_t *di,
-	const uint8_t **payload, size_t *len, uint8_t *seq)
+int mh_dlt645_read_payload(const struct mh_dlt645_frame *f, uint32_t *di, const uint8_t **payload,
+	size_t *len, uint8_t *seq)
 {
 	uint8_t fn = f->control & MH_DLT645_C_FUNCTION;
 	size_t tail = fn == MH_DLT645_READ_FOLLOWUP ? 1 : 0;

@@ -42,7 +42,7 @@ enum mh_dlt645_code {
 };
 
 /* Bits of C. */
-#define MH_DLT645_C_REPLY 0x80    /* D7: set in every frame a meter sends */
+#define MH_DLT645_C_REPLY 0x80	  /* D7: set in every frame a meter sends */
 #define MH_DLT645_C_ABNORMAL 0x40 /* D6: the meter refused; DATA is the ERR byte */
 #define MH_DLT645_C_FOLLOWUP 0x20 /* D5: more data follows, fetch it with 0x12 */
 #define MH_DLT645_C_FUNCTION 0x1F
@@ -62,7 +62,7 @@ enum mh_dlt645_err_bit {
 enum mh_dlt645_relay_action {
 	MH_DLT645_RELAY_TRIP = 0x1A,
 	MH_DLT645_RELAY_CLOSE_PERMIT = 0x1B, /* closes when the customer holds the button */
-	MH_DLT645_RELAY_CLOSE = 0x1C,        /* closes at once */
+	MH_DLT645_RELAY_CLOSE = 0x1C,	     /* closes at once */
 	MH_DLT645_ALARM_ON = 0x2A,
 	MH_DLT645_ALARM_OFF = 0x2B,
 	MH_DLT645_KEEP_POWER_ON = 0x3A,
@@ -72,15 +72,15 @@ enum mh_dlt645_relay_action {
 /* One decoded frame. */
 struct mh_dlt645_frame {
 	uint8_t addr[MH_DLT645_ADDR_LEN]; /* wire order: addr[0] holds the lowest two digits */
-	uint8_t control;                  /* the full C byte */
-	uint8_t len;                      /* L */
+	uint8_t control;		  /* the full C byte */
+	uint8_t len;			  /* L */
 	uint8_t data[MH_DLT645_MAX_DATA]; /* without the 0x33 offset */
 };
 
 /* Password and operator of a write or remote-control command. */
 struct mh_dlt645_auth {
-	uint8_t level;           /* PA: password level, e.g. 0x02 */
-	uint8_t password[3];     /* P0 P1 P2 as sent: P0 holds the lowest two digits */
+	uint8_t level;		  /* PA: password level, e.g. 0x02 */
+	uint8_t password[3];	  /* P0 P1 P2 as sent: P0 holds the lowest two digits */
 	uint8_t operator_code[4]; /* C0..C3 as sent */
 };
 
@@ -139,17 +139,18 @@ int mh_dlt645_build(struct mh_dlt645_frame *f, const uint8_t addr[MH_DLT645_ADDR
 	uint8_t control, const uint8_t *data, size_t len);
 
 /* Read request (0x11) for data identifier @di. Returns 0. */
-int mh_dlt645_build_read(struct mh_dlt645_frame *f, const uint8_t addr[MH_DLT645_ADDR_LEN],
-	uint32_t di);
+int mh_dlt645_build_read(
+	struct mh_dlt645_frame *f, const uint8_t addr[MH_DLT645_ADDR_LEN], uint32_t di);
 
 /*
  * Follow-up read request (0x12) for @di, frame number @seq (1 for the first
  * follow-up after a reply with the D5 flag). Returns 0.
  */
-int mh_dlt645_build_read_followup(struct mh_dlt645_frame *f,
-	const uint8_t addr[MH_DLT645_ADDR_LEN], uint32_t di, uint8_t seq);
+int mh_dlt645_build_read_followup(struct mh_dlt645_frame *f, const uint8_t addr[MH_DLT645_ADDR_LEN],
+	uint32_t di, uint8_t seq);
 
-/* Read-address request (0x13) to the wildcard address; the one meter on the bus answers. Returns 0. */
+/* Read-address request (0x13) to the wildcard address; the one meter on the bus answers. Returns 0.
+ */
 int mh_dlt645_build_read_address(struct mh_dlt645_frame *f);
 
 /*
@@ -227,8 +228,7 @@ int mh_dlt645_encode(const struct mh_dlt645_frame *f, unsigned preamble, uint8_t
  * A frame that is still incomplete is given up (-EBADMSG) when a complete,
  * valid frame starts later in @buf: that is a partial frame left by noise.
  */
-int mh_dlt645_decode(const uint8_t *buf, size_t len, struct mh_dlt645_frame *out,
-	size_t *consumed);
+int mh_dlt645_decode(const uint8_t *buf, size_t len, struct mh_dlt645_frame *out, size_t *consumed);
 
 /* Start @s empty with zero counters. */
 void mh_dlt645_stream_init(struct mh_dlt645_stream *s);
@@ -289,8 +289,8 @@ int mh_dlt645_reply_error(const struct mh_dlt645_frame *f, uint8_t *err);
  * NULL). Returns 0, -EINVAL if @f is not a normal read reply, -EBADMSG if
  * it is too short to hold a data identifier.
  */
-int mh_dlt645_read_payload(const struct mh_dlt645_frame *f, uint32_t *di,
-	const uint8_t **payload, size_t *len, uint8_t *seq);
+int mh_dlt645_read_payload(const struct mh_dlt645_frame *f, uint32_t *di, const uint8_t **payload,
+	size_t *len, uint8_t *seq);
 
 /*
  * Describe the set bits of @err in @buf, e.g. "no requested data, password

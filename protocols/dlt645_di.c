@@ -5,37 +5,61 @@
 #include <string.h>
 
 static const char *const n_combined[] = {
-	"energy_combined_kwh", "energy_combined_t1_kwh", "energy_combined_t2_kwh",
-	"energy_combined_t3_kwh", "energy_combined_t4_kwh",
+	"energy_combined_kwh",
+	"energy_combined_t1_kwh",
+	"energy_combined_t2_kwh",
+	"energy_combined_t3_kwh",
+	"energy_combined_t4_kwh",
 };
 static const char *const n_import[] = {
-	"energy_import_kwh", "energy_import_t1_kwh", "energy_import_t2_kwh",
-	"energy_import_t3_kwh", "energy_import_t4_kwh",
+	"energy_import_kwh",
+	"energy_import_t1_kwh",
+	"energy_import_t2_kwh",
+	"energy_import_t3_kwh",
+	"energy_import_t4_kwh",
 };
 static const char *const n_export[] = {
-	"energy_export_kwh", "energy_export_t1_kwh", "energy_export_t2_kwh",
-	"energy_export_t3_kwh", "energy_export_t4_kwh",
+	"energy_export_kwh",
+	"energy_export_t1_kwh",
+	"energy_export_t2_kwh",
+	"energy_export_t3_kwh",
+	"energy_export_t4_kwh",
 };
-static const char *const n_voltage[] = { "voltage_a_v", "voltage_b_v", "voltage_c_v" };
-static const char *const n_current[] = { "current_a_a", "current_b_a", "current_c_a" };
-static const char *const n_power[] = { "power_kw", "power_a_kw", "power_b_kw", "power_c_kw" };
+static const char *const n_voltage[] = {"voltage_a_v", "voltage_b_v", "voltage_c_v"};
+static const char *const n_current[] = {"current_a_a", "current_b_a", "current_c_a"};
+static const char *const n_power[] = {"power_kw", "power_a_kw", "power_b_kw", "power_c_kw"};
 static const char *const n_reactive[] = {
-	"reactive_power_kvar", "reactive_power_a_kvar", "reactive_power_b_kvar",
+	"reactive_power_kvar",
+	"reactive_power_a_kvar",
+	"reactive_power_b_kvar",
 	"reactive_power_c_kvar",
 };
 static const char *const n_apparent[] = {
-	"apparent_power_kva", "apparent_power_a_kva", "apparent_power_b_kva",
+	"apparent_power_kva",
+	"apparent_power_a_kva",
+	"apparent_power_b_kva",
 	"apparent_power_c_kva",
 };
 static const char *const n_pf[] = {
-	"power_factor", "power_factor_a", "power_factor_b", "power_factor_c",
+	"power_factor",
+	"power_factor_a",
+	"power_factor_b",
+	"power_factor_c",
 };
-static const char *const n_frequency[] = { "frequency_hz" };
-static const char *const n_power_down_count[] = { "power_down_count" };
+static const char *const n_frequency[] = {"frequency_hz"};
+static const char *const n_power_down_count[] = {"power_down_count"};
 static const char *const n_status[] = {
-	"status_word_1", "status_word_2", "status_word_3", "status_word_4",
-	"status_word_5", "status_word_6", "status_word_7",
+	"status_word_1",
+	"status_word_2",
+	"status_word_3",
+	"status_word_4",
+	"status_word_5",
+	"status_word_6",
+	"status_word_7",
 };
+
+/* The table reads best as one identifier per line; keep clang-format from reflowing it. */
+// clang-format off
 
 /* One element of FF block @blk at position @idx. */
 #define NUM(d, bytes, dec, sgn, blk, idx, u, nm, desc)                                           \
@@ -144,6 +168,8 @@ static const struct mh_dlt645_di_info table[] = {
 	},
 };
 
+// clang-format on
+
 const struct mh_dlt645_di_info *mh_dlt645_di_lookup(uint32_t di)
 {
 	for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
@@ -206,11 +232,11 @@ static unsigned from_bcd(uint8_t b)
 }
 
 /* One BCD number of @nbytes, least significant byte first. */
-static int bcd_number(const uint8_t *p, unsigned nbytes, bool is_signed, unsigned decimals,
-	double *v)
+static int bcd_number(
+	const uint8_t *p, unsigned nbytes, bool is_signed, unsigned decimals, double *v)
 {
 	/* Exact powers of ten, so that the one division rounds correctly. */
-	static const double scale[] = { 1, 10, 100, 1000, 10000, 100000 };
+	static const double scale[] = {1, 10, 100, 1000, 10000, 100000};
 	uint64_t mag = 0;
 	bool neg = false;
 
@@ -262,7 +288,8 @@ int mh_dlt645_di_decode(uint32_t di, const uint8_t *data, size_t len,
 
 		if (info->kind == MH_DLT645_DI_STATUS) {
 			v = (double)(p[0] | p[1] << 8);
-		} else if (bcd_number(p, info->element_bytes, info->is_signed, info->decimals, &v)) {
+		} else if (bcd_number(
+				   p, info->element_bytes, info->is_signed, info->decimals, &v)) {
 			*n = 0;
 			return -EBADMSG;
 		}
@@ -323,9 +350,9 @@ static int put_fields(struct tm *t, const enum field *fields, size_t n, const ui
 
 int mh_dlt645_di_decode_time(uint32_t di, const uint8_t *data, size_t len, struct tm *out)
 {
-	static const enum field date[] = { WDAY, DAY, MON, YEAR };
-	static const enum field tod[] = { SEC, MIN, HOUR };
-	static const enum field freeze[] = { MIN, HOUR, DAY, MON, YEAR };
+	static const enum field date[] = {WDAY, DAY, MON, YEAR};
+	static const enum field tod[] = {SEC, MIN, HOUR};
+	static const enum field freeze[] = {MIN, HOUR, DAY, MON, YEAR};
 	const struct mh_dlt645_di_info *info = mh_dlt645_di_lookup(di);
 	const enum field *fields;
 	size_t n;
@@ -353,8 +380,7 @@ int mh_dlt645_di_decode_time(uint32_t di, const uint8_t *data, size_t len, struc
 	return put_fields(out, fields, n, data);
 }
 
-int mh_dlt645_di_decode_digits(uint32_t di, const uint8_t *data, size_t len, char *out,
-	size_t cap)
+int mh_dlt645_di_decode_digits(uint32_t di, const uint8_t *data, size_t len, char *out, size_t cap)
 {
 	const struct mh_dlt645_di_info *info = mh_dlt645_di_lookup(di);
 
@@ -393,10 +419,10 @@ int mh_dlt645_di_status3_decode(const uint8_t *data, size_t len, struct mh_dlt64
 	return 0;
 }
 
-int mh_dlt645_di_power_down_decode(const uint8_t *data, size_t len,
-	struct mh_dlt645_di_power_down *out)
+int mh_dlt645_di_power_down_decode(
+	const uint8_t *data, size_t len, struct mh_dlt645_di_power_down *out)
 {
-	static const enum field stamp[] = { SEC, MIN, HOUR, DAY, MON, YEAR };
+	static const enum field stamp[] = {SEC, MIN, HOUR, DAY, MON, YEAR};
 	static const uint8_t zero[6];
 
 	if (len != 12)
@@ -434,10 +460,11 @@ int mh_dlt645_di_plan(const uint32_t *wanted, size_t n_wanted, bool use_blocks, 
 		uint16_t element = info && info->is_block ? MH_DLT645_DI_ALL : 0;
 		size_t r;
 
-		/* The block pays off when another distinct identifier, or the block itself, is wanted. */
+		/* The block pays off when another distinct identifier, or the block itself, is
+		 * wanted. */
 		for (size_t j = 0; blk && j < n_wanted; j++) {
-			if (wanted[j] == blk ||
-				(wanted[j] != wanted[i] && block_of(wanted[j], use_blocks) == blk)) {
+			if (wanted[j] == blk || (wanted[j] != wanted[i] &&
+							block_of(wanted[j], use_blocks) == blk)) {
 				read = blk;
 				element = info->index;
 				break;

@@ -23,12 +23,12 @@
 
 /* What the bytes of an identifier mean. */
 enum mh_dlt645_di_kind {
-	MH_DLT645_DI_NUMBER,      /* BCD numbers; mh_dlt645_di_decode() */
-	MH_DLT645_DI_STATUS,      /* 16-bit status words; mh_dlt645_di_decode() gives the raw words */
-	MH_DLT645_DI_DATE,        /* YYMMDDWW; mh_dlt645_di_decode_time() */
-	MH_DLT645_DI_TIME,        /* hhmmss; mh_dlt645_di_decode_time() */
+	MH_DLT645_DI_NUMBER, /* BCD numbers; mh_dlt645_di_decode() */
+	MH_DLT645_DI_STATUS, /* 16-bit status words; mh_dlt645_di_decode() gives the raw words */
+	MH_DLT645_DI_DATE,   /* YYMMDDWW; mh_dlt645_di_decode_time() */
+	MH_DLT645_DI_TIME,   /* hhmmss; mh_dlt645_di_decode_time() */
 	MH_DLT645_DI_FREEZE_TIME, /* YYMMDDhhmm; mh_dlt645_di_decode_time() */
-	MH_DLT645_DI_DIGITS,      /* 12-digit number; mh_dlt645_di_decode_digits() */
+	MH_DLT645_DI_DIGITS,	  /* 12-digit number; mh_dlt645_di_decode_digits() */
 	MH_DLT645_DI_POWER_DOWN,  /* two YYMMDDhhmmss; mh_dlt645_di_power_down_decode() */
 };
 
@@ -38,18 +38,18 @@ enum mh_dlt645_di_kind {
 #define MH_DLT645_DI_ALL 0xFFFF
 
 struct mh_dlt645_di_info {
-	uint32_t di;       /* the identifier, or the first of a DI0 range */
-	uint8_t di0_last;  /* last DI0 of a range (daily freezes: 01..3E days back), else 0 */
+	uint32_t di;	  /* the identifier, or the first of a DI0 range */
+	uint8_t di0_last; /* last DI0 of a range (daily freezes: 01..3E days back), else 0 */
 	enum mh_dlt645_di_kind kind;
-	uint8_t elements;  /* elements with a name; a tariff block may carry more */
+	uint8_t elements; /* elements with a name; a tariff block may carry more */
 	uint8_t element_bytes;
-	uint8_t decimals;  /* implied decimal places of each element */
-	bool is_signed;    /* sign-and-magnitude */
-	bool is_block;     /* more than one element in one reply */
-	bool tariff_block; /* total then one element per tariff: the count is the meter's */
-	uint32_t block;    /* the FF block that carries this identifier too, 0 if none */
-	uint8_t index;     /* this identifier's element in @block */
-	const char *unit;  /* "kWh", "V", ...; NULL when not a physical quantity */
+	uint8_t decimals;	  /* implied decimal places of each element */
+	bool is_signed;		  /* sign-and-magnitude */
+	bool is_block;		  /* more than one element in one reply */
+	bool tariff_block;	  /* total then one element per tariff: the count is the meter's */
+	uint32_t block;		  /* the FF block that carries this identifier too, 0 if none */
+	uint8_t index;		  /* this identifier's element in @block */
+	const char *unit;	  /* "kWh", "V", ...; NULL when not a physical quantity */
 	const char *const *names; /* @elements point names; NULL for non-numeric kinds */
 	const char *description;
 };
@@ -70,9 +70,9 @@ enum mh_dlt645_di_meter_type {
 /* Status word 3 (04000503), the relay state the gateway recalls after a command. */
 struct mh_dlt645_di_status3 {
 	uint16_t raw;
-	bool relay_open;     /* bit 4: the relay is actually open (tripped) */
-	bool relay_cmd_open; /* bit 6: the last relay command was a trip */
-	bool pretrip_alarm;  /* bit 7 */
+	bool relay_open;			 /* bit 4: the relay is actually open (tripped) */
+	bool relay_cmd_open;			 /* bit 6: the last relay command was a trip */
+	bool pretrip_alarm;			 /* bit 7 */
 	enum mh_dlt645_di_meter_type meter_type; /* bits 8-9 */
 };
 
@@ -85,7 +85,7 @@ struct mh_dlt645_di_power_down {
 
 /* Where a wanted identifier's value lands among the planned reads. */
 struct mh_dlt645_di_slot {
-	uint16_t read;    /* index into the plan's reads */
+	uint16_t read;	  /* index into the plan's reads */
 	uint16_t element; /* index into that read's decoded values, or MH_DLT645_DI_ALL */
 };
 
@@ -127,8 +127,7 @@ int mh_dlt645_di_decode_time(uint32_t di, const uint8_t *data, size_t len, struc
  * and NUL, most significant first. Returns 0, -ENOENT, -ENOTSUP as above,
  * -EBADMSG for a wrong length or non-BCD, -ENOSPC if @cap < 13.
  */
-int mh_dlt645_di_decode_digits(uint32_t di, const uint8_t *data, size_t len, char *out,
-	size_t cap);
+int mh_dlt645_di_decode_digits(uint32_t di, const uint8_t *data, size_t len, char *out, size_t cap);
 
 /* Decode status word 3 (2 bytes). Returns 0 or -EBADMSG for a wrong length. */
 int mh_dlt645_di_status3_decode(const uint8_t *data, size_t len, struct mh_dlt645_di_status3 *out);
@@ -138,8 +137,8 @@ int mh_dlt645_di_status3_decode(const uint8_t *data, size_t len, struct mh_dlt64
  * MM YY). Returns 0, or -EBADMSG for a wrong length, non-BCD or an
  * out-of-range field.
  */
-int mh_dlt645_di_power_down_decode(const uint8_t *data, size_t len,
-	struct mh_dlt645_di_power_down *out);
+int mh_dlt645_di_power_down_decode(
+	const uint8_t *data, size_t len, struct mh_dlt645_di_power_down *out);
 
 /*
  * Cover @wanted (any order, duplicates allowed) with the fewest reads.

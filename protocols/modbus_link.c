@@ -6,13 +6,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 
 struct mh_modbus_link {
 	modbus_t *ctx;
+	unsigned response_timeout_ms;
 	char device[128];
 };
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 const char *mh_modbus_exception_str(uint8_t code)
 {
@@ -66,6 +76,7 @@ int mh_modbus_link_open(const struct mh_serial_params *params, struct mh_modbus_
 	if (!link)
 		return -ENOMEM;
 	snprintf(link->device, sizeof(link->device), "%s", params->device);
+	link->response_timeout_ms = params->response_timeout_ms;
 	link->ctx = modbus_new_rtu(params->device, (int)params->baud,
 		mh_parity_letter(params->parity), 8, 1);
 	if (!link->ctx) {
@@ -108,6 +119,7 @@ int mh_modbus_link_read(struct mh_modbus_link *link, int unit, const struct mh_m
 	uint16_t *dst, uint8_t *exception)
 {
 	uint8_t bits[MH_MODBUS_MAX_BITS];
+	int64_t start = mono_ms();
 	int n;
 
 	*exception = 0;
@@ -129,8 +141,16 @@ int mh_modbus_link_read(struct mh_modbus_link *link, int unit, const struct mh_m
 	default:
 		return -EINVAL;
 	}
-	if (n < 0)
-		return translate(errno, exception);
+	if (n < 0) {
+		int err = errno;
+		/*
+		 * libmodbus reports a reply cut short as a timeout too, but then the
+		 * byte timeout fired long before the response timeout: bytes came.
+		 */
+		if (err == ETIMEDOUT && mono_ms() - start < link->response_timeout_ms * 9 / 10)
+			return -EBADMSG;
+		return translate(err, exception);
+	}
 	if (n != req->count)
 		return -EBADMSG;
 	if (mh_modbus_table_is_bits(req->table))
