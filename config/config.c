@@ -13,6 +13,8 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include "dlt645.h"
+#include "dlt645_di.h"
 #include "log.h"
 #include "profiles.h"
 
@@ -509,6 +511,36 @@ static void parse_uri(struct loader *ld, yaml_node_t *node, void *dst,
 		scalar(node));
 }
 
+static void parse_di(struct loader *ld, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	struct mh_point *point = (struct mh_point *)((char *)dst - offsetof(struct mh_point, di));
+	const struct mh_dlt645_di_info *info;
+	uint32_t di;
+
+	/* Even a wrong identifier makes this a DL/T 645 point, for the checks that follow. */
+	point->has_di = true;
+	point->di = UINT32_MAX;
+	if (!expect_scalar(ld, node, "a data identifier"))
+		return;
+	if (mh_dlt645_di_parse(scalar(node), &di) < 0) {
+		node_error(ld, node, "\"%s\" is not a data identifier (8 hex digits, e.g. \"00010000\")",
+			scalar(node));
+		return;
+	}
+	info = mh_dlt645_di_lookup(di);
+	if (!info) {
+		node_error(ld, node, "data identifier %s is not one meterhub knows", scalar(node));
+		return;
+	}
+	if (!info->names) {
+		node_error(ld, node, "data identifier %s (%s) is not a number that can be published",
+			scalar(node), info->description);
+		return;
+	}
+	point->di = di;
+}
+
 static void parse_size(struct loader *ld, yaml_node_t *node, void *dst,
 	const struct key_spec *spec)
 {
@@ -656,13 +688,13 @@ static const struct key_spec schedule_keys[] = {
 
 #define POINT(field) offsetof(struct mh_point, field)
 static const struct key_spec point_keys[] = {
-	{ "name", parse_name, POINT(name), KEY_REQUIRED, NULL },
+	{ "name", parse_name, POINT(name), 0, NULL },
 	{ "table", parse_enum, POINT(modbus.table), 0, table_names },
 	{ "address", parse_uint, POINT(raw_address), 0, &range_reg },
 	{ "type", parse_enum, POINT(modbus.type), 0, type_names },
 	{ "word_order", parse_enum, POINT(modbus.word_order), 0, word_order_names },
 	{ "scale", parse_double, POINT(modbus.scale), 0, NULL },
-	{ "di", parse_string, 0, KEY_UNSUPPORTED, NULL },
+	{ "di", parse_di, POINT(di), 0, NULL },
 	{ NULL, NULL, 0, 0, NULL },
 };
 
@@ -764,8 +796,9 @@ static void parse_points(struct loader *ld, yaml_node_t *node, void *dst,
 		pt->modbus.table = (enum mh_modbus_table)-1;
 		pt->modbus.type = (enum mh_modbus_type)-1;
 		pt->raw_address = UINT_MAX;
-		pt->modbus.word_order = MH_MODBUS_WORDS_BIG;
-		pt->modbus.scale = 1.0;
+		/* Unset until validation, which knows whether they were given. */
+		pt->modbus.word_order = (enum mh_modbus_word_order)-1;
+		pt->modbus.scale = NAN;
 		walk_map(ld, item, point_keys, pt);
 		path_pop(ld, saved);
 	}
@@ -814,7 +847,6 @@ static void parse_buses(struct loader *ld, yaml_node_t *node, void *dst,
 		size_t saved = path_push_index(ld, i);
 
 		bus->pos = node_pos(ld, item);
-		bus->baud = 9600;
 		bus->parity = (enum mh_parity)-1;
 		bus->timeout_ms = 500;
 		bus->frame_gap_ms = UINT_MAX;
@@ -876,62 +908,163 @@ static void parse_profiles(struct loader *ld, yaml_node_t *node, void *dst,
 
 /* ---- validation across keys ----------------------------------------- */
 
+/* A Modbus point: table, address and type make sense together. Returns false when unusable. */
+static bool check_modbus_point(struct loader *ld, struct mh_point *p, const char *path)
+{
+	struct mh_modbus_point *mp = &p->modbus;
+	bool ok = true;
+
+	if (!p->name) {
+		pos_error(ld, &p->pos, path, "missing required key \"name\"");
+		ok = false;
+	}
+	if ((int)mp->table == -1)
+		pos_error(ld, &p->pos, path, "missing required key \"table\"");
+	if (p->raw_address == UINT_MAX && (int)mp->table >= 0)
+		pos_error(ld, &p->pos, path, "missing required key \"address\"");
+	if ((int)mp->table < 0 || p->raw_address == UINT_MAX)
+		return false;
+	mp->address = (uint16_t)p->raw_address;
+	if ((int)mp->word_order == -1)
+		mp->word_order = MH_MODBUS_WORDS_BIG;
+	if (isnan(mp->scale))
+		mp->scale = 1.0;
+	if (mh_modbus_table_is_bits(mp->table)) {
+		if ((int)mp->type >= 0 && mp->type != MH_MODBUS_BIT)
+			pos_error(ld, &p->pos, path,
+				"a %s point is one bit: leave \"type\" out or write bit",
+				mh_modbus_table_name(mp->table));
+		mp->type = MH_MODBUS_BIT;
+	} else if ((int)mp->type < 0) {
+		if ((int)mp->type == -1)
+			pos_error(ld, &p->pos, path, "missing required key \"type\"");
+		return false;
+	} else if (mp->type == MH_MODBUS_BIT) {
+		pos_error(ld, &p->pos, path,
+			"type bit belongs to coil and discrete points; %s registers are 16 bits",
+			mh_modbus_table_name(mp->table));
+		return false;
+	}
+	if ((uint32_t)mp->address + mh_modbus_type_width(mp->type) > 0x10000) {
+		pos_error(ld, &p->pos, path, "a %s at 0x%04X runs past register 0xFFFF",
+			mh_modbus_type_name(mp->type), mp->address);
+		return false;
+	}
+	return ok;
+}
+
+/* A DL/T 645 point: the identifier says everything; Modbus keys do not belong. */
+static bool check_dlt645_point(struct loader *ld, struct mh_point *p, const char *path)
+{
+	const struct mh_dlt645_di_info *info = mh_dlt645_di_lookup(p->di);
+
+	if (!info || !info->names)
+		return false; /* reported where the identifier was parsed */
+	if ((int)p->modbus.table != -1 || p->raw_address != UINT_MAX ||
+		(int)p->modbus.type != -1 || (int)p->modbus.word_order != -1 ||
+		!isnan(p->modbus.scale)) {
+		pos_error(ld, &p->pos, path,
+			"a DL/T 645 point takes only di (and name): the identifier fixes its format and scale");
+		return false;
+	}
+	if (info->is_block && p->name) {
+		pos_error(ld, &p->pos, path,
+			"block %08X gives several values, each under its standard name; leave out name",
+			p->di);
+		return false;
+	}
+	if (!p->name)
+		p->name = info->names[0];
+	return true;
+}
+
+/* Replace each FF block point by the identifiers it carries, so planning can regroup them. */
+static void expand_blocks(struct loader *ld, struct mh_profile *profile)
+{
+	uint32_t members[MH_DLT645_DI_MAX_TARIFF_ELEMENTS];
+	size_t n = 0, k = 0;
+	struct mh_point *points;
+
+	for (size_t i = 0; i < profile->n_points; i++) {
+		const struct mh_dlt645_di_info *info = mh_dlt645_di_lookup(profile->points[i].di);
+		n += info && info->is_block ? mh_dlt645_di_block_members(profile->points[i].di,
+							members, MH_DLT645_DI_MAX_TARIFF_ELEMENTS)
+					    : 1;
+	}
+	if (n == profile->n_points)
+		return;
+	points = ld_alloc(ld, n * sizeof(*points));
+	if (!points)
+		return;
+	for (size_t i = 0; i < profile->n_points; i++) {
+		const struct mh_point *p = &profile->points[i];
+		const struct mh_dlt645_di_info *info = mh_dlt645_di_lookup(p->di);
+		size_t m;
+
+		if (!info || !info->is_block) {
+			points[k++] = *p;
+			continue;
+		}
+		m = mh_dlt645_di_block_members(p->di, members, MH_DLT645_DI_MAX_TARIFF_ELEMENTS);
+		for (size_t j = 0; j < m; j++) {
+			points[k] = *p;
+			points[k].di = members[j];
+			points[k].name = mh_dlt645_di_lookup(members[j])->names[0];
+			k++;
+		}
+	}
+	profile->points = points;
+	profile->n_points = k;
+}
+
 static void validate_points(struct loader *ld, struct mh_profile *profile)
 {
 	char path[128];
+	bool usable = true;
 
 	profile->protocol = MH_PROTO_MODBUS;
+	for (size_t i = 0; i < profile->n_points; i++)
+		if (profile->points[i].has_di)
+			profile->protocol = MH_PROTO_DLT645;
+
 	for (size_t i = 0; i < profile->n_points; i++) {
 		struct mh_point *p = &profile->points[i];
-		struct mh_modbus_point *mp = &p->modbus;
 
 		snprintf(path, sizeof(path), "profiles.%s.points[%zu]", profile->name, i);
-		if (!p->name)
-			continue;
-		if ((int)mp->table == -1)
-			pos_error(ld, &p->pos, path, "missing required key \"table\"");
-		if (p->raw_address == UINT_MAX && (int)mp->table >= 0)
-			pos_error(ld, &p->pos, path, "missing required key \"address\"");
-		if ((int)mp->table < 0 || p->raw_address == UINT_MAX)
-			continue;
-		mp->address = (uint16_t)p->raw_address;
-		if (mh_modbus_table_is_bits(mp->table)) {
-			if ((int)mp->type >= 0 && mp->type != MH_MODBUS_BIT)
-				pos_error(ld, &p->pos, path,
-					"a %s point is one bit: leave \"type\" out or write bit",
-					mh_modbus_table_name(mp->table));
-			mp->type = MH_MODBUS_BIT;
-		} else if ((int)mp->type < 0) {
-			if ((int)mp->type == -1)
-				pos_error(ld, &p->pos, path, "missing required key \"type\"");
-			continue;
-		} else if (mp->type == MH_MODBUS_BIT) {
+		if (p->has_di != (profile->protocol == MH_PROTO_DLT645)) {
 			pos_error(ld, &p->pos, path,
-				"type bit belongs to coil and discrete points; %s registers are 16 bits",
-				mh_modbus_table_name(mp->table));
-			continue;
+				"a profile is either DL/T 645 (points with di) or Modbus (points with table and address), not both");
+			usable = false;
+		} else if (profile->protocol == MH_PROTO_DLT645) {
+			usable &= check_dlt645_point(ld, p, path);
+		} else {
+			usable &= check_modbus_point(ld, p, path);
 		}
-		if ((uint32_t)mp->address + mh_modbus_type_width(mp->type) > 0x10000)
-			pos_error(ld, &p->pos, path, "a %s at 0x%04X runs past register 0xFFFF",
-				mh_modbus_type_name(mp->type), mp->address);
+	}
+	if (!usable)
+		return;
+	if (profile->protocol == MH_PROTO_DLT645)
+		expand_blocks(ld, profile);
 
+	for (size_t i = 0; i < profile->n_points; i++) {
+		const struct mh_point *p = &profile->points[i];
+
+		snprintf(path, sizeof(path), "profiles.%s.points[%zu]", profile->name, i);
 		for (size_t j = 0; j < i; j++) {
 			const struct mh_point *q = &profile->points[j];
-			if (!q->name || (int)q->modbus.type < 0)
-				continue;
 			if (!strcmp(q->name, p->name))
 				pos_error(ld, &p->pos, path,
 					"point \"%s\" is named twice (first at line %u)", p->name,
 					q->pos.line);
-			if (q->modbus.table != mp->table)
+			if (profile->protocol != MH_PROTO_MODBUS || q->modbus.table != p->modbus.table)
 				continue;
-			unsigned a0 = mp->address, a1 = a0 + mh_modbus_type_width(mp->type);
+			unsigned a0 = p->modbus.address, a1 = a0 + mh_modbus_type_width(p->modbus.type);
 			unsigned b0 = q->modbus.address,
 				 b1 = b0 + mh_modbus_type_width(q->modbus.type);
 			if (a0 < b1 && b0 < a1)
 				pos_error(ld, &p->pos, path,
 					"\"%s\" (%s 0x%04X-0x%04X) overlaps \"%s\" (0x%04X-0x%04X, line %u)",
-					p->name, mh_modbus_table_name(mp->table), a0, a1 - 1,
+					p->name, mh_modbus_table_name(p->modbus.table), a0, a1 - 1,
 					q->name, b0, b1 - 1, q->pos.line);
 		}
 	}
@@ -948,6 +1081,11 @@ static void validate_meter_address(struct loader *ld, const struct mh_bus_config
 				"\"%s\" is not a Modbus slave address (1 to 247)", m->address);
 		else
 			m->unit = (unsigned)unit;
+	} else if (strlen(m->address) != 12 || strspn(m->address, "0123456789") != 12 ||
+		   mh_dlt645_addr_parse(m->address, m->dlt645_addr) < 0) {
+		pos_error(ld, &m->pos, path,
+			"\"%s\" is not a DL/T 645 address (12 decimal digits, as on the nameplate; quote it)",
+			m->address);
 	}
 }
 
@@ -965,6 +1103,9 @@ static void validate(struct loader *ld)
 
 		if (!bus->name || !bus->device)
 			continue;
+		if (!bus->baud)
+			/* The usual factory settings: DL/T 645 meters at 2400 8E1, Modbus at 9600. */
+			bus->baud = bus->protocol == MH_PROTO_DLT645 ? 2400 : 9600;
 		if ((int)bus->parity < 0)
 			bus->parity = bus->protocol == MH_PROTO_DLT645 ? MH_PARITY_EVEN
 								       : MH_PARITY_NONE;
@@ -976,9 +1117,6 @@ static void validate(struct loader *ld)
 								: t35;
 		}
 		snprintf(path, sizeof(path), "buses[%zu]", b);
-		if (bus->protocol == MH_PROTO_DLT645)
-			pos_error(ld, &bus->pos, path,
-				"protocol dlt645 is not supported by this version of meterhub yet");
 		for (size_t o = 0; o < b; o++) {
 			if (cfg->buses[o].name && !strcmp(cfg->buses[o].name, bus->name))
 				pos_error(ld, &bus->pos, path,

@@ -28,7 +28,8 @@ struct mh_pos {
 struct mh_point {
 	const char *name; /* canonical point name, e.g. "energy_import_kwh" */
 	struct mh_modbus_point modbus;
-	uint32_t di; /* DL/T 645 data identifier */
+	uint32_t di; /* DL/T 645 data identifier, when has_di */
+	bool has_di;
 	unsigned raw_address; /* as parsed; UINT_MAX when the key is missing */
 	struct mh_pos pos;
 };
@@ -53,6 +54,7 @@ struct mh_meter {
 	const char *id;
 	const char *address; /* as written */
 	unsigned unit;       /* Modbus slave id */
+	uint8_t dlt645_addr[6]; /* DL/T 645 address, wire order */
 	const char *profile_name;
 	const struct mh_profile *profile; /* resolved by validation */
 	struct mh_pos pos;

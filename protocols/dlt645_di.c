@@ -184,6 +184,23 @@ const struct mh_dlt645_di_info *mh_dlt645_di_lookup(uint32_t di)
 	return NULL;
 }
 
+size_t mh_dlt645_di_block_members(uint32_t block, uint32_t *out, size_t max)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
+		const struct mh_dlt645_di_info *e = &table[i];
+
+		if (e->block != block || e->is_block)
+			continue;
+		if (e->index < max)
+			out[e->index] = e->di;
+		if ((size_t)e->index + 1 > n)
+			n = (size_t)e->index + 1;
+	}
+	return n < max ? n : max;
+}
+
 static int hexval(char c)
 {
 	if (c >= '0' && c <= '9')

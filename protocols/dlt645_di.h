@@ -98,6 +98,13 @@ const struct mh_dlt645_di_info *mh_dlt645_di_lookup(uint32_t di);
  */
 int mh_dlt645_di_parse(const char *hex8, uint32_t *di);
 
+/*
+ * The identifiers that FF block @block carries, in the order the block
+ * sends them (00010000 .. 00010400 for 0001FF00), up to @max into @out.
+ * Returns their count, 0 if @block is not a block of single identifiers.
+ */
+size_t mh_dlt645_di_block_members(uint32_t block, uint32_t *out, size_t max);
+
 /* Write @di as 8 uppercase hex digits plus NUL. */
 void mh_dlt645_di_format(uint32_t di, char out[9]);
 

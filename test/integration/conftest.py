@@ -232,6 +232,42 @@ def modbus_sim(procs, tmp_path):
     return make
 
 
+class Dlt645Sim:
+    """test/sim/dlt645_sim.py behind a pty pair; see its docstring for the config."""
+
+    def __init__(self, procs, tmp_path, name, config):
+        self.gateway_end, meter_end = pty_pair(procs, name + '-pty')
+        self.config = tmp_path / (name + '-sim.json')
+        self.log = tmp_path / (name + '-frames.jsonl')
+        self.write(config)
+        self.proc = procs.start(
+            [PYTHON, os.path.join(SIM_DIR, 'dlt645_sim.py'), '--port', meter_end,
+             '--config', str(self.config), '--log', str(self.log)], name + '-sim',
+            stdout=subprocess.PIPE)
+        line = self.proc.stdout.readline().decode()
+        if 'READY' not in line:
+            pytest.fail('DL/T 645 simulator did not start: %s' % self.proc.log_path.read_text())
+
+    def write(self, config):
+        self.config.write_text(json.dumps(config))
+
+    def reload(self, config):
+        self.write(config)
+        self.proc.send_signal(signal.SIGHUP)
+
+    def frames(self):
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines() if line]
+
+
+@pytest.fixture
+def dlt645_sim(procs, tmp_path):
+    def make(name, config):
+        return Dlt645Sim(procs, tmp_path, name, config)
+    return make
+
+
 class Gateway:
     def __init__(self, procs, tmp_path, config, name='meterhub'):
         self.procs = procs

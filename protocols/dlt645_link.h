@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * DL/T 645-2007 over a serial line (termios). One link per port, used by one
+ * thread at a time: send a request, collect the reply that answers it,
+ * passing over line noise, echoes of our own request and replies that are
+ * not ours. Follow-up frames (0x12) are collected into one value.
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dlt645.h"
+#include "serial.h"
+
+struct mh_dlt645_link;
+
+/*
+ * Open @params->device raw at the given baud rate and parity (8E1 is the
+ * DL/T 645 norm). A line that refuses the parity (a pty) is used without
+ * it. Returns 0 and *@out, or a negative errno.
+ */
+int mh_dlt645_link_open(const struct mh_serial_params *params, struct mh_dlt645_link **out);
+
+/* Close the port and free the link; NULL is a no-op. */
+void mh_dlt645_link_free(struct mh_dlt645_link *link);
+
+/*
+ * Send @req and wait for the frame that answers it (mh_dlt645_is_reply_to),
+ * into @rsp. Returns 0 (@rsp may be an abnormal reply), or:
+ *  -ETIMEDOUT  nothing at all came back within the response timeout
+ *  -EBADMSG    bytes came, but no valid reply to @req (noise, bad checksum,
+ *              a frame cut short, a reply from another address)
+ *  -EIO        the port failed
+ */
+int mh_dlt645_link_transact(struct mh_dlt645_link *link, const struct mh_dlt645_frame *req,
+	struct mh_dlt645_frame *rsp);
+
+/* Send @req and expect no reply (broadcast time). Returns 0 or -EIO. */
+int mh_dlt645_link_send(struct mh_dlt645_link *link, const struct mh_dlt645_frame *req);
+
+/*
+ * Read @di from the meter at @addr, following up (0x12) until the meter has
+ * sent everything, and put the data after the identifier into @out. Returns
+ * 0 with *@len; the errors of mh_dlt645_link_transact(); -ENODATA, -EACCES
+ * or -EPROTO for an abnormal reply, its ERR byte in *@err; -EBADMSG also for
+ * a reply about another identifier; -ENOSPC if @cap is too small.
+ */
+int mh_dlt645_link_read(struct mh_dlt645_link *link, const uint8_t addr[MH_DLT645_ADDR_LEN],
+	uint32_t di, uint8_t *out, size_t cap, size_t *len, uint8_t *err);
+
+/* Bytes dropped as noise and frames passed over since the link was opened. */
+void mh_dlt645_link_counters(const struct mh_dlt645_link *link, uint64_t *garbage,
+	uint64_t *skipped);
