@@ -598,7 +598,7 @@ static void parse_map(struct loader *ld, yaml_node_t *node, void *dst,
 static const struct uint_range range_timeout = { 10, 60000 };
 static const struct uint_range range_gap = { 0, 10000 };
 static const struct uint_range range_interval = { 1000, 86400000 };
-static const struct uint_range range_store = { 1ull << 20, 1ull << 40 };
+static const struct uint_range range_store = { 64ull << 10, 1ull << 40 };
 static const struct uint_range range_baud = { 300, 4000000 };
 static const struct uint_range range_window = { 1, 65535 };
 static const struct uint_range range_keepalive = { 5, 3600 };
@@ -686,6 +686,12 @@ static const struct key_spec schedule_keys[] = {
 	{ NULL, NULL, 0, 0, NULL },
 };
 
+static const struct uint_range range_health = { 1000, 86400000 };
+static const struct key_spec health_keys[] = {
+	{ "interval", parse_duration, CFG(health.interval_ms), 0, &range_health },
+	{ NULL, NULL, 0, 0, NULL },
+};
+
 #define POINT(field) offsetof(struct mh_point, field)
 static const struct key_spec point_keys[] = {
 	{ "name", parse_name, POINT(name), 0, NULL },
@@ -744,6 +750,7 @@ static const struct key_spec root_keys[] = {
 	{ "store", parse_map, CFG(store), 0, store_keys },
 	{ "mqtt", parse_map, CFG(mqtt), KEY_REQUIRED, mqtt_keys },
 	{ "schedule", parse_map, 0, KEY_REQUIRED, schedule_keys },
+	{ "health", parse_map, 0, 0, health_keys },
 	{ "tariff", parse_map, 0, KEY_UNSUPPORTED, NULL },
 	{ "commands", parse_map, 0, KEY_UNSUPPORTED, NULL },
 	{ "buses", parse_buses, 0, KEY_REQUIRED, NULL },
@@ -1180,6 +1187,8 @@ static void apply_defaults(struct loader *ld)
 		cfg->store.path = "/var/lib/meterhub";
 	if (!cfg->store.max_bytes)
 		cfg->store.max_bytes = 256ull << 20;
+	if (!cfg->health.interval_ms)
+		cfg->health.interval_ms = 60000;
 	if (!cfg->mqtt.keepalive_s)
 		cfg->mqtt.keepalive_s = 30;
 	if (!cfg->mqtt.window)

@@ -98,6 +98,9 @@ struct mh_config {
 	struct {
 		unsigned interval_ms;
 	} schedule;
+	struct {
+		unsigned interval_ms; /* how often health is published (key "health.interval") */
+	} health;
 	struct mh_bus_config *buses;
 	size_t n_buses;
 	struct mh_profile *profiles; /* built-in first, then the user's */

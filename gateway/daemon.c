@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "bus.h"
+#include "health.h"
 #include "log.h"
 #include "schedule.h"
 #include "store.h"
@@ -29,6 +30,8 @@ struct mh_daemon {
 	struct mh_queue results;
 	uv_async_t results_wake;
 	uv_timer_t tick;
+	uv_timer_t health_timer;
+	struct mh_health *health;
 	uv_signal_t sigint, sigterm, sighup;
 	int64_t next_boundary;
 	int64_t started_ms;
@@ -50,20 +53,42 @@ void mh_format_time(int64_t ms, bool with_ms, char *out, size_t len)
 		strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-/* ---- results: reading -> record -> store ---------------------------- */
+/* ---- records: built here, stored, published by the uplink ------------ */
 
-static char *reading_json(const struct mh_daemon *d, const struct mh_reading *r, uint64_t seq)
+/* A record object that starts with the seq the store will give it. */
+static cJSON *record_begin(struct mh_daemon *d)
+{
+	cJSON *obj = cJSON_CreateObject();
+
+	if (obj)
+		cJSON_AddNumberToObject(obj, "seq", (double)mh_store_next_seq(d->store));
+	return obj;
+}
+
+/* Store @obj (consumed) as a record of @type under @subtopic. Returns 0 or -errno. */
+static int record_store(struct mh_daemon *d, enum mh_record_type type, const char *subtopic,
+	cJSON *obj, int64_t created_ms)
+{
+	char *json = obj ? cJSON_PrintUnformatted(obj) : NULL;
+	int rc = -ENOMEM;
+
+	cJSON_Delete(obj);
+	if (json)
+		rc = mh_store_append(d->store, type, created_ms, subtopic, json, strlen(json));
+	if (rc < 0)
+		mh_log_err(STORE, "%s record not stored: %s", subtopic, strerror(-rc));
+	free(json);
+	return rc;
+}
+
+static void store_reading(struct mh_daemon *d, const struct mh_reading *r)
 {
 	const struct mh_meter *m = &d->cfg->buses[r->bus].meters[r->meter];
-	cJSON *obj = cJSON_CreateObject(), *values;
-	char ts[40], read_at[40];
-	char *text = NULL;
+	cJSON *obj = record_begin(d), *values;
+	char ts[40], read_at[40], subtopic[96];
 
-	if (!obj)
-		return NULL;
 	mh_format_time(r->boundary_ms, false, ts, sizeof(ts));
 	mh_format_time(r->read_at_ms, true, read_at, sizeof(read_at));
-	cJSON_AddNumberToObject(obj, "seq", (double)seq);
 	cJSON_AddStringToObject(obj, "meter", m->id);
 	cJSON_AddStringToObject(obj, "ts", ts);
 	cJSON_AddStringToObject(obj, "quality", mh_quality_name(r->quality));
@@ -76,39 +101,70 @@ static char *reading_json(const struct mh_daemon *d, const struct mh_reading *r,
 		cJSON_AddStringToObject(obj, "error", r->error);
 	cJSON_AddStringToObject(obj, "bus", d->cfg->buses[r->bus].name);
 	cJSON_AddNumberToObject(obj, "duration_ms", r->duration_ms);
-	if (values)
-		text = cJSON_PrintUnformatted(obj);
-	cJSON_Delete(obj);
-	return text;
-}
-
-static void store_reading(struct mh_daemon *d, const struct mh_reading *r)
-{
-	const struct mh_meter *m = &d->cfg->buses[r->bus].meters[r->meter];
-	uint64_t seq = mh_store_next_seq(d->store);
-	char subtopic[96];
-	char *json = reading_json(d, r, seq);
-	int rc;
-
-	if (!json) {
-		mh_log_err(STORE, "out of memory: reading of %s not stored", m->id);
-		return;
-	}
 	snprintf(subtopic, sizeof(subtopic), "reading/%s", m->id);
-	rc = mh_store_append(d->store, MH_RECORD_READING, r->read_at_ms, subtopic, json,
-		strlen(json));
-	if (rc < 0)
-		mh_log_err(STORE, "reading of %s not stored: %s", m->id, strerror(-rc));
-	else if (r->quality != MH_QUALITY_GOOD)
+	if (record_store(d, MH_RECORD_READING, subtopic, obj, r->read_at_ms) == 0 &&
+		r->quality != MH_QUALITY_GOOD)
 		mh_log_warn(BUS, "%s: meter %s: %s: %s", d->cfg->buses[r->bus].name, m->id,
 			mh_quality_name(r->quality), r->error);
-	free(json);
+}
+
+/* Say what the store gave up: a drop is never silent. */
+static void store_drop_event(struct mh_daemon *d, const struct mh_store_drops *drops)
+{
+	static const char *const names[] = {
+		[MH_RECORD_READING] = "reading",
+		[MH_RECORD_INTERVAL] = "interval",
+		[MH_RECORD_DAILY] = "daily",
+		[MH_RECORD_EVENT] = "event",
+		[MH_RECORD_CMD_RESULT] = "cmd/result",
+	};
+	int64_t now = mh_schedule_now_ms();
+	cJSON *obj = record_begin(d), *counts;
+	uint64_t total = 0;
+	char ts[40];
+
+	mh_format_time(now, false, ts, sizeof(ts));
+	cJSON_AddStringToObject(obj, "ts", ts);
+	cJSON_AddStringToObject(obj, "type", "store_dropped");
+	counts = cJSON_AddObjectToObject(obj, "dropped");
+	for (size_t t = MH_RECORD_READING; counts && t <= MH_RECORD_CMD_RESULT; t++) {
+		if (drops->by_type[t])
+			cJSON_AddNumberToObject(counts, names[t], (double)drops->by_type[t]);
+		total += drops->by_type[t];
+	}
+	if (total) {
+		cJSON_AddNumberToObject(obj, "first_seq", (double)drops->first_seq);
+		cJSON_AddNumberToObject(obj, "last_seq", (double)drops->last_seq);
+	}
+	cJSON_AddNumberToObject(obj, "lost", (double)drops->lost);
+	mh_log_warn(STORE, "store full: dropped %llu records (seq %llu-%llu), %llu lost",
+		(unsigned long long)total, (unsigned long long)drops->first_seq,
+		(unsigned long long)drops->last_seq, (unsigned long long)drops->lost);
+	mh_health_note_drops(d->health, drops);
+	record_store(d, MH_RECORD_EVENT, "event", obj, now);
+}
+
+/* One synced commit for everything of this loop turn, then hand it to the uplink. */
+static void commit(struct mh_daemon *d)
+{
+	struct mh_store_drops drops;
+	int rc = mh_store_commit(d->store);
+
+	if (rc < 0)
+		mh_log_err(STORE, "commit failed: %s", strerror(-rc));
+	if (mh_store_take_drops(d->store, &drops)) {
+		store_drop_event(d, &drops);
+		rc = mh_store_commit(d->store);
+		if (rc < 0)
+			mh_log_err(STORE, "commit failed: %s", strerror(-rc));
+	}
+	if (d->uplink)
+		mh_uplink_pump(d->uplink);
 }
 
 static void drain_results(struct mh_daemon *d)
 {
 	struct mh_queue_node *node = mh_queue_take_all(&d->results);
-	int rc;
 
 	if (!node)
 		return;
@@ -116,16 +172,12 @@ static void drain_results(struct mh_daemon *d)
 		struct mh_queue_node *next = node->next;
 		struct mh_reading *r = (struct mh_reading *)node;
 		store_reading(d, r);
+		mh_health_note(d->health, r);
 		d->pending[r->bus][r->meter] = false;
 		mh_reading_free(r);
 		node = next;
 	}
-	/* One synced commit for everything that arrived in this loop turn. */
-	rc = mh_store_commit(d->store);
-	if (rc < 0)
-		mh_log_err(STORE, "commit failed: %s", strerror(-rc));
-	if (d->uplink)
-		mh_uplink_pump(d->uplink);
+	commit(d);
 }
 
 static void on_results(uv_async_t *a)
@@ -179,6 +231,31 @@ static void on_tick(uv_timer_t *t)
 		0);
 }
 
+static void on_health(uv_timer_t *t)
+{
+	struct mh_daemon *d = t->data;
+	size_t backlog[d->cfg->n_buses + 1];
+	struct mh_store_stats st;
+	char *json;
+
+	for (size_t b = 0; b < d->cfg->n_buses; b++)
+		backlog[b] = mh_bus_backlog(d->buses[b]);
+	if (mh_store_stats(d->store, &st) < 0)
+		memset(&st, 0, sizeof(st));
+	struct mh_health_snapshot snap = {
+		.now_ms = mh_schedule_now_ms(),
+		.started_ms = d->started_ms,
+		.backlog = backlog,
+		.store = &st,
+		.connected = mh_uplink_connected(d->uplink),
+		.in_flight = mh_uplink_in_flight(d->uplink),
+	};
+	json = mh_health_report(d->health, &snap);
+	if (json && mh_uplink_publish_volatile(d->uplink, "health", json, true) < 0)
+		mh_log_debug(MAIN, "health not published (broker not connected)");
+	free(json);
+}
+
 /* ---- shutdown -------------------------------------------------------- */
 
 static void on_uplink_closed(void *ud)
@@ -196,6 +273,7 @@ static void stop(struct mh_daemon *d)
 	d->stopping = true;
 	uv_timer_stop(&d->tick);
 	uv_close((uv_handle_t *)&d->tick, NULL);
+	uv_close((uv_handle_t *)&d->health_timer, NULL);
 	uv_close((uv_handle_t *)&d->sigint, NULL);
 	uv_close((uv_handle_t *)&d->sigterm, NULL);
 	uv_close((uv_handle_t *)&d->sighup, NULL);
@@ -233,6 +311,7 @@ static void on_signal(uv_signal_t *s, int signum)
 
 static void free_daemon(struct mh_daemon *d)
 {
+	mh_health_free(d->health);
 	if (d->pending)
 		for (size_t b = 0; b < d->cfg->n_buses; b++)
 			free(d->pending[b]);
@@ -249,7 +328,8 @@ int mh_daemon_run(const struct mh_config *cfg)
 	d->started_ms = mh_schedule_now_ms();
 	d->buses = calloc(cfg->n_buses, sizeof(*d->buses));
 	d->pending = calloc(cfg->n_buses, sizeof(*d->pending));
-	if (!d->buses || !d->pending) {
+	d->health = mh_health_new(cfg);
+	if (!d->buses || !d->pending || !d->health) {
 		free_daemon(d);
 		return -ENOMEM;
 	}
@@ -285,6 +365,10 @@ int mh_daemon_run(const struct mh_config *cfg)
 
 	uv_timer_init(&d->loop, &d->tick);
 	d->tick.data = d;
+	uv_timer_init(&d->loop, &d->health_timer);
+	d->health_timer.data = d;
+	uv_timer_start(&d->health_timer, on_health, cfg->health.interval_ms,
+		cfg->health.interval_ms);
 	uv_signal_init(&d->loop, &d->sigint);
 	uv_signal_init(&d->loop, &d->sigterm);
 	uv_signal_init(&d->loop, &d->sighup);

@@ -23,6 +23,9 @@ struct mh_store {
 	uint64_t next_seq;
 	uint64_t committed_next_seq;
 	uint64_t max_bytes;
+	struct mh_store_drops pending_drops;   /* in the open transaction */
+	struct mh_store_drops committed_drops; /* not yet taken */
+	unsigned appends_pending;
 	char *path;
 };
 
@@ -250,8 +253,80 @@ static int abort_pending(struct mh_store *s, int rc)
 	mdb_txn_abort(s->txn);
 	s->txn = NULL;
 	s->next_seq = s->committed_next_seq;
-	mh_log_err(STORE, "write failed, pending records discarded: %s", mdb_strerror(rc));
+	memset(&s->pending_drops, 0, sizeof(s->pending_drops));
+	/* The appends of this transaction are gone; say so, they are never silent. */
+	s->committed_drops.lost += s->appends_pending + 1;
+	mh_log_err(STORE, "write failed, %u pending records discarded: %s",
+		s->appends_pending, mdb_strerror(rc));
+	s->appends_pending = 0;
 	return lmdb_error(rc);
+}
+
+/* Bytes the records take: the pages of the outbox tree, as this transaction sees them. */
+static uint64_t used_bytes(struct mh_store *s, MDB_txn *txn)
+{
+	MDB_stat st;
+
+	if (mdb_stat(txn, s->outbox, &st))
+		return 0;
+	return (uint64_t)(st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages) *
+	       st.ms_psize;
+}
+
+static void note_drop(struct mh_store *s, uint64_t seq, unsigned type)
+{
+	struct mh_store_drops *d = &s->pending_drops;
+
+	if (type < sizeof(d->by_type) / sizeof(d->by_type[0]))
+		d->by_type[type]++;
+	if (!d->first_seq || seq < d->first_seq)
+		d->first_seq = seq;
+	if (seq > d->last_seq)
+		d->last_seq = seq;
+}
+
+/*
+ * Delete the oldest records until @needed more bytes fit under max_bytes:
+ * readings first, since the head-end can live with a gap in a curve but not
+ * with a lost interval total, daily freeze or command result. Returns 0,
+ * -ENOSPC when the record cannot fit even in an empty store, or a positive
+ * LMDB code (the transaction is then unusable).
+ */
+static int make_room(struct mh_store *s, size_t needed)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc;
+
+	if (used_bytes(s, s->txn) + needed <= s->max_bytes)
+		return 0;
+	rc = mdb_cursor_open(s->txn, s->outbox, &cur);
+	if (rc)
+		return rc;
+	for (int pass = 0; pass < 2; pass++) {
+		for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+			rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+			const uint8_t *p = v.mv_data;
+			unsigned type = v.mv_size > 1 ? p[1] : 0;
+			if (pass == 0 && type != MH_RECORD_READING)
+				continue;
+			note_drop(s, k.mv_size == 8 ? get_be64(k.mv_data) : 0, type);
+			rc = mdb_cursor_del(cur, 0);
+			if (rc)
+				break;
+			if (used_bytes(s, s->txn) + needed <= s->max_bytes) {
+				mdb_cursor_close(cur);
+				return 0;
+			}
+		}
+		if (rc != MDB_NOTFOUND) {
+			mdb_cursor_close(cur);
+			return rc;
+		}
+	}
+	mdb_cursor_close(cur);
+	/* Nothing is left to drop: the store is smaller than one record. */
+	return used_bytes(s, s->txn) + needed <= s->max_bytes ? 0 : -ENOSPC;
 }
 
 int mh_store_append(struct mh_store *store, enum mh_record_type type, int64_t created_ms,
@@ -269,6 +344,13 @@ int mh_store_append(struct mh_store *store, enum mh_record_type type, int64_t cr
 		return rc;
 	put_be64(key, store->next_seq);
 	v.mv_size = HEADER_LEN + sub_len + payload_len;
+	rc = make_room(store, v.mv_size + 64);
+	if (rc == -ENOSPC) {
+		mh_log_err(STORE, "a %zu-byte record does not fit in store.max_bytes", v.mv_size);
+		return rc;
+	}
+	if (rc)
+		return abort_pending(store, rc);
 	rc = mdb_put(store->txn, store->outbox, &k, &v, MDB_APPEND | MDB_RESERVE);
 	if (rc)
 		return abort_pending(store, rc);
@@ -281,6 +363,7 @@ int mh_store_append(struct mh_store *store, enum mh_record_type type, int64_t cr
 	memcpy(p + HEADER_LEN, subtopic, sub_len);
 	memcpy(p + HEADER_LEN + sub_len, payload, payload_len);
 	store->next_seq++;
+	store->appends_pending++;
 	return 0;
 }
 
@@ -318,11 +401,32 @@ int mh_store_commit(struct mh_store *store)
 	store->txn = NULL;
 	if (rc) {
 		store->next_seq = store->committed_next_seq;
+		store->committed_drops.lost += store->appends_pending;
+		store->appends_pending = 0;
+		memset(&store->pending_drops, 0, sizeof(store->pending_drops));
 		mh_log_err(STORE, "commit failed, pending records discarded: %s", mdb_strerror(rc));
 		return lmdb_error(rc);
 	}
 	store->committed_next_seq = store->next_seq;
+	store->appends_pending = 0;
+	struct mh_store_drops *d = &store->committed_drops, *p = &store->pending_drops;
+	for (size_t i = 0; i < sizeof(d->by_type) / sizeof(d->by_type[0]); i++)
+		d->by_type[i] += p->by_type[i];
+	if (p->first_seq && (!d->first_seq || p->first_seq < d->first_seq))
+		d->first_seq = p->first_seq;
+	if (p->last_seq > d->last_seq)
+		d->last_seq = p->last_seq;
+	memset(p, 0, sizeof(*p));
 	return 0;
+}
+
+bool mh_store_take_drops(struct mh_store *store, struct mh_store_drops *out)
+{
+	static const struct mh_store_drops none;
+
+	*out = store->committed_drops;
+	store->committed_drops = none;
+	return memcmp(out, &none, sizeof(none)) != 0;
 }
 
 static int decode_record(const MDB_val *k, const MDB_val *v, struct mh_record *rec)
@@ -384,7 +488,6 @@ int mh_store_stats(struct mh_store *store, struct mh_store_stats *st)
 	MDB_txn *txn;
 	MDB_cursor *cur;
 	MDB_stat ms;
-	MDB_envinfo info;
 	MDB_val k, v;
 	int rc;
 
@@ -409,9 +512,7 @@ int mh_store_stats(struct mh_store *store, struct mh_store_stats *st)
 		}
 	}
 	mdb_cursor_close(cur);
+	st->used_bytes = used_bytes(store, txn);
 	mdb_txn_abort(txn);
-	mdb_env_info(store->env, &info);
-	mdb_env_stat(store->env, &ms);
-	st->used_bytes = (uint64_t)(info.me_last_pgno + 1) * ms.ms_psize;
 	return 0;
 }

@@ -8,6 +8,7 @@
  * collect in one write transaction that mh_store_commit() makes durable.
  */
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -33,9 +34,15 @@ struct mh_record {
 struct mh_store;
 
 /*
- * Open (creating if needed) the store in directory @path, sized for
- * @max_bytes. Refuses a directory holding a foreign or newer-format
- * database. Returns 0 and *@out, or a negative errno.
+ * Open (creating if needed) the store in directory @path. Records may use
+ * up to @max_bytes; past that, appending drops the oldest records to make
+ * room: readings first, every other type only when no reading is left.
+ * Refuses a directory holding a foreign, corrupt or newer-format database
+ * and leaves it untouched. Returns 0 and *@out, or a negative errno.
+ *
+ * Durability: each mh_store_commit() is one synced LMDB commit. A power
+ * cut loses at most what was appended since the last commit; those records
+ * were never published nor acknowledged to anyone.
  */
 int mh_store_open(const char *path, uint64_t max_bytes, struct mh_store **out);
 
@@ -51,6 +58,19 @@ uint64_t mh_store_next_seq(const struct mh_store *store);
  */
 int mh_store_append(struct mh_store *store, enum mh_record_type type, int64_t created_ms,
 	const char *subtopic, const char *payload, size_t payload_len);
+
+/* Records the store had to give up since the last mh_store_take_drops(). */
+struct mh_store_drops {
+	uint64_t by_type[MH_RECORD_CMD_RESULT + 1]; /* dropped to make room, by type */
+	uint64_t first_seq, last_seq;               /* range of the dropped seqs */
+	uint64_t lost; /* appends that failed outright (the map filled up) */
+};
+
+/*
+ * Move the committed drops into @out and reset them. Returns whether there
+ * were any.
+ */
+bool mh_store_take_drops(struct mh_store *store, struct mh_store_drops *out);
 
 /* Delete record @seq (acknowledged by the broker) in the pending transaction. */
 int mh_store_ack(struct mh_store *store, uint64_t seq);

@@ -558,6 +558,22 @@ int mh_uplink_start(uv_loop_t *loop, const struct mh_config *cfg, struct mh_stor
 	return 0;
 }
 
+int mh_uplink_publish_volatile(struct mh_uplink *up, const char *subtopic, const char *payload,
+	bool retained)
+{
+	MQTTAsync_message msg = MQTTAsync_message_initializer;
+	char topic[512];
+
+	if (up->state != ST_CONNECTED)
+		return -ENOTCONN;
+	snprintf(topic, sizeof(topic), "%s/%s", up->cfg->mqtt.topic_prefix, subtopic);
+	msg.payload = (void *)payload;
+	msg.payloadlen = (int)strlen(payload);
+	msg.qos = 0;
+	msg.retained = retained;
+	return paho_error(MQTTAsync_sendMessage(up->client, topic, &msg, NULL));
+}
+
 bool mh_uplink_connected(const struct mh_uplink *up)
 {
 	return up->state == ST_CONNECTED;

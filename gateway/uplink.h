@@ -30,6 +30,14 @@ int mh_uplink_start(uv_loop_t *loop, const struct mh_config *cfg, struct mh_stor
 /* Publish what the store holds beyond what is in flight, as the window allows. */
 void mh_uplink_pump(struct mh_uplink *up);
 
+/*
+ * Publish @payload on topic_prefix/@subtopic now, QoS 0, bypassing the
+ * store: for snapshots such as health, where only the latest matters.
+ * Returns 0, -ENOTCONN while disconnected, or another negative errno.
+ */
+int mh_uplink_publish_volatile(struct mh_uplink *up, const char *subtopic, const char *payload,
+	bool retained);
+
 /* Whether the broker connection is up. */
 bool mh_uplink_connected(const struct mh_uplink *up);
 

@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * What the health topic reports: per bus, how reads went since the last
+ * report (success rate, latency) and the jobs waiting; the store's backlog
+ * (depth, age of the oldest record, bytes used); the broker connection.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "reading.h"
+#include "store.h"
+
+struct mh_health;
+
+/* Counters for the buses of @cfg (which must outlive them); NULL without memory. */
+struct mh_health *mh_health_new(const struct mh_config *cfg);
+
+/* Free; NULL is a no-op. */
+void mh_health_free(struct mh_health *h);
+
+/* Count one finished reading. */
+void mh_health_note(struct mh_health *h, const struct mh_reading *r);
+
+/* Count records the store dropped or lost. */
+void mh_health_note_drops(struct mh_health *h, const struct mh_store_drops *d);
+
+struct mh_health_snapshot {
+	int64_t now_ms, started_ms;
+	const size_t *backlog; /* jobs waiting, per bus */
+	const struct mh_store_stats *store;
+	bool connected;
+	unsigned in_flight;
+};
+
+/*
+ * The health payload (JSON, caller frees) for the period since the last
+ * call, which starts a new period. NULL without memory.
+ */
+char *mh_health_report(struct mh_health *h, const struct mh_health_snapshot *snap);
