@@ -298,6 +298,10 @@ static void parse_name(struct loader *ld, yaml_node_t *node, void *dst,
 	if (!expect_scalar(ld, node, "a name"))
 		return;
 	s = scalar(node);
+	if (!*s) {
+		node_error(ld, node, "a name cannot be empty");
+		return;
+	}
 	if (strlen(s) > 64) {
 		node_error(ld, node, "\"%s\" is longer than 64 characters", s);
 		return;
@@ -335,9 +339,10 @@ static bool parse_u64_text(const char *s, uint64_t *out)
 	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
 		base = 16;
 		s += 2;
-		if (!isxdigit((unsigned char)*s))
-			return false;
 	}
+	/* strtoull would take a sign, spaces or a second "0x"; only digits are numbers here. */
+	if (!*s || strspn(s, base == 16 ? "0123456789abcdefABCDEF" : "0123456789") != strlen(s))
+		return false;
 	errno = 0;
 	unsigned long long v = strtoull(s, &end, base);
 	if (errno || *end)
@@ -352,6 +357,8 @@ static void parse_uint(struct loader *ld, yaml_node_t *node, void *dst,
 	const struct uint_range *r = spec->arg;
 	uint64_t v;
 
+	/* Marks the key as present but wrong, so validation does not call it missing. */
+	*(unsigned *)dst = UINT_MAX - 1;
 	if (!expect_scalar(ld, node, "a whole number"))
 		return;
 	if (!parse_u64_text(scalar(node), &v)) {
@@ -459,6 +466,20 @@ static void parse_duration(struct loader *ld, yaml_node_t *node, void *dst,
 	*(unsigned *)dst = (unsigned)ms;
 }
 
+/* Whether @path is a compiled time zone (glibc falls back to UTC, silently, on anything else). */
+static bool is_tzif(const char *path)
+{
+	char magic[4];
+	FILE *f = fopen(path, "rb");
+	bool ok;
+
+	if (!f)
+		return false;
+	ok = fread(magic, 1, sizeof(magic), f) == sizeof(magic) && !memcmp(magic, "TZif", 4);
+	fclose(f);
+	return ok;
+}
+
 static void parse_timezone(struct loader *ld, yaml_node_t *node, void *dst,
 	const struct key_spec *spec)
 {
@@ -468,7 +489,7 @@ static void parse_timezone(struct loader *ld, yaml_node_t *node, void *dst,
 	if (!expect_scalar(ld, node, "a time zone name"))
 		return;
 	snprintf(zone, sizeof(zone), "%s/%s", dir ? dir : "/usr/share/zoneinfo", scalar(node));
-	if (strstr(scalar(node), "..") || access(zone, R_OK) < 0) {
+	if (strstr(scalar(node), "..") || !is_tzif(zone)) {
 		node_error(ld, node,
 			"unknown time zone \"%s\" (expected a tz database name such as Asia/Shanghai)",
 			scalar(node));
@@ -855,6 +876,7 @@ static void parse_buses(struct loader *ld, yaml_node_t *node, void *dst,
 
 		bus->pos = node_pos(ld, item);
 		bus->parity = (enum mh_parity)-1;
+		bus->protocol = (enum mh_protocol)-1;
 		bus->timeout_ms = 500;
 		bus->frame_gap_ms = UINT_MAX;
 		walk_map(ld, item, bus_keys, bus);
@@ -929,7 +951,7 @@ static bool check_modbus_point(struct loader *ld, struct mh_point *p, const char
 		pos_error(ld, &p->pos, path, "missing required key \"table\"");
 	if (p->raw_address == UINT_MAX && (int)mp->table >= 0)
 		pos_error(ld, &p->pos, path, "missing required key \"address\"");
-	if ((int)mp->table < 0 || p->raw_address == UINT_MAX)
+	if ((int)mp->table < 0 || p->raw_address > 0xffff)
 		return false;
 	mp->address = (uint16_t)p->raw_address;
 	if ((int)mp->word_order == -1)
@@ -1108,8 +1130,9 @@ static void validate(struct loader *ld)
 	for (size_t b = 0; b < cfg->n_buses; b++) {
 		struct mh_bus_config *bus = &cfg->buses[b];
 
-		if (!bus->name || !bus->device)
-			continue;
+		/* A bus whose protocol is missing or wrong has been reported; its meters are still checked. */
+		bool known = (int)bus->protocol >= 0;
+
 		if (!bus->baud)
 			/* The usual factory settings: DL/T 645 meters at 2400 8E1, Modbus at 9600. */
 			bus->baud = bus->protocol == MH_PROTO_DLT645 ? 2400 : 9600;
@@ -1125,11 +1148,12 @@ static void validate(struct loader *ld)
 		}
 		snprintf(path, sizeof(path), "buses[%zu]", b);
 		for (size_t o = 0; o < b; o++) {
-			if (cfg->buses[o].name && !strcmp(cfg->buses[o].name, bus->name))
+			if (cfg->buses[o].name && bus->name && !strcmp(cfg->buses[o].name, bus->name))
 				pos_error(ld, &bus->pos, path,
 					"bus name \"%s\" is used twice (first at line %u)", bus->name,
 					cfg->buses[o].pos.line);
-			if (cfg->buses[o].device && !strcmp(cfg->buses[o].device, bus->device))
+			if (cfg->buses[o].device && bus->device &&
+				!strcmp(cfg->buses[o].device, bus->device))
 				pos_error(ld, &bus->pos, path,
 					"device %s is used by two buses (first at line %u)",
 					bus->device, cfg->buses[o].pos.line);
@@ -1141,13 +1165,14 @@ static void validate(struct loader *ld)
 			snprintf(path, sizeof(path), "buses[%zu].meters[%zu]", b, i);
 			if (!m->id || !m->address || !m->profile_name)
 				continue;
-			validate_meter_address(ld, bus, m, path);
+			if (known)
+				validate_meter_address(ld, bus, m, path);
 			m->profile = mh_config_profile(cfg, m->profile_name);
 			snprintf(path2, sizeof(path2), "%s.profile", path);
 			if (!m->profile)
 				pos_error(ld, &m->pos, path2, "no profile named \"%s\"",
 					m->profile_name);
-			else if (m->profile->protocol != bus->protocol)
+			else if (known && m->profile->protocol != bus->protocol)
 				pos_error(ld, &m->pos, path2,
 					"profile \"%s\" is for %s meters, but this bus speaks %s",
 					m->profile_name,
@@ -1164,14 +1189,15 @@ static void validate(struct loader *ld)
 						pos_error(ld, &m->pos, path,
 							"meter id \"%s\" is used twice (first at line %u)",
 							m->id, q->pos.line);
-					if (ob == b && q->address &&
+					if (ob == b && known && q->address &&
 						((bus->protocol == MH_PROTO_MODBUS && q->unit &&
 							 q->unit == m->unit) ||
 							(bus->protocol != MH_PROTO_MODBUS &&
 								!strcmp(q->address, m->address))))
 						pos_error(ld, &m->pos, path,
 							"address %s is used twice on bus %s (first at line %u)",
-							m->address, bus->name, q->pos.line);
+							m->address, bus->name ? bus->name : "?",
+							q->pos.line);
 				}
 			}
 		}

@@ -80,9 +80,38 @@ static int meta_put(MDB_txn *txn, MDB_dbi dbi, const char *key, const void *data
 }
 
 /*
+ * Before creating anything: a database whose main table holds anything but
+ * our two tables is someone else's. Refuse it rather than write into it.
+ * Returns 0, a negative errno, or a positive LMDB code.
+ */
+static int refuse_foreign(struct mh_store *s, MDB_txn *txn)
+{
+	MDB_dbi main_dbi;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc = mdb_dbi_open(txn, NULL, 0, &main_dbi);
+
+	if (!rc)
+		rc = mdb_cursor_open(txn, main_dbi, &cur);
+	if (rc)
+		return rc;
+	while ((rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) == 0) {
+		if ((k.mv_size == 6 && !memcmp(k.mv_data, "outbox", 6)) ||
+			(k.mv_size == 4 && !memcmp(k.mv_data, "meta", 4)))
+			continue;
+		mdb_cursor_close(cur);
+		mh_log_err(STORE, "%s holds an LMDB database that is not a meterhub store; "
+				  "refusing to touch it",
+			s->path);
+		return -EILSEQ;
+	}
+	mdb_cursor_close(cur);
+	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/*
  * Check the meta table of a store we opened, or write it for a new one. A
- * database that has data but not our magic is someone else's: refuse it
- * rather than write into it.
+ * store without our magic is refused.
  */
 static int check_schema(struct mh_store *s, MDB_txn *txn)
 {
@@ -95,8 +124,7 @@ static int check_schema(struct mh_store *s, MDB_txn *txn)
 		if (rc)
 			return lmdb_error(rc);
 		if (st.ms_entries > 0) {
-			mh_log_err(STORE, "%s holds an LMDB database that is not a meterhub store; "
-					  "refusing to touch it",
+			mh_log_err(STORE, "%s holds records but no meterhub magic; refusing to touch it",
 				s->path);
 			return -EILSEQ;
 		}
@@ -192,6 +220,10 @@ int mh_store_open(const char *path, uint64_t max_bytes, struct mh_store **out)
 		mh_log_notice(STORE, "cleared %d stale reader slots", dead);
 
 	rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+	if (!rc)
+		rc = refuse_foreign(s, txn);
+	if (rc < 0)
+		goto fail;
 	if (!rc)
 		rc = mdb_dbi_open(txn, "outbox", MDB_CREATE, &s->outbox);
 	if (!rc)
@@ -298,6 +330,9 @@ static int make_room(struct mh_store *s, size_t needed)
 	MDB_val k, v;
 	int rc;
 
+	/* A record that could not fit even beside a few others is refused before anything goes. */
+	if (needed > s->max_bytes / 2)
+		return -ENOSPC;
 	if (used_bytes(s, s->txn) + needed <= s->max_bytes)
 		return 0;
 	rc = mdb_cursor_open(s->txn, s->outbox, &cur);
@@ -346,7 +381,8 @@ int mh_store_append(struct mh_store *store, enum mh_record_type type, int64_t cr
 	v.mv_size = HEADER_LEN + sub_len + payload_len;
 	rc = make_room(store, v.mv_size + 64);
 	if (rc == -ENOSPC) {
-		mh_log_err(STORE, "a %zu-byte record does not fit in store.max_bytes", v.mv_size);
+		mh_log_err(STORE, "a %zu-byte record is larger than half of store.max_bytes; not stored",
+			v.mv_size);
 		return rc;
 	}
 	if (rc)

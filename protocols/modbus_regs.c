@@ -207,7 +207,8 @@ int mh_modbus_plan_build(const struct mh_modbus_point *points, size_t n_points,
 			uint32_t cur_end = (uint32_t)cur->address + cur->count;
 			uint32_t new_end = sp->end > cur_end ? sp->end : cur_end;
 			/* Overlapping points (config rejects them) still land in one request. */
-			if (sp->first <= cur_end + max_gap && new_end - cur->address <= limit) {
+			if ((uint64_t)sp->first <= (uint64_t)cur_end + max_gap &&
+				new_end - cur->address <= limit) {
 				cur->count = (uint16_t)(new_end - cur->address);
 				goto place;
 			}

@@ -95,19 +95,27 @@ def procs(tmp_path):
 
 
 class Broker:
-    def __init__(self, procs, tmp_path):
+    """mosquitto on a free loopback port. A persistent broker keeps sessions
+    (and the messages queued for them) across a restart, saving every second."""
+
+    def __init__(self, procs, tmp_path, persistent=False):
         self.procs = procs
         self.port = free_port()
         self.conf = tmp_path / 'mosquitto.conf'
         self.log = tmp_path / 'mosquitto.log'
+        persistence = 'persistence false\n'
+        if persistent:
+            persistence = ('persistence true\npersistence_location %s/\n'
+                           'autosave_interval 1\n' % tmp_path)
         self.conf.write_text(
             'listener %d 127.0.0.1\n'
             'allow_anonymous true\n'
             'user root\n'
-            'persistence false\n'
+            '%s'
             'log_dest file %s\n'
-            'log_type all\n'
-            'max_queued_messages 1000000\n' % (self.port, self.log))
+            'log_type error\nlog_type warning\nlog_type notice\n'
+            'max_queued_messages 1000000\n'
+            'max_inflight_messages 100\n' % (self.port, persistence, self.log))
         self.proc = None
         self.start()
 
@@ -134,14 +142,21 @@ def broker(procs, tmp_path):
     return Broker(procs, tmp_path)
 
 
+@pytest.fixture
+def persistent_broker(procs, tmp_path):
+    return Broker(procs, tmp_path, persistent=True)
+
+
 class Subscriber:
     """Collects every message under a topic filter, with QoS 1."""
 
-    def __init__(self, port, topic, client_id='test-sub'):
+    def __init__(self, port, topic, client_id='test-sub', persistent=False):
         self.messages = []
         self.lock = threading.Lock()
         self.connected = threading.Event()
-        self.client = mqtt.Client(client_id=client_id, clean_session=True)
+        self.client = mqtt.Client(client_id=client_id, clean_session=not persistent)
+        # Come back quickly after a broker restart.
+        self.client.reconnect_delay_set(min_delay=1, max_delay=1)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.topic = topic
@@ -178,8 +193,8 @@ class Subscriber:
 def subscriber_factory():
     subs = []
 
-    def make(port, topic, client_id='test-sub'):
-        s = Subscriber(port, topic, client_id)
+    def make(port, topic, client_id='test-sub', persistent=False):
+        s = Subscriber(port, topic, client_id, persistent)
         subs.append(s)
         return s
     yield make

@@ -1,0 +1,858 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The LMDB outbox (gateway/store.h), each test on a fresh directory from
+ * mkdtemp(): records come back from a scan in seq order with type, subtopic,
+ * payload and creation time intact; acknowledgements delete (twice is
+ * harmless); seq continues across close/reopen and never repeats, also when
+ * every record was acknowledged; mh_store_close() commits what is pending,
+ * while a process that dies without committing loses only its pending
+ * records; scan honours @after and @max; stats; past max_bytes the oldest
+ * readings are dropped first, then the oldest of any type, each drop is
+ * reported, and a record too large for the store is refused without taking
+ * anything with it. The store must refuse, and leave byte-identical, a
+ * directory holding someone else's LMDB database, a newer schema or a
+ * garbage data.mdb, and must refuse a regular file as its path.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <lmdb.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "store.h"
+
+#define MAX_BYTES (16ull << 20)
+
+struct fixture {
+	char dir[64];	/* from mkdtemp() */
+	char path[128]; /* dir/store, created by the store itself */
+};
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	if (!f)
+		return -1;
+	strcpy(f->dir, "/tmp/mh-test-store-XXXXXX");
+	if (!mkdtemp(f->dir)) {
+		free(f);
+		return -1;
+	}
+	snprintf(f->path, sizeof(f->path), "%s/store", f->dir);
+	*state = f;
+	return 0;
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	return remove(path);
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+
+	nftw(f->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	free(f);
+	return 0;
+}
+
+/* ---- helpers --------------------------------------------------------- */
+
+struct copy {
+	uint64_t seq;
+	enum mh_record_type type;
+	int64_t created_ms;
+	char subtopic[64];
+	size_t subtopic_len;
+	char payload[128];
+	size_t payload_len;
+};
+
+struct scan_result {
+	struct copy rec[64];
+	size_t n;
+	size_t stop_after; /* return non-zero from the callback after this many; 0 never */
+};
+
+static int collect(void *ud, const struct mh_record *rec)
+{
+	struct scan_result *r = ud;
+	struct copy *c;
+
+	if (r->n >= sizeof(r->rec) / sizeof(r->rec[0]))
+		return 1;
+	c = &r->rec[r->n++];
+	c->seq = rec->seq;
+	c->type = rec->type;
+	c->created_ms = rec->created_ms;
+	c->subtopic_len = rec->subtopic_len;
+	c->payload_len = rec->payload_len;
+	if (rec->subtopic_len <= sizeof(c->subtopic))
+		memcpy(c->subtopic, rec->subtopic, rec->subtopic_len);
+	if (rec->payload_len <= sizeof(c->payload))
+		memcpy(c->payload, rec->payload, rec->payload_len);
+	return r->stop_after && r->n >= r->stop_after;
+}
+
+/* Scan and return the seqs seen, as "1,3,5", for compact asserts (64 records at most). */
+static const char *seqs(struct mh_store *s, uint64_t after, size_t max, int *count)
+{
+	static char buf[512];
+	struct scan_result *r = calloc(1, sizeof(*r));
+	size_t n = 0;
+
+	assert_non_null(r);
+	*count = mh_store_scan(s, after, max, collect, r);
+	buf[0] = '\0';
+	for (size_t i = 0; i < r->n; i++)
+		n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%s%llu", i ? "," : "",
+			(unsigned long long)r->rec[i].seq);
+	free(r);
+	return buf;
+}
+
+static void expect_seqs(struct mh_store *s, uint64_t after, size_t max, const char *want)
+{
+	int count;
+	const char *got = seqs(s, after, max, &count);
+	int n = *want ? 1 : 0;
+
+	for (const char *p = want; *p; p++)
+		n += *p == ',';
+	assert_string_equal(got, want);
+	assert_int_equal(count, n);
+}
+
+static struct mh_store *open_ok(const char *path)
+{
+	struct mh_store *s = NULL;
+
+	assert_int_equal(mh_store_open(path, MAX_BYTES, &s), 0);
+	assert_non_null(s);
+	return s;
+}
+
+static void append_ok(struct mh_store *s, enum mh_record_type type, int64_t ms, const char *sub,
+	const char *payload)
+{
+	assert_int_equal(mh_store_append(s, type, ms, sub, payload, strlen(payload)), 0);
+}
+
+/* Read a whole file into a malloc'ed buffer. */
+static char *slurp(const char *path, size_t *len)
+{
+	FILE *fp = fopen(path, "rb");
+	char *buf = NULL;
+	long n;
+
+	assert_non_null(fp);
+	assert_int_equal(fseek(fp, 0, SEEK_END), 0);
+	n = ftell(fp);
+	assert_true(n >= 0);
+	rewind(fp);
+	buf = malloc((size_t)n + 1);
+	assert_non_null(buf);
+	assert_int_equal(fread(buf, 1, (size_t)n, fp), (size_t)n);
+	fclose(fp);
+	*len = (size_t)n;
+	return buf;
+}
+
+static bool same_file(const char *path, const char *before, size_t before_len)
+{
+	size_t len;
+	char *now = slurp(path, &len);
+	bool same = len == before_len && !memcmp(now, before, len);
+
+	free(now);
+	return same;
+}
+
+/* Check with plain LMDB that the unnamed database holds exactly one key, @key. */
+static void expect_only_key(const char *dir, const char *key, const char *val)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int n = 0;
+
+	assert_int_equal(mdb_env_create(&env), 0);
+	assert_int_equal(mdb_env_open(env, dir, MDB_RDONLY, 0644), 0);
+	assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+	assert_int_equal(mdb_dbi_open(txn, NULL, 0, &dbi), 0);
+	assert_int_equal(mdb_cursor_open(txn, dbi, &cur), 0);
+	while (mdb_cursor_get(cur, &k, &v, n ? MDB_NEXT : MDB_FIRST) == 0) {
+		print_message("unnamed db key %d: %.*s\n", n, (int)k.mv_size, (char *)k.mv_data);
+		if (n == 0) {
+			assert_int_equal(k.mv_size, strlen(key));
+			assert_memory_equal(k.mv_data, key, k.mv_size);
+			assert_int_equal(v.mv_size, strlen(val));
+			assert_memory_equal(v.mv_data, val, v.mv_size);
+		}
+		n++;
+	}
+	mdb_cursor_close(cur);
+	mdb_txn_abort(txn);
+	mdb_env_close(env);
+	assert_int_equal(n, 1);
+}
+
+/* ---- records --------------------------------------------------------- */
+
+static void test_append_commit_scan(void **state)
+{
+	struct fixture *f = *state;
+	struct scan_result *r = calloc(1, sizeof(*r));
+	struct mh_store *s = open_ok(f->path);
+	static const char binary[] = {'{', '\0', '}'};
+
+	assert_non_null(r);
+	assert_int_equal(mh_store_next_seq(s), 1);
+	append_ok(s, MH_RECORD_READING, 1795316832000, "reading/m-0001",
+		"{\"seq\":1,\"values\":{\"voltage_a_v\":230.1}}");
+	assert_int_equal(mh_store_next_seq(s), 2);
+	append_ok(s, MH_RECORD_INTERVAL, 1795317300000, "interval/m-0001", "{\"complete\":true}");
+	append_ok(s, MH_RECORD_EVENT, -5, "event", "");
+	assert_int_equal(mh_store_append(s, MH_RECORD_CMD_RESULT, 0, "cmd/result", binary, 3), 0);
+	append_ok(s, MH_RECORD_DAILY, INT64_MAX, "daily/m-0101", "{}");
+	assert_int_equal(mh_store_next_seq(s), 6);
+	assert_int_equal(mh_store_commit(s), 0);
+
+	assert_int_equal(mh_store_scan(s, 0, 100, collect, r), 5);
+	assert_int_equal(r->n, 5);
+
+	assert_int_equal(r->rec[0].seq, 1);
+	assert_int_equal(r->rec[0].type, MH_RECORD_READING);
+	assert_int_equal(r->rec[0].created_ms, 1795316832000);
+	assert_int_equal(r->rec[0].subtopic_len, strlen("reading/m-0001"));
+	assert_memory_equal(r->rec[0].subtopic, "reading/m-0001", r->rec[0].subtopic_len);
+	assert_int_equal(
+		r->rec[0].payload_len, strlen("{\"seq\":1,\"values\":{\"voltage_a_v\":230.1}}"));
+	assert_memory_equal(r->rec[0].payload, "{\"seq\":1,\"values\":{\"voltage_a_v\":230.1}}",
+		r->rec[0].payload_len);
+
+	assert_int_equal(r->rec[1].seq, 2);
+	assert_int_equal(r->rec[1].type, MH_RECORD_INTERVAL);
+	assert_int_equal(r->rec[1].created_ms, 1795317300000);
+	assert_int_equal(r->rec[1].subtopic_len, 15);
+	assert_memory_equal(r->rec[1].subtopic, "interval/m-0001", 15);
+	assert_int_equal(r->rec[1].payload_len, 17);
+	assert_memory_equal(r->rec[1].payload, "{\"complete\":true}", 17);
+
+	assert_int_equal(r->rec[2].seq, 3);
+	assert_int_equal(r->rec[2].type, MH_RECORD_EVENT);
+	assert_true(r->rec[2].created_ms == -5);
+	assert_int_equal(r->rec[2].subtopic_len, 5);
+	assert_memory_equal(r->rec[2].subtopic, "event", 5);
+	assert_int_equal(r->rec[2].payload_len, 0);
+
+	/* The payload is bytes with a length, not a C string. */
+	assert_int_equal(r->rec[3].seq, 4);
+	assert_int_equal(r->rec[3].type, MH_RECORD_CMD_RESULT);
+	assert_int_equal(r->rec[3].created_ms, 0);
+	assert_int_equal(r->rec[3].subtopic_len, 10);
+	assert_memory_equal(r->rec[3].subtopic, "cmd/result", 10);
+	assert_int_equal(r->rec[3].payload_len, 3);
+	assert_memory_equal(r->rec[3].payload, binary, 3);
+
+	assert_int_equal(r->rec[4].seq, 5);
+	assert_int_equal(r->rec[4].type, MH_RECORD_DAILY);
+	assert_true(r->rec[4].created_ms == INT64_MAX);
+	assert_int_equal(r->rec[4].subtopic_len, 12);
+	assert_memory_equal(r->rec[4].subtopic, "daily/m-0101", 12);
+	assert_int_equal(r->rec[4].payload_len, 2);
+	assert_memory_equal(r->rec[4].payload, "{}", 2);
+
+	free(r);
+	mh_store_close(s);
+	mh_store_close(NULL);
+}
+
+static void test_scan_sees_only_committed(void **state)
+{
+	struct fixture *f = *state;
+	struct mh_store *s = open_ok(f->path);
+	struct mh_store_stats st;
+
+	append_ok(s, MH_RECORD_READING, 1, "reading/a", "1");
+	assert_int_equal(mh_store_commit(s), 0);
+	append_ok(s, MH_RECORD_READING, 2, "reading/a", "2");
+	expect_seqs(s, 0, 100, "1");
+	assert_int_equal(mh_store_stats(s, &st), 0);
+	assert_int_equal(st.records, 1);
+	assert_int_equal(mh_store_commit(s), 0);
+	expect_seqs(s, 0, 100, "1,2");
+	/* A commit with nothing pending is fine. */
+	assert_int_equal(mh_store_commit(s), 0);
+	assert_int_equal(mh_store_commit(s), 0);
+	expect_seqs(s, 0, 100, "1,2");
+	mh_store_close(s);
+}
+
+static void test_ack(void **state)
+{
+	struct fixture *f = *state;
+	struct mh_store *s = open_ok(f->path);
+
+	for (int i = 1; i <= 5; i++)
+		append_ok(s, MH_RECORD_READING, i, "reading/m-0001", "{}");
+	assert_int_equal(mh_store_commit(s), 0);
+	expect_seqs(s, 0, 100, "1,2,3,4,5");
+
+	assert_int_equal(mh_store_ack(s, 2), 0);
+	assert_int_equal(mh_store_ack(s, 4), 0);
+	/* Acknowledgements are pending until the commit. */
+	expect_seqs(s, 0, 100, "1,2,3,4,5");
+	assert_int_equal(mh_store_commit(s), 0);
+	expect_seqs(s, 0, 100, "1,3,5");
+
+	/* A broker may acknowledge twice; a seq never stored is no error either. */
+	assert_int_equal(mh_store_ack(s, 2), 0);
+	assert_int_equal(mh_store_ack(s, 99), 0);
+	assert_int_equal(mh_store_commit(s), 0);
+	expect_seqs(s, 0, 100, "1,3,5");
+	/* Acknowledged twice within one transaction. */
+	assert_int_equal(mh_store_ack(s, 3), 0);
+	assert_int_equal(mh_store_ack(s, 3), 0);
+	assert_int_equal(mh_store_commit(s), 0);
+	expect_seqs(s, 0, 100, "1,5");
+	assert_int_equal(mh_store_next_seq(s), 6);
+	mh_store_close(s);
+}
+
+static void test_seq_survives_reopen(void **state)
+{
+	struct fixture *f = *state;
+	struct mh_store *s = open_ok(f->path);
+
+	for (int i = 1; i <= 3; i++)
+		append_ok(s, MH_RECORD_READING, i, "reading/m-0001", "{}");
+	assert_int_equal(mh_store_commit(s), 0);
+	mh_store_close(s);
+
+	s = open_ok(f->path);
+	assert_int_equal(mh_store_next_seq(s), 4);
+	expect_seqs(s, 0, 100, "1,2,3");
+	/* Everything acknowledged: the outbox is empty, but seq must not restart. */
+	for (uint64_t seq = 1; seq <= 3; seq++)
+		assert_int_equal(mh_store_ack(s, seq), 0);
+	assert_int_equal(mh_store_commit(s), 0);
+	expect_seqs(s, 0, 100, "");
+	mh_store_close(s);
+
+	s = open_ok(f->path);
+	assert_int_equal(mh_store_next_seq(s), 4);
+	append_ok(s, MH_RECORD_EVENT, 4, "event", "{}");
+	/* Appended and acknowledged in one transaction, then closed. */
+	assert_int_equal(mh_store_ack(s, 4), 0);
+	mh_store_close(s);
+
+	s = open_ok(f->path);
+	assert_int_equal(mh_store_next_seq(s), 5);
+	expect_seqs(s, 0, 100, "");
+	append_ok(s, MH_RECORD_EVENT, 5, "event", "{}");
+	assert_int_equal(mh_store_commit(s), 0);
+	expect_seqs(s, 0, 100, "5");
+	mh_store_close(s);
+}
+
+static void test_close_commits(void **state)
+{
+	struct fixture *f = *state;
+	struct mh_store *s = open_ok(f->path);
+
+	append_ok(s, MH_RECORD_READING, 10, "reading/m-0001", "a");
+	append_ok(s, MH_RECORD_READING, 20, "reading/m-0001", "b");
+	assert_int_equal(mh_store_commit(s), 0);
+	assert_int_equal(mh_store_ack(s, 1), 0);
+	append_ok(s, MH_RECORD_READING, 30, "reading/m-0001", "c");
+	/* No commit: the header promises close commits what is pending. */
+	mh_store_close(s);
+
+	s = open_ok(f->path);
+	expect_seqs(s, 0, 100, "2,3");
+	assert_int_equal(mh_store_next_seq(s), 4);
+	mh_store_close(s);
+}
+
+/*
+ * A daemon killed between append and commit: the child process appends and
+ * commits three records, appends two more and exits without committing or
+ * closing. Only the committed three survive.
+ */
+static void test_crash_loses_only_pending(void **state)
+{
+	struct fixture *f = *state;
+	struct mh_store *s;
+	int status, fds[2];
+	char verdict = '?';
+	pid_t pid;
+
+	assert_int_equal(pipe(fds), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int bad = mh_store_open(f->path, MAX_BYTES, &s) != 0;
+		for (int i = 1; i <= 5 && !bad; i++) {
+			bad |= mh_store_append(
+				       s, MH_RECORD_READING, i, "reading/m-0001", "{}", 2) != 0;
+			if (i == 3)
+				bad |= mh_store_commit(s) != 0;
+		}
+		verdict = bad ? 'n' : 'y';
+		if (write(fds[1], &verdict, 1) != 1)
+			_exit(1);
+		/* Wait for the parent's SIGKILL, as a daemon dies under it or a power cut. */
+		for (;;)
+			pause();
+	}
+	close(fds[1]);
+	assert_int_equal(read(fds[0], &verdict, 1), 1);
+	close(fds[0]);
+	assert_int_equal(kill(pid, SIGKILL), 0);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+	assert_int_equal(verdict, 'y');
+
+	s = open_ok(f->path);
+	expect_seqs(s, 0, 100, "1,2,3");
+	assert_int_equal(mh_store_next_seq(s), 4);
+	mh_store_close(s);
+}
+
+static void test_scan_after_and_max(void **state)
+{
+	struct fixture *f = *state;
+	struct mh_store *s = open_ok(f->path);
+	struct scan_result *r = calloc(1, sizeof(*r));
+
+	assert_non_null(r);
+	for (int i = 1; i <= 10; i++)
+		append_ok(s, MH_RECORD_READING, i, "reading/m-0001", "{}");
+	assert_int_equal(mh_store_commit(s), 0);
+
+	expect_seqs(s, 3, 4, "4,5,6,7");
+	expect_seqs(s, 7, 100, "8,9,10");
+	expect_seqs(s, 10, 100, "");
+	expect_seqs(s, 1000, 100, "");
+	expect_seqs(s, 0, 0, "");
+	expect_seqs(s, 0, 1, "1");
+	expect_seqs(s, 0, 10, "1,2,3,4,5,6,7,8,9,10");
+
+	/* @after need not be a stored seq: acknowledged records leave holes. */
+	assert_int_equal(mh_store_ack(s, 4), 0);
+	assert_int_equal(mh_store_ack(s, 5), 0);
+	assert_int_equal(mh_store_commit(s), 0);
+	expect_seqs(s, 3, 2, "6,7");
+	expect_seqs(s, 4, 2, "6,7");
+
+	/* The callback stops the scan; the count includes the record it stopped on. */
+	r->stop_after = 2;
+	assert_int_equal(mh_store_scan(s, 0, 100, collect, r), 2);
+	assert_int_equal(r->n, 2);
+	assert_int_equal(r->rec[0].seq, 1);
+	assert_int_equal(r->rec[1].seq, 2);
+	free(r);
+	mh_store_close(s);
+}
+
+static void test_stats(void **state)
+{
+	struct fixture *f = *state;
+	struct mh_store *s = open_ok(f->path);
+	struct mh_store_stats st;
+
+	memset(&st, 0xA5, sizeof(st));
+	assert_int_equal(mh_store_stats(s, &st), 0);
+	assert_int_equal(st.records, 0);
+	assert_int_equal(st.oldest_seq, 0);
+	assert_int_equal(st.oldest_ms, 0);
+	assert_int_equal(st.max_bytes, MAX_BYTES);
+	assert_true(st.used_bytes < MAX_BYTES);
+
+	append_ok(s, MH_RECORD_READING, 1795316400000, "reading/m-0001", "{}");
+	append_ok(s, MH_RECORD_READING, 1795317300000, "reading/m-0001", "{}");
+	append_ok(s, MH_RECORD_READING, 1795318200000, "reading/m-0001", "{}");
+	assert_int_equal(mh_store_commit(s), 0);
+	assert_int_equal(mh_store_stats(s, &st), 0);
+	assert_int_equal(st.records, 3);
+	assert_int_equal(st.oldest_seq, 1);
+	assert_int_equal(st.oldest_ms, 1795316400000);
+	assert_true(st.used_bytes > 0 && st.used_bytes < MAX_BYTES);
+
+	assert_int_equal(mh_store_ack(s, 1), 0);
+	assert_int_equal(mh_store_commit(s), 0);
+	assert_int_equal(mh_store_stats(s, &st), 0);
+	assert_int_equal(st.records, 2);
+	assert_int_equal(st.oldest_seq, 2);
+	assert_int_equal(st.oldest_ms, 1795317300000);
+
+	/* Stats describe committed data: a pending ack and append do not count yet. */
+	assert_int_equal(mh_store_ack(s, 2), 0);
+	append_ok(s, MH_RECORD_READING, 1795319100000, "reading/m-0001", "{}");
+	assert_int_equal(mh_store_stats(s, &st), 0);
+	assert_int_equal(st.records, 2);
+	assert_int_equal(st.oldest_seq, 2);
+	assert_int_equal(mh_store_commit(s), 0);
+	assert_int_equal(mh_store_stats(s, &st), 0);
+	assert_int_equal(st.records, 2);
+	assert_int_equal(st.oldest_seq, 3);
+	assert_int_equal(st.oldest_ms, 1795318200000);
+
+	assert_int_equal(mh_store_ack(s, 3), 0);
+	assert_int_equal(mh_store_ack(s, 4), 0);
+	assert_int_equal(mh_store_commit(s), 0);
+	assert_int_equal(mh_store_stats(s, &st), 0);
+	assert_int_equal(st.records, 0);
+	assert_int_equal(st.oldest_seq, 0);
+	assert_int_equal(st.oldest_ms, 0);
+	mh_store_close(s);
+}
+
+static void test_creates_directory(void **state)
+{
+	struct fixture *f = *state;
+	struct stat st;
+	struct mh_store *s;
+
+	assert_int_equal(stat(f->path, &st), -1);
+	s = open_ok(f->path);
+	assert_int_equal(stat(f->path, &st), 0);
+	assert_true(S_ISDIR(st.st_mode));
+	mh_store_close(s);
+}
+
+/* ---- a full store ---------------------------------------------------- */
+
+/* What a scan saw, by type; readings must form one run of seqs. */
+struct tally {
+	uint64_t n, first_reading, last_reading, other[8];
+	bool gap;
+};
+
+static int count_cb(void *ud, const struct mh_record *rec)
+{
+	struct tally *c = ud;
+
+	if (rec->type == MH_RECORD_READING) {
+		if (c->last_reading && rec->seq != c->last_reading + 1)
+			c->gap = true;
+		if (!c->first_reading)
+			c->first_reading = rec->seq;
+		c->last_reading = rec->seq;
+	} else if ((unsigned)rec->type < 8) {
+		c->other[rec->type]++;
+	}
+	c->n++;
+	return 0;
+}
+
+/*
+ * Past max_bytes the store drops its oldest records to make room, readings
+ * first: here three events come first and must outlive a flood of 2000
+ * readings, of which only the newest survive, as one unbroken run. Every
+ * drop is reported by mh_store_take_drops(), and seqs are never reused.
+ */
+static void test_full_store_drops_oldest_readings(void **state)
+{
+	struct fixture *f = *state;
+	const uint64_t max = 64 << 10;
+	struct mh_store *s = NULL;
+	struct mh_store_stats st;
+	struct mh_store_drops drops;
+	struct tally c = {0};
+	char payload[200];
+	uint64_t seq;
+
+	memset(payload, 'r', sizeof(payload));
+	assert_int_equal(mh_store_open(f->path, max, &s), 0);
+	for (seq = 1; seq <= 3; seq++)
+		append_ok(s, MH_RECORD_EVENT, (int64_t)seq, "event", "{\"type\":\"started\"}");
+	assert_int_equal(mh_store_commit(s), 0);
+	for (seq = 4; seq <= 2003; seq++) {
+		assert_int_equal(mh_store_append(s, MH_RECORD_READING, (int64_t)seq,
+					 "reading/m-0001", payload, sizeof(payload)),
+			0);
+		if (seq % 10 == 0)
+			assert_int_equal(mh_store_commit(s), 0);
+	}
+	assert_int_equal(mh_store_commit(s), 0);
+	assert_int_equal(mh_store_next_seq(s), 2004);
+
+	assert_true(mh_store_scan(s, 0, SIZE_MAX, count_cb, &c) > 0);
+	assert_int_equal(mh_store_stats(s, &st), 0);
+	print_message("kept %llu of 2003 records in %llu bytes (max %llu)\n",
+		(unsigned long long)c.n, (unsigned long long)st.used_bytes,
+		(unsigned long long)max);
+	assert_true(st.used_bytes <= max);
+	/* Some readings had to go, not all of them. */
+	assert_true(c.n < 2003);
+	assert_int_equal(c.other[MH_RECORD_EVENT], 3);
+	assert_false(c.gap);
+	assert_int_equal(c.last_reading, 2003);
+	assert_true(c.first_reading > 4);
+	assert_int_equal(st.records, c.n);
+	assert_int_equal(st.oldest_seq, 1);
+
+	assert_true(mh_store_take_drops(s, &drops));
+	assert_int_equal(drops.by_type[MH_RECORD_READING], c.first_reading - 4);
+	assert_int_equal(drops.by_type[MH_RECORD_EVENT], 0);
+	assert_int_equal(drops.by_type[MH_RECORD_INTERVAL], 0);
+	assert_int_equal(drops.first_seq, 4);
+	assert_int_equal(drops.last_seq, c.first_reading - 1);
+	assert_int_equal(drops.lost, 0);
+	/* Taken once, they are gone. */
+	assert_false(mh_store_take_drops(s, &drops));
+	assert_int_equal(drops.by_type[MH_RECORD_READING], 0);
+	mh_store_close(s);
+
+	/* The seq keeps counting after a restart, however much was dropped. */
+	s = open_ok(f->path);
+	assert_int_equal(mh_store_next_seq(s), 2004);
+	mh_store_close(s);
+}
+
+/* With no reading left to drop, the oldest record of any type goes. */
+static void test_full_store_without_readings(void **state)
+{
+	struct fixture *f = *state;
+	const uint64_t max = 64 << 10;
+	struct mh_store *s = NULL;
+	struct mh_store_stats st;
+	struct mh_store_drops drops;
+	struct tally c = {0};
+	char payload[200];
+	uint64_t count;
+
+	memset(payload, 'i', sizeof(payload));
+	assert_int_equal(mh_store_open(f->path, max, &s), 0);
+	for (uint64_t seq = 1; seq <= 1000; seq++) {
+		assert_int_equal(mh_store_append(s, MH_RECORD_INTERVAL, (int64_t)seq,
+					 "interval/m-0001", payload, sizeof(payload)),
+			0);
+		if (seq % 10 == 0)
+			assert_int_equal(mh_store_commit(s), 0);
+	}
+	assert_int_equal(mh_store_stats(s, &st), 0);
+	assert_true(mh_store_scan(s, 0, SIZE_MAX, count_cb, &c) > 0);
+	count = c.other[MH_RECORD_INTERVAL];
+	assert_int_equal(c.n, count);
+	assert_int_equal(st.records, count);
+	assert_true(st.used_bytes <= max);
+	assert_true(count > 0 && count < 1000);
+	/* The newest survive, in one run up to the last: the count and the ends agree. */
+	assert_int_equal(st.oldest_seq, 1000 - count + 1);
+	assert_true(mh_store_take_drops(s, &drops));
+	assert_int_equal(drops.by_type[MH_RECORD_INTERVAL], 1000 - count);
+	assert_int_equal(drops.by_type[MH_RECORD_READING], 0);
+	assert_int_equal(drops.first_seq, 1);
+	assert_int_equal(drops.last_seq, 1000 - count);
+	mh_store_close(s);
+}
+
+/*
+ * A record larger than the whole store cannot be kept: the append fails
+ * with -ENOSPC, and it must not take the records already stored with it.
+ */
+static void test_record_larger_than_store(void **state)
+{
+	struct fixture *f = *state;
+	const uint64_t max = 64 << 10;
+	struct mh_store *s = NULL;
+	struct mh_store_drops drops;
+	char *big = malloc(max + 1);
+
+	assert_non_null(big);
+	memset(big, 'x', max + 1);
+	assert_int_equal(mh_store_open(f->path, max, &s), 0);
+	append_ok(s, MH_RECORD_INTERVAL, 1, "interval/m-0001", "{}");
+	append_ok(s, MH_RECORD_READING, 2, "reading/m-0001", "{}");
+	assert_int_equal(mh_store_commit(s), 0);
+	append_ok(s, MH_RECORD_READING, 3, "reading/m-0001", "{}");
+
+	int rc = mh_store_append(s, MH_RECORD_EVENT, 4, "event", big, max + 1);
+	free(big);
+	int commit = mh_store_commit(s);
+	int count;
+	char kept[64];
+	snprintf(kept, sizeof(kept), "%s", seqs(s, 0, 100, &count));
+	bool dropped = mh_store_take_drops(s, &drops);
+	mh_store_close(s);
+
+	assert_int_equal(rc, -ENOSPC);
+	assert_int_equal(commit, 0);
+	assert_string_equal(kept, "1,2,3");
+	assert_false(dropped);
+}
+
+/* ---- directories that are not ours ----------------------------------- */
+
+static void test_foreign_lmdb_refused(void **state)
+{
+	struct fixture *f = *state;
+	char data[160];
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_val k = {5, "hello"}, v = {5, "world"};
+	struct mh_store *s = NULL;
+	size_t len;
+	char *before;
+	int rc;
+	bool same;
+
+	/* Someone else's database: one key in the unnamed DB, nothing else. */
+	assert_int_equal(mkdir(f->path, 0750), 0);
+	assert_int_equal(mdb_env_create(&env), 0);
+	assert_int_equal(mdb_env_open(env, f->path, 0, 0644), 0);
+	assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	assert_int_equal(mdb_dbi_open(txn, NULL, 0, &dbi), 0);
+	assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+
+	snprintf(data, sizeof(data), "%s/data.mdb", f->path);
+	before = slurp(data, &len);
+	rc = mh_store_open(f->path, MAX_BYTES, &s);
+	if (rc == 0)
+		mh_store_close(s);
+	same = same_file(data, before, len);
+	print_message("mh_store_open on a foreign database: %d, data.mdb %s\n", rc,
+		same ? "unchanged" : "MODIFIED");
+	free(before);
+	assert_int_equal(rc, -EILSEQ);
+	assert_true(same);
+	expect_only_key(f->path, "hello", "world");
+}
+
+static void test_newer_schema_refused(void **state)
+{
+	struct fixture *f = *state;
+	char data[160];
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	uint8_t two = 2;
+	MDB_val k = {6, "schema"}, v = {1, &two};
+	struct mh_store *s = open_ok(f->path);
+	size_t len;
+	char *before;
+	int rc;
+
+	append_ok(s, MH_RECORD_READING, 1, "reading/m-0001", "{}");
+	mh_store_close(s);
+
+	/* A later meterhub raised the schema version. */
+	assert_int_equal(mdb_env_create(&env), 0);
+	assert_int_equal(mdb_env_set_maxdbs(env, 4), 0);
+	assert_int_equal(mdb_env_open(env, f->path, 0, 0644), 0);
+	assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	assert_int_equal(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
+	assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+
+	snprintf(data, sizeof(data), "%s/data.mdb", f->path);
+	before = slurp(data, &len);
+	s = NULL;
+	rc = mh_store_open(f->path, MAX_BYTES, &s);
+	if (rc == 0)
+		mh_store_close(s);
+	assert_true(rc < 0);
+	assert_null(s);
+	assert_true(same_file(data, before, len));
+	free(before);
+}
+
+static void test_regular_file_refused(void **state)
+{
+	struct fixture *f = *state;
+	struct mh_store *s = NULL;
+	FILE *fp = fopen(f->path, "w");
+	size_t len;
+	char *before;
+
+	assert_non_null(fp);
+	fputs("not a directory\n", fp);
+	fclose(fp);
+	before = slurp(f->path, &len);
+	assert_int_equal(mh_store_open(f->path, MAX_BYTES, &s), -ENOTDIR);
+	assert_null(s);
+	assert_true(same_file(f->path, before, len));
+	free(before);
+}
+
+static void test_garbage_data_refused(void **state)
+{
+	struct fixture *f = *state;
+	char data[160];
+	char garbage[16384];
+	uint32_t x = 0x2545F491; /* xorshift32: "random" bytes that repeat run to run */
+	struct mh_store *s = NULL;
+	FILE *fp;
+	int rc;
+
+	for (size_t i = 0; i < sizeof(garbage); i++) {
+		x ^= x << 13;
+		x ^= x >> 17;
+		x ^= x << 5;
+		garbage[i] = (char)(x >> 24);
+	}
+	assert_int_equal(mkdir(f->path, 0750), 0);
+	snprintf(data, sizeof(data), "%s/data.mdb", f->path);
+	fp = fopen(data, "wb");
+	assert_non_null(fp);
+	assert_int_equal(fwrite(garbage, 1, sizeof(garbage), fp), sizeof(garbage));
+	fclose(fp);
+
+	rc = mh_store_open(f->path, MAX_BYTES, &s);
+	if (rc == 0)
+		mh_store_close(s);
+	print_message("mh_store_open on garbage: %d\n", rc);
+	assert_true(rc < 0);
+	assert_null(s);
+	assert_true(same_file(data, garbage, sizeof(garbage)));
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		T(test_append_commit_scan),
+		T(test_scan_sees_only_committed),
+		T(test_ack),
+		T(test_seq_survives_reopen),
+		T(test_close_commits),
+		T(test_crash_loses_only_pending),
+		T(test_scan_after_and_max),
+		T(test_stats),
+		T(test_creates_directory),
+		T(test_full_store_drops_oldest_readings),
+		T(test_full_store_without_readings),
+		T(test_record_larger_than_store),
+		T(test_foreign_lmdb_refused),
+		T(test_newer_schema_refused),
+		T(test_regular_file_refused),
+		T(test_garbage_data_refused),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
