@@ -433,7 +433,17 @@ int mh_store_commit(struct mh_store *store)
 		if (rc)
 			return abort_pending(store, rc);
 	}
+	/*
+	 * Only new records need the fsync. A transaction of acknowledgements
+	 * alone is committed without it: a power cut can undo such deletions,
+	 * which re-sends those records (a duplicate), never loses one.
+	 */
+	bool sync = store->appends_pending > 0;
+	if (!sync)
+		mdb_env_set_flags(store->env, MDB_NOSYNC, 1);
 	rc = mdb_txn_commit(store->txn);
+	if (!sync)
+		mdb_env_set_flags(store->env, MDB_NOSYNC, 0);
 	store->txn = NULL;
 	if (rc) {
 		store->next_seq = store->committed_next_seq;

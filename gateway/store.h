@@ -40,9 +40,11 @@ struct mh_store;
  * Refuses a directory holding a foreign, corrupt or newer-format database
  * and leaves it untouched. Returns 0 and *@out, or a negative errno.
  *
- * Durability: each mh_store_commit() is one synced LMDB commit. A power
- * cut loses at most what was appended since the last commit; those records
- * were never published nor acknowledged to anyone.
+ * Durability: each mh_store_commit() that adds records is one synced LMDB
+ * commit. A power cut loses at most what was appended since the last
+ * commit; those records were never published nor acknowledged to anyone.
+ * Commits that only delete acknowledged records skip the fsync: a power cut
+ * may undo them, so those records are sent again (duplicates, not gaps).
  */
 int mh_store_open(const char *path, uint64_t max_bytes, struct mh_store **out);
 
