@@ -8,20 +8,55 @@
 
 #include "config.h"
 #include "daemon.h"
+#include "dlt645_link.h"
 #include "log.h"
 
 static void usage(FILE *out)
 {
 	fprintf(out, "usage: meterhub -c FILE [--check-config] [-v]\n"
+		     "       meterhub --discover DEVICE [--baud N] [--parity none|even|odd]\n"
 		     "\n"
 		     "  -c, --config FILE   the YAML configuration\n"
 		     "      --check-config  validate the configuration and exit\n"
+		     "      --discover DEVICE  print the address of the one DL/T 645 meter\n"
+		     "                      on DEVICE (default 2400 baud, even parity)\n"
 		     "  -v, --verbose       log debug messages\n"
 		     "  -V, --version       print the version and exit\n"
 		     "  -h, --help          this text\n"
 		     "\n"
 		     "Exit status: 0 on a clean shutdown or a valid configuration,\n"
 		     "1 when the configuration has errors, 2 on a start-up failure.\n");
+}
+
+/* Commissioning: find the address of a lone DL/T 645 meter. Exit 0 when found. */
+static int discover(const char *device, unsigned baud, enum mh_parity parity)
+{
+	struct mh_serial_params params = {
+		.device = device,
+		.baud = baud,
+		.parity = parity,
+		.response_timeout_ms = 1000,
+		.byte_timeout_ms = 20 + 10 * 11000 / baud,
+	};
+	struct mh_dlt645_link *link;
+	uint8_t addr[MH_DLT645_ADDR_LEN];
+	char text[13];
+	int rc = mh_dlt645_link_open(&params, &link);
+
+	if (rc < 0) {
+		fprintf(stderr, "%s: %s\n", device, strerror(-rc));
+		return 2;
+	}
+	rc = mh_dlt645_link_discover(link, addr);
+	mh_dlt645_link_free(link);
+	if (rc < 0) {
+		fprintf(stderr, "%s: no answer to read-address (%s); is exactly one meter connected?\n",
+			device, rc == -ETIMEDOUT ? "silence" : strerror(-rc));
+		return 1;
+	}
+	mh_dlt645_addr_format(addr, text);
+	printf("%s\n", text);
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -32,9 +67,14 @@ int main(int argc, char **argv)
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "discover", required_argument, NULL, 'D' },
+		{ "baud", required_argument, NULL, 'B' },
+		{ "parity", required_argument, NULL, 'P' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *file = NULL;
+	const char *file = NULL, *device = NULL;
+	unsigned baud = 2400;
+	enum mh_parity parity = MH_PARITY_EVEN;
 	bool check_only = false;
 	struct mh_config *cfg;
 	size_t meters = 0;
@@ -57,11 +97,28 @@ int main(int argc, char **argv)
 		case 'h':
 			usage(stdout);
 			return 0;
+		case 'D':
+			device = optarg;
+			break;
+		case 'B':
+			baud = (unsigned)strtoul(optarg, NULL, 10);
+			break;
+		case 'P':
+			if (!strcmp(optarg, "none") || !strcmp(optarg, "even") || !strcmp(optarg, "odd")) {
+				parity = optarg[0] == 'n' ? MH_PARITY_NONE
+					 : optarg[0] == 'e' ? MH_PARITY_EVEN
+							    : MH_PARITY_ODD;
+				break;
+			}
+			usage(stderr);
+			return 2;
 		default:
 			usage(stderr);
 			return 2;
 		}
 	}
+	if (device && optind == argc)
+		return discover(device, baud ? baud : 2400, parity);
 	if (!file || optind != argc) {
 		usage(stderr);
 		return 2;

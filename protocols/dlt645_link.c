@@ -265,6 +265,21 @@ int mh_dlt645_link_read(struct mh_dlt645_link *link, const uint8_t addr[MH_DLT64
 	return rc;
 }
 
+int mh_dlt645_link_discover(struct mh_dlt645_link *link, uint8_t addr[MH_DLT645_ADDR_LEN])
+{
+	struct mh_dlt645_frame req, rsp;
+	uint8_t err;
+	int rc = mh_dlt645_build_read_address(&req);
+
+	if (!rc)
+		rc = mh_dlt645_link_transact(link, &req, &rsp);
+	if (!rc)
+		rc = mh_dlt645_reply_error(&rsp, &err);
+	if (!rc)
+		memcpy(addr, rsp.addr, MH_DLT645_ADDR_LEN);
+	return rc;
+}
+
 void mh_dlt645_link_counters(const struct mh_dlt645_link *link, uint64_t *garbage,
 	uint64_t *skipped)
 {

@@ -50,6 +50,14 @@ int mh_dlt645_link_send(struct mh_dlt645_link *link, const struct mh_dlt645_fram
 int mh_dlt645_link_read(struct mh_dlt645_link *link, const uint8_t addr[MH_DLT645_ADDR_LEN],
 	uint32_t di, uint8_t *out, size_t cap, size_t *len, uint8_t *err);
 
+/*
+ * Ask the one meter on the line for its address (read address, 0x13, to
+ * the AA..AA wildcard): for commissioning, with a single meter connected,
+ * since several meters would all answer at once. Returns 0 with @addr, or
+ * the errors of mh_dlt645_link_transact().
+ */
+int mh_dlt645_link_discover(struct mh_dlt645_link *link, uint8_t addr[MH_DLT645_ADDR_LEN]);
+
 /* Bytes dropped as noise and frames passed over since the link was opened. */
 void mh_dlt645_link_counters(const struct mh_dlt645_link *link, uint64_t *garbage,
 	uint64_t *skipped);

@@ -4,10 +4,11 @@
 and publishes exactly what the meters said."""
 
 import collections
+import subprocess
 
 import pytest
 
-from conftest import gateway_config, wait_until
+from conftest import gateway_config, meterhub_binary, wait_until
 
 SINGLE = 'dlt645-single-phase'
 THREE = 'dlt645-three-phase'
@@ -237,3 +238,21 @@ def test_silent_meter_costs_one_timeout_on_a_busy_bus(broker, dlt645_sim, gatewa
         assert len(ts) == len(set(ts))  # one reading per boundary, none skipped
     timeouts = sum(r['duration_ms'] for r in got['m-3']) / len(got['m-3'])
     assert 300 <= timeouts < 450
+
+
+def test_discover_prints_the_lone_meters_address(dlt645_sim):
+    sim = dlt645_sim('b645', {'meters': [sim_meter('000000000001')]})
+    res = subprocess.run([meterhub_binary(), '--discover', sim.gateway_end],
+                         capture_output=True, text=True, timeout=10)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == '000000000001'
+    rx = [f for f in sim.frames() if f.get('dir') == 'rx']
+    assert rx and rx[0]['c'] == 0x13
+
+
+def test_discover_reports_silence(dlt645_sim):
+    sim = dlt645_sim('b645', {'meters': [sim_meter('000000000001', fault={'silence': True})]})
+    res = subprocess.run([meterhub_binary(), '--discover', sim.gateway_end],
+                         capture_output=True, text=True, timeout=10)
+    assert res.returncode == 1
+    assert 'exactly one meter' in res.stderr
