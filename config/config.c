@@ -801,87 +801,87 @@ static bool expect_list(struct loader *ld, const yaml_node_t *node)
 	return false;
 }
 
+/*
+ * A list of mappings into a fresh array of @size-byte elements: each gets
+ * its position (at @pos_offset), its defaults from @init, then its keys.
+ * Returns the array with its length in *@count, or NULL.
+ */
+static void *parse_list(struct loader *ld, yaml_node_t *node, size_t size, size_t pos_offset,
+	void (*init)(void *elem), const struct key_spec *keys, size_t *count)
+{
+	char *array;
+	size_t n;
+
+	if (!expect_list(ld, node))
+		return NULL;
+	n = seq_len(node);
+	array = ld_alloc(ld, n * size);
+	if (!array)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		yaml_node_t *item =
+			yaml_document_get_node(ld->doc, node->data.sequence.items.start[i]);
+		char *elem = array + i * size;
+		size_t saved = path_push_index(ld, i);
+
+		*(struct mh_pos *)(elem + pos_offset) = node_pos(ld, item);
+		if (init)
+			init(elem);
+		walk_map(ld, item, keys, elem);
+		path_pop(ld, saved);
+	}
+	*count = n;
+	return array;
+}
+
+static void init_point(void *elem)
+{
+	struct mh_point *pt = elem;
+
+	/* Unset until validation, which knows whether they were given. */
+	pt->modbus.table = (enum mh_modbus_table)-1;
+	pt->modbus.type = (enum mh_modbus_type)-1;
+	pt->modbus.word_order = (enum mh_modbus_word_order)-1;
+	pt->modbus.scale = NAN;
+	pt->raw_address = UINT_MAX;
+}
+
+static void init_bus(void *elem)
+{
+	struct mh_bus_config *bus = elem;
+
+	/* Protocol-dependent defaults are filled in by validation. */
+	bus->parity = (enum mh_parity)-1;
+	bus->protocol = (enum mh_protocol)-1;
+	bus->timeout_ms = 500;
+	bus->frame_gap_ms = UINT_MAX;
+}
+
 static void parse_points(struct loader *ld, yaml_node_t *node, void *dst,
 	const struct key_spec *spec)
 {
 	struct mh_profile *profile = dst;
-	size_t n;
 
-	if (!expect_list(ld, node))
-		return;
-	n = seq_len(node);
-	profile->points = ld_alloc(ld, n * sizeof(*profile->points));
-	if (!profile->points)
-		return;
-	profile->n_points = n;
-	for (size_t i = 0; i < n; i++) {
-		yaml_node_t *item =
-			yaml_document_get_node(ld->doc, node->data.sequence.items.start[i]);
-		struct mh_point *pt = &profile->points[i];
-		size_t saved = path_push_index(ld, i);
-
-		pt->pos = node_pos(ld, item);
-		pt->modbus.table = (enum mh_modbus_table)-1;
-		pt->modbus.type = (enum mh_modbus_type)-1;
-		pt->raw_address = UINT_MAX;
-		/* Unset until validation, which knows whether they were given. */
-		pt->modbus.word_order = (enum mh_modbus_word_order)-1;
-		pt->modbus.scale = NAN;
-		walk_map(ld, item, point_keys, pt);
-		path_pop(ld, saved);
-	}
+	profile->points = parse_list(ld, node, sizeof(struct mh_point),
+		offsetof(struct mh_point, pos), init_point, point_keys, &profile->n_points);
 }
 
 static void parse_meters(struct loader *ld, yaml_node_t *node, void *dst,
 	const struct key_spec *spec)
 {
 	struct mh_bus_config *bus = dst;
-	size_t n;
 
-	if (!expect_list(ld, node))
-		return;
-	n = seq_len(node);
-	bus->meters = ld_alloc(ld, n * sizeof(*bus->meters));
-	if (!bus->meters)
-		return;
-	bus->n_meters = n;
-	for (size_t i = 0; i < n; i++) {
-		yaml_node_t *item =
-			yaml_document_get_node(ld->doc, node->data.sequence.items.start[i]);
-		size_t saved = path_push_index(ld, i);
-		bus->meters[i].pos = node_pos(ld, item);
-		walk_map(ld, item, meter_keys, &bus->meters[i]);
-		path_pop(ld, saved);
-	}
+	bus->meters = parse_list(ld, node, sizeof(struct mh_meter),
+		offsetof(struct mh_meter, pos), NULL, meter_keys, &bus->n_meters);
 }
 
 static void parse_buses(struct loader *ld, yaml_node_t *node, void *dst,
 	const struct key_spec *spec)
 {
 	struct mh_config *cfg = dst;
-	size_t n;
 
-	if (!expect_list(ld, node))
-		return;
-	n = seq_len(node);
-	cfg->buses = ld_alloc(ld, n * sizeof(*cfg->buses));
-	if (!cfg->buses)
-		return;
-	cfg->n_buses = n;
-	for (size_t i = 0; i < n; i++) {
-		yaml_node_t *item =
-			yaml_document_get_node(ld->doc, node->data.sequence.items.start[i]);
-		struct mh_bus_config *bus = &cfg->buses[i];
-		size_t saved = path_push_index(ld, i);
-
-		bus->pos = node_pos(ld, item);
-		bus->parity = (enum mh_parity)-1;
-		bus->protocol = (enum mh_protocol)-1;
-		bus->timeout_ms = 500;
-		bus->frame_gap_ms = UINT_MAX;
-		walk_map(ld, item, bus_keys, bus);
-		path_pop(ld, saved);
-	}
+	cfg->buses = parse_list(ld, node, sizeof(struct mh_bus_config),
+		offsetof(struct mh_bus_config, pos), init_bus, bus_keys, &cfg->n_buses);
 }
 
 static void parse_profiles(struct loader *ld, yaml_node_t *node, void *dst,
