@@ -20,7 +20,8 @@ def cmocka_counts(path):
         return 0, 1
     for line in lines:
         entry = json.loads(line)
-        out = entry.get('stdout') or ''
+        # cmocka prints its summary on stderr, which meson may keep apart.
+        out = (entry.get('stdout') or '') + (entry.get('stderr') or '')
         p = re.search(r'\[  PASSED  \] (\d+) test', out)
         f = re.search(r'\[  FAILED  \] (\d+) test', out)
         if p or f:
