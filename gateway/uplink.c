@@ -13,6 +13,12 @@
 
 #define RECONNECT_MIN_MS 1000
 #define RECONNECT_MAX_MS 30000
+/*
+ * Deleting acknowledged records is batched: a lost deletion only means a
+ * duplicate after a crash, and one commit per PUBACK would cap the drain.
+ */
+#define ACK_COMMIT_MS 100
+#define ACK_COMMIT_BATCH 1024
 
 enum event_kind {
 	EV_CONNECTED,
@@ -58,6 +64,8 @@ struct mh_uplink {
 	uv_async_t wake;
 	uv_timer_t retry;
 	uv_timer_t stop_timer;
+	uv_timer_t ack_timer;
+	unsigned acks_uncommitted;
 	int open_handles;
 
 	enum state state;
@@ -328,16 +336,32 @@ static void free_events(struct mh_queue_node *node)
 	}
 }
 
+static void commit_acks(struct mh_uplink *up)
+{
+	if (!up->acks_uncommitted)
+		return;
+	up->acks_uncommitted = 0;
+	uv_timer_stop(&up->ack_timer);
+	mh_store_commit(up->store);
+}
+
+static void on_ack_timer(uv_timer_t *t)
+{
+	commit_acks(t->data);
+}
+
 static void close_all(struct mh_uplink *up)
 {
 	up->state = ST_CLOSED;
 	/* paho joins its threads here; no callback runs after it returns. */
 	MQTTAsync_destroy(&up->client);
 	free_events(mh_queue_take_all(&up->events));
-	up->open_handles = 3;
+	commit_acks(up);
+	up->open_handles = 4;
 	uv_close((uv_handle_t *)&up->wake, finish_close);
 	uv_close((uv_handle_t *)&up->retry, finish_close);
 	uv_close((uv_handle_t *)&up->stop_timer, finish_close);
+	uv_close((uv_handle_t *)&up->ack_timer, finish_close);
 }
 
 static void disconnect(struct mh_uplink *up)
@@ -375,7 +399,7 @@ static void on_stop_timeout(uv_timer_t *t)
 	}
 }
 
-static void handle_event(struct mh_uplink *up, struct event *ev, bool *acked)
+static void handle_event(struct mh_uplink *up, struct event *ev)
 {
 	switch (ev->kind) {
 	case EV_CONNECTED:
@@ -386,6 +410,7 @@ static void handle_event(struct mh_uplink *up, struct event *ev, bool *acked)
 		up->backoff_ms = RECONNECT_MIN_MS;
 		up->in_flight = 0;
 		/* Rewind: everything not acknowledged goes out again, oldest first. */
+		commit_acks(up);
 		up->cursor = 0;
 		publish_status(up, up->online);
 		break;
@@ -415,7 +440,7 @@ static void handle_event(struct mh_uplink *up, struct event *ev, bool *acked)
 	case EV_PUBACK:
 		/* Acknowledged is acknowledged, whichever connection it came on. */
 		if (mh_store_ack(up->store, ev->seq) == 0)
-			*acked = true;
+			up->acks_uncommitted++;
 		if (ev->gen == up->gen && up->in_flight)
 			up->in_flight--;
 		break;
@@ -452,20 +477,20 @@ static void on_wake(uv_async_t *a)
 {
 	struct mh_uplink *up = a->data;
 	struct mh_queue_node *node = mh_queue_take_all(&up->events);
-	bool acked = false;
 
 	while (node) {
 		struct mh_queue_node *next = node->next;
 		if (up->state != ST_CLOSED)
-			handle_event(up, (struct event *)node, &acked);
+			handle_event(up, (struct event *)node);
 		free(node);
 		node = next;
 	}
 	if (up->state == ST_CLOSED)
 		return;
-	/* All acknowledgements of this wake-up in one commit. */
-	if (acked)
-		mh_store_commit(up->store);
+	if (up->acks_uncommitted >= ACK_COMMIT_BATCH)
+		commit_acks(up);
+	else if (up->acks_uncommitted && !uv_is_active((uv_handle_t *)&up->ack_timer))
+		uv_timer_start(&up->ack_timer, on_ack_timer, ACK_COMMIT_MS, 0);
 	if (up->state == ST_STOPPING)
 		maybe_finish_stop(up);
 	else
@@ -552,7 +577,8 @@ int mh_uplink_start(uv_loop_t *loop, const struct mh_config *cfg, struct mh_stor
 	uv_async_init(loop, &up->wake, on_wake);
 	uv_timer_init(loop, &up->retry);
 	uv_timer_init(loop, &up->stop_timer);
-	up->wake.data = up->retry.data = up->stop_timer.data = up;
+	uv_timer_init(loop, &up->ack_timer);
+	up->wake.data = up->retry.data = up->stop_timer.data = up->ack_timer.data = up;
 	connect_now(up);
 	*out = up;
 	return 0;
