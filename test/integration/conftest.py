@@ -10,6 +10,7 @@ The binary comes from $MESON_BUILD_ROOT (set by ``meson test``) or
 $MH_BUILD_DIR, else ./build.
 """
 
+import collections
 import json
 import os
 import re
@@ -326,6 +327,35 @@ def gateway(procs, tmp_path):
     def make(config, name='meterhub'):
         return Gateway(procs, tmp_path, config, name)
     return make
+
+
+def by_meter(readings):
+    out = collections.defaultdict(list)
+    for r in readings:
+        out[r['meter']].append(r)
+    return out
+
+
+def read_meters(gateway, cfg, sub, meters, rounds=2, timeout=20):
+    """Run the daemon on @cfg until each of @meters published @rounds readings,
+    stop it (it must exit 0) and return every reading, by meter."""
+    gw = gateway(cfg).start()
+    prefix = cfg['mqtt'].get('topic_prefix', 'meterhub/' + cfg['gateway']['id'])
+
+    def enough():
+        got = by_meter(sub.readings(prefix))
+        return all(len(got.get(m, [])) >= rounds for m in meters)
+    wait_until(enough, timeout, what='%d readings of each of %s' % (rounds, meters))
+    assert gw.stop() == 0
+    return by_meter(sub.readings(prefix))
+
+
+def assert_fault(got, meter, quality, text):
+    """A faulty meter's readings say what went wrong and carry no value."""
+    for r in got[meter]:
+        assert r['quality'] == quality, r
+        assert text in r['error'], r
+        assert r['values'] == {}, r
 
 
 def typed(table, address, type_, value, word_order='big'):

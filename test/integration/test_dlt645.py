@@ -3,12 +3,12 @@
 (test/sim/dlt645_sim.py, written independently of the codec) on a pty bus
 and publishes exactly what the meters said."""
 
-import collections
 import subprocess
 
 import pytest
 
-from conftest import gateway_config, meterhub_binary, wait_until
+from conftest import (assert_fault, by_meter, gateway_config, meterhub_binary, read_meters,
+                      wait_until)
 
 SINGLE = 'dlt645-single-phase'
 THREE = 'dlt645-three-phase'
@@ -27,12 +27,6 @@ def sim_meter(address, phases=3, **kw):
     m.update(kw)
     return m
 
-
-def by_meter(readings):
-    out = collections.defaultdict(list)
-    for r in readings:
-        out[r['meter']].append(r)
-    return out
 
 
 def sim_values(sim, address):
@@ -144,18 +138,8 @@ def test_faults_give_the_right_quality_and_never_a_value(broker, dlt645_sim, gat
         {'id': 'm-bad', 'address': '000000000001', 'profile': THREE},
         {'id': 'm-good', 'address': '000000000002', 'profile': THREE}])])
     sub = subscriber_factory(broker.port, 'meterhub/gw-test/#')
-    gw = gateway(cfg).start()
-
-    def both():
-        got = by_meter(sub.readings('meterhub/gw-test'))
-        return len(got.get('m-bad', [])) >= 2 and len(got.get('m-good', [])) >= 2
-    wait_until(both, 20, what='readings of both meters')
-    assert gw.stop() == 0
-    got = by_meter(sub.readings('meterhub/gw-test'))
-    for r in got['m-bad']:
-        assert r['quality'] == quality, r
-        assert text in r['error'], r
-        assert r['values'] == {}, r
+    got = read_meters(gateway, cfg, sub, ['m-bad', 'm-good'])
+    assert_fault(got, 'm-bad', quality, text)
     for r in got['m-good']:
         assert r['quality'] == 'good', r
         assert r['values']['energy_import_t1_kwh'] == 10.11

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from conftest import gateway_config, meterhub_binary, typed, wait_until
+from conftest import (assert_fault, by_meter, gateway_config, meterhub_binary, read_meters,
+                      typed, wait_until)
 
 # A user profile that exercises every register type and both word orders.
 ALL_TYPES = {
@@ -89,12 +90,6 @@ def epoch(rfc3339):
     return calendar.timegm(time.strptime(whole, '%Y-%m-%dT%H:%M:%S')) + \
         (float('0.' + frac) if frac else 0.0)
 
-
-def by_meter(readings):
-    out = collections.defaultdict(list)
-    for r in readings:
-        out[r['meter']].append(r)
-    return out
 
 
 def test_published_values_equal_simulator_registers(broker, modbus_sim, gateway,
@@ -257,18 +252,8 @@ def test_faulty_meter_gives_error_never_a_wrong_value(broker, modbus_sim, gatewa
         {'id': 'm-good', 'address': 2, 'profile': 'all-types'}])],
         profiles={'all-types': ALL_TYPES})
     sub = subscriber_factory(broker.port, 'meterhub/gw-test/#')
-    gw = gateway(cfg).start()
-
-    def both():
-        got = by_meter(sub.readings('meterhub/gw-test'))
-        return len(got.get('m-bad', [])) >= 2 and len(got.get('m-good', [])) >= 2
-    wait_until(both, 20, what='readings of both meters')
-    assert gw.stop() == 0
-    got = by_meter(sub.readings('meterhub/gw-test'))
-    for r in got['m-bad']:
-        assert r['quality'] == quality, r
-        assert text in r['error'], r
-        assert r['values'] == {}, r
+    got = read_meters(gateway, cfg, sub, ['m-bad', 'm-good'])
+    assert_fault(got, 'm-bad', quality, text)
     for r in got['m-good']:
         assert r['quality'] == 'good', r
 
