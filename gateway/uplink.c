@@ -242,7 +242,7 @@ static void on_retry(uv_timer_t *t)
 {
 	struct mh_uplink *up = t->data;
 
-	if (up->state == ST_DISCONNECTED)
+	if (up->state == ST_DISCONNECTED || up->state == ST_DISCONNECTING)
 		connect_now(up);
 }
 
@@ -375,8 +375,17 @@ static void disconnect(struct mh_uplink *up)
 	opts.onSuccess = on_disconnect_ok;
 	opts.onFailure = on_disconnect_fail;
 	opts.context = up;
-	if (MQTTAsync_disconnect(up->client, &opts) != MQTTASYNC_SUCCESS)
+	if (MQTTAsync_disconnect(up->client, &opts) == MQTTASYNC_SUCCESS) {
+		/* Should paho never confirm the disconnect, connect again all the same. */
+		if (!up->stop_requested)
+			uv_timer_start(&up->retry, on_retry, 5000, 0);
+		return;
+	}
+	/* Already down (the usual reason this fails): go on as if it had worked. */
+	if (up->stop_requested)
 		close_all(up);
+	else
+		schedule_reconnect(up);
 }
 
 /* While stopping: disconnect once the offline status and the window are acknowledged. */

@@ -126,24 +126,38 @@ def test_broker_sigkilled_mid_drain_loses_nothing(persistent_broker, modbus_sim,
     assert gw.stop() == 0
 
 
-def test_full_store_drops_oldest_readings_and_says_so(broker, modbus_sim, gateway,
+def test_full_store_drops_oldest_readings_and_says_so(persistent_broker, modbus_sim, gateway,
                                                       subscriber_factory, tmp_path):
+    broker = persistent_broker
     cfg = gateway_on_sim(tmp_path, broker.port, modbus_sim, n_meters=8)
     cfg['store']['max_bytes'] = '64KiB'
-    sub = subscriber_factory(broker.port, 'meterhub/gw-test/#')
+    # A persistent session: the broker keeps what arrives while this subscriber reconnects.
+    sub = subscriber_factory(broker.port, 'meterhub/gw-test/#', 'persistent-sub',
+                             persistent=True)
     gw = gateway(cfg).start()
     wait_until(lambda: sub.readings('meterhub/gw-test'), 10, what='a first reading')
     broker.stop()
+    before = len(sub.snapshot())
     # 8 readings a second of ~230 bytes: 64 KiB is full after about 35 s.
     time.sleep(45)
     broker.start()
-    sub = subscriber_factory(broker.port, 'meterhub/gw-test/#', 'sub-2')
+
+    def after_outage():
+        # What is new since the outage (the broker may deliver earlier messages again).
+        seen = {p.get('seq') for _, p, _ in sub.snapshot()[:before] if isinstance(p, dict)}
+        return [m for m in sub.snapshot()[before:]
+                if isinstance(m[1], dict) and m[1].get('seq') not in seen]
 
     def event():
-        return [p for t, p, _ in sub.snapshot() if t.endswith('/event') and
+        return [p for t, p, _ in after_outage() if t.endswith('/event') and
                 p.get('type') == 'store_dropped']
+
+    def readings():
+        return [p for t, p, _ in after_outage() if '/reading/' in t]
     wait_until(event, 30, what='a store_dropped event')
-    wait_until(lambda: len(sub.readings('meterhub/gw-test')) >= 50, 30, what='the backlog')
+    wait_until(lambda: len(readings()) >= 50, 30, what='the backlog')
+    # The events about later drops come later in seq order: let the whole backlog arrive.
+    time.sleep(3)
     assert gw.stop() == 0
     events = event()
     for ev in events:
@@ -155,10 +169,10 @@ def test_full_store_drops_oldest_readings_and_says_so(broker, modbus_sim, gatewa
     # dropped (the events about the drops survive among the dropped), and from the
     # newest drop on nothing is missing.
     newest_drop = max(e['last_seq'] for e in events)
-    assert min(r['seq'] for r in sub.readings('meterhub/gw-test')) > newest_drop
-    check_complete([m for m in sub.snapshot()
+    assert min(r['seq'] for r in readings()) > newest_drop
+    check_complete([m for m in after_outage()
                     if isinstance(m[1], dict) and m[1].get('seq', 0) > newest_drop])
-    health = [p for t, p, _ in sub.snapshot() if t.endswith('/health')]
+    health = [p for t, p, _ in after_outage() if t.endswith('/health')]
     if health:
         assert health[-1]['store']['dropped'] >= dropped_total
 
