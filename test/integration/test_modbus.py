@@ -4,14 +4,16 @@ the real daemon and a real broker."""
 
 import calendar
 import collections
+import glob
+import os
 import signal
 import subprocess
 import time
 
 import pytest
 
-from conftest import (assert_fault, by_meter, free_port, gateway_config, meterhub_binary,
-                      read_meters, typed, wait_until)
+from conftest import (ROOT, assert_fault, by_meter, free_port, gateway_config,
+                      meterhub_binary, read_meters, typed, wait_until)
 
 # A user profile that exercises every register type and both word orders.
 ALL_TYPES = {
@@ -374,9 +376,6 @@ def test_bad_config_touches_no_bus(tmp_path, procs, modbus_sim):
 
 
 def test_check_config_accepts_the_shipped_examples():
-    import glob
-    import os
-    from conftest import ROOT
     examples = glob.glob(os.path.join(ROOT, 'config', 'examples', '*.yaml'))
     assert examples
     for path in examples:
