@@ -390,12 +390,15 @@ static void parse_double(struct loader *ld, yaml_node_t *node, void *dst,
 	*(double *)dst = v;
 }
 
-int mh_config_parse_duration(const char *text, uint64_t *ms)
+struct unit {
+	const char *suffix;
+	uint64_t factor;
+};
+
+/* A whole number followed by exactly one of @units' suffixes, scaled by its factor. */
+static int parse_with_unit(const char *text, const struct unit *units, size_t n_units,
+	uint64_t *out)
 {
-	static const struct {
-		const char *unit;
-		uint64_t ms;
-	} units[] = { { "ms", 1 }, { "s", 1000 }, { "m", 60000 }, { "h", 3600000 } };
 	char *end;
 	unsigned long long v;
 
@@ -405,42 +408,33 @@ int mh_config_parse_duration(const char *text, uint64_t *ms)
 	v = strtoull(text, &end, 10);
 	if (errno)
 		return -EINVAL;
-	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-		if (!strcmp(end, units[i].unit)) {
-			if (v > UINT64_MAX / units[i].ms)
+	for (size_t i = 0; i < n_units; i++) {
+		if (!strcmp(end, units[i].suffix)) {
+			if (v > UINT64_MAX / units[i].factor)
 				return -EINVAL;
-			*ms = v * units[i].ms;
+			*out = v * units[i].factor;
 			return 0;
 		}
 	}
 	return -EINVAL;
 }
 
+int mh_config_parse_duration(const char *text, uint64_t *ms)
+{
+	static const struct unit units[] = {
+		{ "ms", 1 }, { "s", 1000 }, { "m", 60000 }, { "h", 3600000 },
+	};
+
+	return parse_with_unit(text, units, sizeof(units) / sizeof(units[0]), ms);
+}
+
 int mh_config_parse_size(const char *text, uint64_t *bytes)
 {
-	static const struct {
-		const char *unit;
-		uint64_t mul;
-	} units[] = { { "", 1 }, { "B", 1 }, { "KiB", 1ull << 10 }, { "MiB", 1ull << 20 },
-		{ "GiB", 1ull << 30 } };
-	char *end;
-	unsigned long long v;
+	static const struct unit units[] = {
+		{ "", 1 }, { "B", 1 }, { "KiB", 1ull << 10 }, { "MiB", 1ull << 20 }, { "GiB", 1ull << 30 },
+	};
 
-	if (!isdigit((unsigned char)text[0]))
-		return -EINVAL;
-	errno = 0;
-	v = strtoull(text, &end, 10);
-	if (errno)
-		return -EINVAL;
-	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-		if (!strcmp(end, units[i].unit)) {
-			if (v > UINT64_MAX / units[i].mul)
-				return -EINVAL;
-			*bytes = v * units[i].mul;
-			return 0;
-		}
-	}
-	return -EINVAL;
+	return parse_with_unit(text, units, sizeof(units) / sizeof(units[0]), bytes);
 }
 
 /* Durations are stored in milliseconds; spec->arg gives the allowed range. */
