@@ -39,20 +39,6 @@ struct mh_daemon {
 	int exit_code;
 };
 
-void mh_format_time(int64_t ms, bool with_ms, char *out, size_t len)
-{
-	time_t t = (time_t)(ms / 1000);
-	struct tm tm;
-
-	gmtime_r(&t, &tm);
-	if (with_ms)
-		snprintf(out, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-			tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-			(int)(ms % 1000));
-	else
-		strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 /* ---- records: built here, stored, published by the uplink ------------ */
 
 /* A record object that starts with the seq the store will give it. */
@@ -87,8 +73,8 @@ static void store_reading(struct mh_daemon *d, const struct mh_reading *r)
 	cJSON *obj = record_begin(d), *values;
 	char ts[40], read_at[40], subtopic[96];
 
-	mh_format_time(r->boundary_ms, false, ts, sizeof(ts));
-	mh_format_time(r->read_at_ms, true, read_at, sizeof(read_at));
+	mh_schedule_format(r->boundary_ms, false, ts, sizeof(ts));
+	mh_schedule_format(r->read_at_ms, true, read_at, sizeof(read_at));
 	cJSON_AddStringToObject(obj, "meter", m->id);
 	cJSON_AddStringToObject(obj, "ts", ts);
 	cJSON_AddStringToObject(obj, "quality", mh_quality_name(r->quality));
@@ -123,7 +109,7 @@ static void store_drop_event(struct mh_daemon *d, const struct mh_store_drops *d
 	uint64_t total = 0;
 	char ts[40];
 
-	mh_format_time(now, false, ts, sizeof(ts));
+	mh_schedule_format(now, false, ts, sizeof(ts));
 	cJSON_AddStringToObject(obj, "ts", ts);
 	cJSON_AddStringToObject(obj, "type", "store_dropped");
 	counts = cJSON_AddObjectToObject(obj, "dropped");
@@ -380,7 +366,7 @@ int mh_daemon_run(const struct mh_config *cfg)
 	d->next_boundary = mh_schedule_next(mh_schedule_now_ms(), cfg->schedule.interval_ms);
 	{
 		char when[40];
-		mh_format_time(d->next_boundary, false, when, sizeof(when));
+		mh_schedule_format(d->next_boundary, false, when, sizeof(when));
 		mh_log_notice(MAIN, "meterhub %s started: %zu buses, first reads at %s", MH_VERSION,
 			cfg->n_buses, when);
 	}

@@ -13,6 +13,3 @@
  * after a clean shutdown, or a negative errno when start-up failed.
  */
 int mh_daemon_run(const struct mh_config *cfg);
-
-/* RFC 3339 UTC ("2026-11-22T03:45:00Z", or with ".123" milliseconds). */
-void mh_format_time(int64_t ms, bool with_ms, char *out, size_t len);

@@ -4,7 +4,7 @@
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 
-#include "daemon.h"
+#include "schedule.h"
 
 struct bus_counters {
 	uint64_t reads, good, timeout, error;
@@ -80,7 +80,7 @@ char *mh_health_report(struct mh_health *h, const struct mh_health_snapshot *sna
 
 	if (!obj)
 		return NULL;
-	mh_format_time(snap->now_ms, false, ts, sizeof(ts));
+	mh_schedule_format(snap->now_ms, false, ts, sizeof(ts));
 	cJSON_AddStringToObject(obj, "ts", ts);
 	cJSON_AddNumberToObject(obj, "uptime_s", (double)((snap->now_ms - snap->started_ms) / 1000));
 	buses = cJSON_AddArrayToObject(obj, "buses");

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "schedule.h"
 
+#include <stdio.h>
 #include <time.h>
 
 /* Local midnight starting the day that @t (seconds) falls in, @days_ahead days later. */
@@ -47,4 +48,18 @@ int64_t mh_schedule_now_ms(void)
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void mh_schedule_format(int64_t ms, bool with_ms, char *out, size_t len)
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	if (with_ms)
+		snprintf(out, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+			tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+			(int)(ms % 1000));
+	else
+		strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }

@@ -8,6 +8,8 @@
  * so tests pass any clock they like.
  */
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* Milliseconds since the epoch of the first boundary strictly after @now_ms. */
@@ -18,3 +20,6 @@ int64_t mh_schedule_current(int64_t now_ms, unsigned interval_ms);
 
 /* Wall-clock time now in milliseconds since the epoch. */
 int64_t mh_schedule_now_ms(void);
+
+/* Write @ms as RFC 3339 UTC ("2026-11-22T03:45:00Z", or with ".123" milliseconds). */
+void mh_schedule_format(int64_t ms, bool with_ms, char *out, size_t len);

@@ -10,6 +10,7 @@
 
 #include "log.h"
 #include "queue.h"
+#include "schedule.h"
 
 #define RECONNECT_MIN_MS 1000
 #define RECONNECT_MAX_MS 30000
@@ -520,15 +521,6 @@ static char *read_password(const char *file)
 	return strdup(buf);
 }
 
-static void rfc3339(int64_t ms, char *out, size_t len)
-{
-	time_t t = (time_t)(ms / 1000);
-	struct tm tm;
-
-	gmtime_r(&t, &tm);
-	strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 int mh_uplink_start(uv_loop_t *loop, const struct mh_config *cfg, struct mh_store *store,
 	int64_t started_ms, struct mh_uplink **out)
 {
@@ -563,7 +555,7 @@ int mh_uplink_start(uv_loop_t *loop, const struct mh_config *cfg, struct mh_stor
 		return rc;
 	}
 	snprintf(up->status_topic, sizeof(up->status_topic), "%s/status", cfg->mqtt.topic_prefix);
-	rfc3339(started_ms, started, sizeof(started));
+	mh_schedule_format(started_ms, false, started, sizeof(started));
 	snprintf(up->online, sizeof(up->online),
 		"{\"state\":\"online\",\"version\":\"%s\",\"started\":\"%s\"}", MH_VERSION, started);
 	snprintf(up->offline, sizeof(up->offline),
