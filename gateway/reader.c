@@ -12,6 +12,7 @@
 #include "dlt645_link.h"
 #include "log.h"
 #include "modbus_link.h"
+#include "schedule.h"
 
 /* How one meter is read: the frames its profile needs. */
 struct meter_plan {
@@ -37,26 +38,10 @@ struct mh_reader {
 	int64_t last_frame_ms; /* monotonic time the last reply ended */
 };
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Keep the bus quiet for the frame gap since the last reply, and count the frame. */
 static void before_frame(struct mh_reader *reader, struct mh_reading *r)
 {
-	int64_t wait = reader->last_frame_ms + reader->bus->frame_gap_ms - mono_ms();
+	int64_t wait = reader->last_frame_ms + reader->bus->frame_gap_ms - mh_serial_mono_ms();
 
 	if (wait > 0) {
 		struct timespec ts = { .tv_sec = wait / 1000, .tv_nsec = (wait % 1000) * 1000000 };
@@ -64,7 +49,7 @@ static void before_frame(struct mh_reader *reader, struct mh_reading *r)
 			;
 	}
 	if (!r->frames++)
-		r->read_at_ms = wall_ms();
+		r->read_at_ms = mh_schedule_now_ms();
 }
 
 /* Record the first problem of a reading; later ones only go to the log. */
@@ -126,7 +111,7 @@ again:
 				return -ECANCELED;
 			before_frame(reader, r);
 			rc = mh_modbus_link_read(reader->modbus, (int)m->unit, req, regs, &exc);
-			reader->last_frame_ms = mono_ms();
+			reader->last_frame_ms = mh_serial_mono_ms();
 			/* Line noise garbles one reply; it rarely garbles two in a row. */
 			if (rc != -EBADMSG)
 				break;
@@ -233,7 +218,7 @@ again:
 			before_frame(reader, r);
 			rc = mh_dlt645_link_read(reader->dlt645, m->dlt645_addr, di, data, sizeof(data),
 				&len, &err);
-			reader->last_frame_ms = mono_ms();
+			reader->last_frame_ms = mh_serial_mono_ms();
 			if (rc != -EBADMSG)
 				break;
 		}
@@ -364,7 +349,7 @@ void mh_reader_free(struct mh_reader *reader)
 
 int mh_reader_read(struct mh_reader *reader, struct mh_reading *r, const volatile bool *stop)
 {
-	int64_t start = mono_ms();
+	int64_t start = mh_serial_mono_ms();
 	int rc;
 
 	r->quality = MH_QUALITY_GOOD;
@@ -373,6 +358,6 @@ int mh_reader_read(struct mh_reader *reader, struct mh_reading *r, const volatil
 		rc = read_modbus(reader, r, stop);
 	else
 		rc = read_dlt645(reader, r, stop);
-	r->duration_ms = (unsigned)(mono_ms() - start);
+	r->duration_ms = (unsigned)(mh_serial_mono_ms() - start);
 	return rc;
 }

@@ -29,14 +29,6 @@ struct mh_dlt645_link {
 	char device[128];
 };
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static speed_t baud_constant(unsigned baud)
 {
 	switch (baud) {
@@ -173,7 +165,7 @@ int mh_dlt645_link_transact(struct mh_dlt645_link *link, const struct mh_dlt645_
 
 	if (rc < 0)
 		return rc;
-	deadline = mono_ms() + link->response_timeout_ms;
+	deadline = mh_serial_mono_ms() + link->response_timeout_ms;
 	for (;;) {
 		/* Frames already complete in the buffer first. */
 		while (mh_dlt645_stream_next_reply(&link->stream, rsp) == 0) {
@@ -181,7 +173,7 @@ int mh_dlt645_link_transact(struct mh_dlt645_link *link, const struct mh_dlt645_
 				return 0;
 			link->stream.skipped++;
 		}
-		int64_t now = mono_ms();
+		int64_t now = mh_serial_mono_ms();
 		int64_t wait = deadline - now;
 		/* Once a reply has started, a pause longer than the byte timeout ends it. */
 		if (got_bytes && last_byte + link->byte_timeout_ms - now < wait)
@@ -212,7 +204,7 @@ int mh_dlt645_link_transact(struct mh_dlt645_link *link, const struct mh_dlt645_
 			continue;
 		}
 		got_bytes = true;
-		last_byte = mono_ms();
+		last_byte = mh_serial_mono_ms();
 		size_t off = 0;
 		while (off < (size_t)n) {
 			size_t used = 0;

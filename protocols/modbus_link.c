@@ -16,14 +16,6 @@ struct mh_modbus_link {
 	char device[128];
 };
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 const char *mh_modbus_exception_str(uint8_t code)
 {
 	switch (code) {
@@ -119,7 +111,7 @@ int mh_modbus_link_read(struct mh_modbus_link *link, int unit, const struct mh_m
 	uint16_t *dst, uint8_t *exception)
 {
 	uint8_t bits[MH_MODBUS_MAX_BITS];
-	int64_t start = mono_ms();
+	int64_t start = mh_serial_mono_ms();
 	int n;
 
 	*exception = 0;
@@ -147,7 +139,7 @@ int mh_modbus_link_read(struct mh_modbus_link *link, int unit, const struct mh_m
 		 * libmodbus reports a reply cut short as a timeout too, but then the
 		 * byte timeout fired long before the response timeout: bytes came.
 		 */
-		if (err == ETIMEDOUT && mono_ms() - start < link->response_timeout_ms * 9 / 10)
+		if (err == ETIMEDOUT && mh_serial_mono_ms() - start < link->response_timeout_ms * 9 / 10)
 			return -EBADMSG;
 		return translate(err, exception);
 	}

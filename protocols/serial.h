@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* Line settings shared by the serial links (Modbus RTU, DL/T 645). */
+/* Line settings and timing shared by the serial links (Modbus RTU, DL/T 645). */
+
+#include <stdint.h>
+#include <time.h>
 
 enum mh_parity {
 	MH_PARITY_NONE,
@@ -21,4 +24,13 @@ struct mh_serial_params {
 static inline char mh_parity_letter(enum mh_parity parity)
 {
 	return parity == MH_PARITY_EVEN ? 'E' : parity == MH_PARITY_ODD ? 'O' : 'N';
+}
+
+/* Monotonic milliseconds, for timeouts and the gaps between frames. */
+static inline int64_t mh_serial_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
