@@ -19,6 +19,7 @@ static const char *const sub_names[MH_LOG_SUB_COUNT] = {
 	[MH_LOG_CMD] = "CMD",
 	[MH_LOG_CONFIG] = "CONFIG",
 	[MH_LOG_SCHED] = "SCHED",
+	[MH_LOG_CLOCK] = "CLOCK",
 };
 
 static const char *const level_names[] = {

@@ -16,6 +16,7 @@ enum mh_log_sub {
 	MH_LOG_CMD,
 	MH_LOG_CONFIG,
 	MH_LOG_SCHED,
+	MH_LOG_CLOCK,
 	MH_LOG_SUB_COUNT,
 };
 
