@@ -731,7 +731,7 @@ static const struct key_spec profile_keys[] = {
 	{ NULL, NULL, 0, 0, NULL },
 };
 
-#define METER(field) offsetof(struct mh_meter, field)
+#define METER(field) offsetof(struct mh_meter_config, field)
 static const struct key_spec meter_keys[] = {
 	{ "id", parse_name, METER(id), KEY_REQUIRED, NULL },
 	{ "address", parse_string, METER(address), KEY_REQUIRED, NULL },
@@ -865,8 +865,8 @@ static void parse_meters(struct loader *ld, yaml_node_t *node, void *dst,
 {
 	struct mh_bus_config *bus = dst;
 
-	bus->meters = parse_list(ld, node, sizeof(struct mh_meter),
-		offsetof(struct mh_meter, pos), NULL, meter_keys, &bus->n_meters);
+	bus->meters = parse_list(ld, node, sizeof(struct mh_meter_config),
+		offsetof(struct mh_meter_config, pos), NULL, meter_keys, &bus->n_meters);
 }
 
 static void parse_buses(struct loader *ld, yaml_node_t *node, void *dst,
@@ -1094,7 +1094,7 @@ static void validate_points(struct loader *ld, struct mh_profile *profile)
 }
 
 static void validate_meter_address(struct loader *ld, const struct mh_bus_config *bus,
-	struct mh_meter *m, const char *path)
+	struct mh_meter_config *m, const char *path)
 {
 	uint64_t unit;
 
@@ -1154,7 +1154,7 @@ static void validate(struct loader *ld)
 		}
 
 		for (size_t i = 0; i < bus->n_meters; i++) {
-			struct mh_meter *m = &bus->meters[i];
+			struct mh_meter_config *m = &bus->meters[i];
 
 			snprintf(path, sizeof(path), "buses[%zu].meters[%zu]", b, i);
 			if (!m->id || !m->address || !m->profile_name)
@@ -1178,7 +1178,7 @@ static void validate(struct loader *ld)
 				const struct mh_bus_config *other = &cfg->buses[ob];
 				size_t end = ob == b ? i : other->n_meters;
 				for (size_t j = 0; j < end; j++) {
-					const struct mh_meter *q = &other->meters[j];
+					const struct mh_meter_config *q = &other->meters[j];
 					if (q->id && !strcmp(q->id, m->id))
 						pos_error(ld, &m->pos, path,
 							"meter id \"%s\" is used twice (first at line %u)",

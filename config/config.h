@@ -50,7 +50,7 @@ struct mh_profile {
 	struct mh_pos pos;
 };
 
-struct mh_meter {
+struct mh_meter_config {
 	const char *id;
 	const char *address; /* as written */
 	unsigned unit;       /* Modbus slave id */
@@ -68,7 +68,7 @@ struct mh_bus_config {
 	enum mh_protocol protocol;
 	unsigned timeout_ms;   /* reply timeout per frame (key "timeout") */
 	unsigned frame_gap_ms; /* silence kept between two frames (key "frame_gap") */
-	struct mh_meter *meters;
+	struct mh_meter_config *meters;
 	size_t n_meters;
 	struct mh_pos pos;
 };

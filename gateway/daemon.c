@@ -69,7 +69,7 @@ static int record_store(struct mh_daemon *d, enum mh_record_type type, const cha
 
 static void store_reading(struct mh_daemon *d, const struct mh_reading *r)
 {
-	const struct mh_meter *m = &d->cfg->buses[r->bus].meters[r->meter];
+	const struct mh_meter_config *m = &d->cfg->buses[r->bus].meters[r->meter];
 	cJSON *obj = record_begin(d), *values;
 	char ts[40], read_at[40], subtopic[96];
 

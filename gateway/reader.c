@@ -80,7 +80,7 @@ static void restart(struct mh_reading *r)
 
 /* ---- Modbus ---------------------------------------------------------- */
 
-static int plan_modbus(const struct mh_meter *m, unsigned max_gap, struct mh_modbus_plan *plan)
+static int plan_modbus(const struct mh_meter_config *m, unsigned max_gap, struct mh_modbus_plan *plan)
 {
 	struct mh_modbus_point *points = calloc(m->profile->n_points + 1, sizeof(*points));
 	int rc;
@@ -96,7 +96,7 @@ static int plan_modbus(const struct mh_meter *m, unsigned max_gap, struct mh_mod
 
 static int read_modbus(struct mh_reader *reader, struct mh_reading *r, const volatile bool *stop)
 {
-	const struct mh_meter *m = &reader->bus->meters[r->meter];
+	const struct mh_meter_config *m = &reader->bus->meters[r->meter];
 	struct meter_plan *mp = &reader->plans[r->meter];
 	uint16_t regs[MH_MODBUS_MAX_BITS];
 
@@ -176,7 +176,7 @@ static void free_dlt645_plan(struct meter_plan *mp)
 	mp->n_reads = 0;
 }
 
-static int plan_dlt645(const struct mh_meter *m, bool use_blocks, struct meter_plan *mp)
+static int plan_dlt645(const struct mh_meter_config *m, bool use_blocks, struct meter_plan *mp)
 {
 	size_t n = m->profile->n_points;
 	uint32_t *wanted = calloc(n + 1, sizeof(*wanted));
@@ -198,7 +198,7 @@ static int plan_dlt645(const struct mh_meter *m, bool use_blocks, struct meter_p
 
 static int read_dlt645(struct mh_reader *reader, struct mh_reading *r, const volatile bool *stop)
 {
-	const struct mh_meter *m = &reader->bus->meters[r->meter];
+	const struct mh_meter_config *m = &reader->bus->meters[r->meter];
 	struct meter_plan *mp = &reader->plans[r->meter];
 	struct mh_dlt645_di_value values[MH_DLT645_DI_MAX_TARIFF_ELEMENTS];
 	uint8_t data[1024];
@@ -309,7 +309,7 @@ int mh_reader_open(const struct mh_bus_config *bus, struct mh_reader **out)
 		goto fail;
 	}
 	for (size_t i = 0; i < bus->n_meters && rc == 0; i++) {
-		const struct mh_meter *m = &bus->meters[i];
+		const struct mh_meter_config *m = &bus->meters[i];
 		if (bus->protocol == MH_PROTO_MODBUS)
 			rc = plan_modbus(m, m->profile->max_gap, &reader->plans[i].modbus);
 		else

@@ -918,7 +918,7 @@ static void test_design_example_loads(void **state)
 	assert_int_equal(bus->pos.col, 5);
 
 	assert_int_equal(bus->n_meters, 1);
-	const struct mh_meter *m = &bus->meters[0];
+	const struct mh_meter_config *m = &bus->meters[0];
 	assert_string_equal(m->id, "m-0101");
 	assert_string_equal(m->address, "1");
 	assert_int_equal(m->unit, 1);
