@@ -3,32 +3,46 @@
 
 /*
  * One thread per RS485 port. The thread owns the port and talks to one meter
- * at a time; jobs (struct mh_reading) come in through a locked queue and go
- * back, filled in, through the results queue the loop drains.
+ * at a time. Jobs wait in two FIFOs: priority jobs (commands) start after at
+ * most the frame in progress, before any scheduled one; jobs of one kind
+ * never reorder. A finished job goes back through the completion queue the
+ * loop drains. A port that fails or vanishes (a replugged USB adapter) is
+ * closed and reopened with backoff; meanwhile jobs come back at once, saying
+ * the port is unavailable.
  */
 
+#include <stdbool.h>
+#include <stdint.h>
+
 #include "config.h"
+#include "job.h"
 #include "queue.h"
-#include "reading.h"
 
 struct mh_bus;
 
 /*
- * Start the thread for @cfg (which must outlive the bus). Finished readings
- * are pushed to @results. A port that cannot be opened is retried every few
- * seconds; until then every job comes back with quality error. Returns 0 and
- * *@out, or a negative errno.
+ * Start the thread for @cfg (which must outlive the bus). Finished jobs are
+ * pushed to @done. Returns 0 and *@out, or a negative errno.
  */
-int mh_bus_start(const struct mh_bus_config *cfg, struct mh_queue *results, struct mh_bus **out);
+int mh_bus_start(const struct mh_bus_config *cfg, struct mh_queue *done, struct mh_bus **out);
 
-/* Queue a read; the bus owns @r until it pushes it to the results queue. */
-void mh_bus_submit(struct mh_bus *bus, struct mh_reading *r);
+/* Queue @job (the bus owns it until it pushes it to the completion queue). */
+void mh_bus_submit(struct mh_bus *bus, struct mh_job *job, bool priority);
 
 /* Jobs waiting (not counting the one in progress). */
 size_t mh_bus_backlog(struct mh_bus *bus);
 
+/* What the bus can say about its port. */
+struct mh_bus_port {
+	bool open;
+	uint64_t losses;  /* times it failed or vanished after being open */
+	int last_error;   /* negative errno of the last open or port failure, 0 if none */
+};
+void mh_bus_port(struct mh_bus *bus, struct mh_bus_port *out);
+
 /*
- * Stop the thread after the frame in progress, wait for it, free queued jobs
- * and the bus. NULL is a no-op.
+ * Stop the thread after the frame in progress and wait for it. Jobs it did
+ * not run are pushed to the completion queue with canceled set. Frees the
+ * bus; NULL is a no-op.
  */
 void mh_bus_stop(struct mh_bus *bus);

@@ -7,47 +7,56 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <uv.h>
 
 #include "bus.h"
+#include "clock.h"
+#include "db.h"
 #include "health.h"
+#include "job.h"
 #include "log.h"
+#include "meter.h"
+#include "outbox.h"
 #include "schedule.h"
-#include "store.h"
 #include "uplink.h"
 
 /* How long shutdown waits for the broker to acknowledge what is in flight. */
 #define STOP_FLUSH_MS 3000
+/* The loop looks at the wall clock at least this often, to see it jump. */
+#define CLOCK_CHECK_MS 1000
+/* A wall clock that disagrees with the monotonic one by more than this has been stepped. */
+#define CLOCK_STEP_MS 1000
 
 struct mh_daemon {
 	uv_loop_t loop;
 	const struct mh_config *cfg;
-	struct mh_store *store;
+	struct mh_db *db;
+	struct mh_outbox *outbox;
 	struct mh_uplink *uplink;
+	struct mh_meter_set meters;
 	struct mh_bus **buses;
-	bool **pending; /* [bus][meter]: a read is queued or running */
-	struct mh_queue results;
-	uv_async_t results_wake;
+	struct mh_queue done;
+	uv_async_t done_wake;
 	uv_timer_t tick;
 	uv_timer_t health_timer;
 	struct mh_health *health;
 	uv_signal_t sigint, sigterm, sighup;
+	struct mh_clock clock;
+	bool clock_waited; /* the clock was not set at some point since start */
 	int64_t next_boundary;
-	int64_t started_ms;
+	int64_t started_mono;
 	bool stopping;
-	int exit_code;
 };
 
 /* ---- records: built here, stored, published by the uplink ------------ */
 
-/* A record object that starts with the seq the store will give it. */
+/* A record object that starts with the seq the outbox will give it. */
 static cJSON *record_begin(struct mh_daemon *d)
 {
 	cJSON *obj = cJSON_CreateObject();
 
 	if (obj)
-		cJSON_AddNumberToObject(obj, "seq", (double)mh_store_next_seq(d->store));
+		cJSON_AddNumberToObject(obj, "seq", (double)mh_outbox_next_seq(d->outbox));
 	return obj;
 }
 
@@ -60,62 +69,65 @@ static int record_store(struct mh_daemon *d, enum mh_record_type type, const cha
 
 	cJSON_Delete(obj);
 	if (json)
-		rc = mh_store_append(d->store, type, created_ms, subtopic, json, strlen(json));
+		rc = mh_outbox_append(d->outbox, type, created_ms, subtopic, json, strlen(json));
 	if (rc < 0)
 		mh_log_err(STORE, "%s record not stored: %s", subtopic, strerror(-rc));
 	free(json);
 	return rc;
 }
 
-static void store_reading(struct mh_daemon *d, const struct mh_reading *r)
+/* An event record of @type, "ts" now; the caller adds its fields. */
+static cJSON *event_begin(struct mh_daemon *d, const char *type, int64_t now)
 {
-	const struct mh_meter_config *m = &d->cfg->buses[r->bus].meters[r->meter];
+	cJSON *obj = record_begin(d);
+	char ts[40];
+
+	mh_schedule_format(now, false, ts, sizeof(ts));
+	cJSON_AddStringToObject(obj, "ts", ts);
+	cJSON_AddStringToObject(obj, "type", type);
+	return obj;
+}
+
+static void store_reading(struct mh_daemon *d, const struct mh_job *job)
+{
+	const struct mh_meter *m = job->meter;
+	const struct mh_reading *r = &job->reading;
 	cJSON *obj = record_begin(d), *values;
 	char ts[40], read_at[40], subtopic[96];
 
-	mh_schedule_format(r->boundary_ms, false, ts, sizeof(ts));
+	mh_schedule_format(job->due_ms, false, ts, sizeof(ts));
 	mh_schedule_format(r->read_at_ms, true, read_at, sizeof(read_at));
-	cJSON_AddStringToObject(obj, "meter", m->id);
+	cJSON_AddStringToObject(obj, "meter", m->cfg->id);
 	cJSON_AddStringToObject(obj, "ts", ts);
 	cJSON_AddStringToObject(obj, "quality", mh_quality_name(r->quality));
 	values = cJSON_AddObjectToObject(obj, "values");
 	for (size_t i = 0; values && i < r->n_values; i++)
 		if (r->valid[i])
-			cJSON_AddNumberToObject(values, m->profile->points[i].name, r->values[i]);
+			cJSON_AddNumberToObject(values, m->cfg->profile->points[i].name, r->values[i]);
 	cJSON_AddStringToObject(obj, "read_at", read_at);
 	if (r->quality != MH_QUALITY_GOOD)
 		cJSON_AddStringToObject(obj, "error", r->error);
-	cJSON_AddStringToObject(obj, "bus", d->cfg->buses[r->bus].name);
+	cJSON_AddStringToObject(obj, "bus", m->bus_cfg->name);
 	cJSON_AddNumberToObject(obj, "duration_ms", r->duration_ms);
-	snprintf(subtopic, sizeof(subtopic), "reading/%s", m->id);
+	snprintf(subtopic, sizeof(subtopic), "reading/%s", m->cfg->id);
 	if (record_store(d, MH_RECORD_READING, subtopic, obj, r->read_at_ms) == 0 &&
 		r->quality != MH_QUALITY_GOOD)
-		mh_log_warn(BUS, "%s: meter %s: %s: %s", d->cfg->buses[r->bus].name, m->id,
+		mh_log_warn(BUS, "%s: meter %s: %s: %s", m->bus_cfg->name, m->cfg->id,
 			mh_quality_name(r->quality), r->error);
 }
 
 /* Say what the store gave up: a drop is never silent. */
-static void store_drop_event(struct mh_daemon *d, const struct mh_store_drops *drops)
+static void store_drop_event(struct mh_daemon *d, const struct mh_outbox_drops *drops)
 {
-	static const char *const names[] = {
-		[MH_RECORD_READING] = "reading",
-		[MH_RECORD_INTERVAL] = "interval",
-		[MH_RECORD_DAILY] = "daily",
-		[MH_RECORD_EVENT] = "event",
-		[MH_RECORD_CMD_RESULT] = "cmd/result",
-	};
-	int64_t now = mh_schedule_now_ms();
-	cJSON *obj = record_begin(d), *counts;
+	int64_t now = mh_clock_wall_ms();
+	cJSON *obj = event_begin(d, "store_dropped", now), *counts;
 	uint64_t total = 0;
-	char ts[40];
 
-	mh_schedule_format(now, false, ts, sizeof(ts));
-	cJSON_AddStringToObject(obj, "ts", ts);
-	cJSON_AddStringToObject(obj, "type", "store_dropped");
 	counts = cJSON_AddObjectToObject(obj, "dropped");
-	for (size_t t = MH_RECORD_READING; counts && t <= MH_RECORD_CMD_RESULT; t++) {
+	for (size_t t = MH_RECORD_READING; counts && t < MH_RECORD_TYPES; t++) {
 		if (drops->by_type[t])
-			cJSON_AddNumberToObject(counts, names[t], (double)drops->by_type[t]);
+			cJSON_AddNumberToObject(counts, mh_record_type_name(t),
+				(double)drops->by_type[t]);
 		total += drops->by_type[t];
 	}
 	if (total) {
@@ -123,9 +135,13 @@ static void store_drop_event(struct mh_daemon *d, const struct mh_store_drops *d
 		cJSON_AddNumberToObject(obj, "last_seq", (double)drops->last_seq);
 	}
 	cJSON_AddNumberToObject(obj, "lost", (double)drops->lost);
-	mh_log_warn(STORE, "store full: dropped %llu records (seq %llu-%llu), %llu lost",
-		(unsigned long long)total, (unsigned long long)drops->first_seq,
-		(unsigned long long)drops->last_seq, (unsigned long long)drops->lost);
+	if (total)
+		mh_log_warn(STORE, "store full: dropped %llu records (seq %llu-%llu)",
+			(unsigned long long)total, (unsigned long long)drops->first_seq,
+			(unsigned long long)drops->last_seq);
+	if (drops->lost)
+		mh_log_err(STORE, "%llu records could not be stored",
+			(unsigned long long)drops->lost);
 	mh_health_note_drops(d->health, drops);
 	record_store(d, MH_RECORD_EVENT, "event", obj, now);
 }
@@ -133,105 +149,191 @@ static void store_drop_event(struct mh_daemon *d, const struct mh_store_drops *d
 /* One synced commit for everything of this loop turn, then hand it to the uplink. */
 static void commit(struct mh_daemon *d)
 {
-	struct mh_store_drops drops;
-	int rc = mh_store_commit(d->store);
+	struct mh_outbox_drops drops;
 
-	if (rc < 0)
-		mh_log_err(STORE, "commit failed: %s", strerror(-rc));
-	if (mh_store_take_drops(d->store, &drops)) {
+	mh_db_commit(d->db);
+	if (mh_outbox_take_drops(d->outbox, &drops)) {
 		store_drop_event(d, &drops);
-		rc = mh_store_commit(d->store);
-		if (rc < 0)
-			mh_log_err(STORE, "commit failed: %s", strerror(-rc));
+		mh_db_commit(d->db);
 	}
 	if (d->uplink)
 		mh_uplink_pump(d->uplink);
 }
 
-static void drain_results(struct mh_daemon *d)
+/* ---- jobs ------------------------------------------------------------ */
+
+static void read_done(struct mh_job *job)
 {
-	struct mh_queue_node *node = mh_queue_take_all(&d->results);
+	struct mh_daemon *d = job->ud;
+	struct mh_meter *m = job->meter;
+
+	m->busy = false;
+	if (!job->canceled) {
+		store_reading(d, job);
+		mh_health_note(d->health, m->bus_index, &job->reading);
+		if (job->reading.quality == MH_QUALITY_GOOD)
+			m->last_good_ms = job->reading.read_at_ms;
+	}
+	mh_job_free(job);
+}
+
+static void drain_done(struct mh_daemon *d)
+{
+	struct mh_queue_node *node = mh_queue_take_all(&d->done);
 
 	if (!node)
 		return;
 	while (node) {
 		struct mh_queue_node *next = node->next;
-		struct mh_reading *r = (struct mh_reading *)node;
-		store_reading(d, r);
-		mh_health_note(d->health, r);
-		d->pending[r->bus][r->meter] = false;
-		mh_reading_free(r);
+		struct mh_job *job = (struct mh_job *)node;
+		job->done(job);
 		node = next;
 	}
 	commit(d);
 }
 
-static void on_results(uv_async_t *a)
+static void on_done(uv_async_t *a)
 {
-	drain_results(a->data);
+	drain_done(a->data);
 }
 
 /* ---- the schedule ---------------------------------------------------- */
 
 static void submit_all(struct mh_daemon *d, int64_t boundary)
 {
-	for (size_t b = 0; b < d->cfg->n_buses; b++) {
-		const struct mh_bus_config *bus = &d->cfg->buses[b];
-		for (size_t i = 0; i < bus->n_meters; i++) {
-			struct mh_reading *r;
-			if (d->pending[b][i]) {
-				/* The bus is behind: do not pile up reads of the same meter. */
-				mh_log_warn(SCHED, "%s: meter %s still being read; skipping this boundary",
-					bus->name, bus->meters[i].id);
-				continue;
-			}
-			r = mh_reading_new(bus->meters[i].profile->n_points);
-			if (!r) {
-				mh_log_err(SCHED, "out of memory: meter %s not read",
-					bus->meters[i].id);
-				continue;
-			}
-			r->bus = b;
-			r->meter = i;
-			r->boundary_ms = boundary;
-			d->pending[b][i] = true;
-			mh_bus_submit(d->buses[b], r);
+	size_t skipped[d->cfg->n_buses + 1];
+
+	memset(skipped, 0, sizeof(skipped));
+	for (size_t i = 0; i < d->meters.n; i++) {
+		struct mh_meter *m = &d->meters.meters[i];
+		struct mh_job *job;
+
+		if (m->busy) {
+			/* The bus is behind: do not pile up reads of the same meter. */
+			m->skipped++;
+			skipped[m->bus_index]++;
+			continue;
 		}
+		job = mh_job_new_read(m, m->slot, m->cfg->profile->n_points, read_done, d);
+		if (!job) {
+			mh_log_err(SCHED, "out of memory: meter %s not read", m->cfg->id);
+			continue;
+		}
+		job->due_ms = boundary;
+		m->busy = true;
+		mh_bus_submit(m->bus, job, false);
 	}
+	/* Once per bus and boundary, however many meters it could not fit. */
+	for (size_t b = 0; b < d->cfg->n_buses; b++)
+		if (skipped[b])
+			mh_log_warn(SCHED, "%s: %zu of %zu meters still being read; not read at this boundary",
+				d->cfg->buses[b].name, skipped[b], d->cfg->buses[b].n_meters);
+}
+
+static void clock_step_event(struct mh_daemon *d, int64_t step, int64_t now, bool was_set)
+{
+	cJSON *obj = event_begin(d, "clock_step", now);
+	char from[40];
+
+	/* A clock that was not set has no time worth publishing. */
+	if (was_set) {
+		mh_schedule_format(now - step, false, from, sizeof(from));
+		cJSON_AddStringToObject(obj, "from", from);
+	}
+	cJSON_AddBoolToObject(obj, "was_set", was_set);
+	cJSON_AddNumberToObject(obj, "step_s", (double)step / 1000.0);
+	record_store(d, MH_RECORD_EVENT, "event", obj, now);
+	commit(d);
+}
+
+/*
+ * Look at the wall clock: not set yet (a board without RTC after boot),
+ * just set, stepped by NTP or a person, or keeping pace. Returns whether
+ * reading may go on.
+ */
+static bool watch_clock(struct mh_daemon *d, int64_t now)
+{
+	bool was_set = d->clock.set, first = !d->clock.observed;
+	int64_t last = d->clock.wall_ms;
+	int64_t step = mh_clock_observe(&d->clock, now, mh_clock_mono_ms());
+	char at[40], floor[40];
+
+	if (!d->clock.set) {
+		if (was_set || first) {
+			mh_schedule_format(now, false, at, sizeof(at));
+			mh_schedule_format(d->clock.floor_ms, false, floor, sizeof(floor));
+			mh_log_warn(CLOCK, "the wall clock reads %s, before this build (%s): it is not "
+					   "set; waiting for it before reading any meter",
+				at, floor);
+		}
+		d->clock_waited = true;
+		return false;
+	}
+	if (!was_set) {
+		int64_t started = now - (mh_clock_mono_ms() - d->started_mono);
+		if (!first) {
+			mh_log_notice(CLOCK, "the wall clock is set now (it moved %+.0f s); reading starts",
+				(double)(now - last) / 1000.0);
+			clock_step_event(d, now - last, now, false);
+		}
+		if (d->uplink && d->clock_waited)
+			mh_uplink_set_started(d->uplink, started);
+		d->next_boundary = mh_schedule_next(now, d->cfg->schedule.interval_ms);
+	} else if (step) {
+		mh_schedule_format(now - step, false, floor, sizeof(floor));
+		mh_schedule_format(now, false, at, sizeof(at));
+		mh_log_warn(CLOCK, "the wall clock stepped %+.3f s (from %s to %s); the schedule "
+				   "follows the new time",
+			(double)step / 1000.0, floor, at);
+		clock_step_event(d, step, now, true);
+		d->next_boundary = mh_schedule_next(now, d->cfg->schedule.interval_ms);
+	}
+	return true;
 }
 
 static void on_tick(uv_timer_t *t)
 {
 	struct mh_daemon *d = t->data;
-	int64_t now = mh_schedule_now_ms();
+	unsigned interval = d->cfg->schedule.interval_ms;
+	int64_t now = mh_clock_wall_ms(), wait = CLOCK_CHECK_MS;
 
-	if (now >= d->next_boundary) {
-		submit_all(d, d->next_boundary);
-		if (now - d->next_boundary > (int64_t)d->cfg->schedule.interval_ms)
-			mh_log_warn(SCHED, "clock jumped or loop stalled: %lld ms late",
-				(long long)(now - d->next_boundary));
-		d->next_boundary = mh_schedule_next(now, d->cfg->schedule.interval_ms);
+	if (watch_clock(d, now)) {
+		if (now >= d->next_boundary) {
+			/* Label reads with the boundary they are made in, never an older one. */
+			int64_t boundary = mh_schedule_current(now, interval);
+			if (boundary > d->next_boundary)
+				mh_log_warn(SCHED, "the loop was held up: %lld boundaries passed unread",
+					(long long)((boundary - d->next_boundary) / interval));
+			submit_all(d, boundary);
+			d->next_boundary = mh_schedule_next(now, interval);
+		}
+		if (d->next_boundary - now + 1 < wait)
+			wait = d->next_boundary - now + 1;
 	}
 	/* Re-armed from the wall clock each time, so timer drift never accumulates. */
-	uv_timer_start(&d->tick, on_tick, (uint64_t)(d->next_boundary - mh_schedule_now_ms() + 1),
-		0);
+	uv_timer_start(&d->tick, on_tick, (uint64_t)(wait > 0 ? wait : 1), 0);
 }
 
 static void on_health(uv_timer_t *t)
 {
 	struct mh_daemon *d = t->data;
 	size_t backlog[d->cfg->n_buses + 1];
-	struct mh_store_stats st;
+	struct mh_bus_port ports[d->cfg->n_buses + 1];
+	struct mh_outbox_stats st;
 	char *json;
 
-	for (size_t b = 0; b < d->cfg->n_buses; b++)
+	for (size_t b = 0; b < d->cfg->n_buses; b++) {
 		backlog[b] = mh_bus_backlog(d->buses[b]);
-	if (mh_store_stats(d->store, &st) < 0)
+		mh_bus_port(d->buses[b], &ports[b]);
+	}
+	if (mh_outbox_stats(d->outbox, &st) < 0)
 		memset(&st, 0, sizeof(st));
 	struct mh_health_snapshot snap = {
-		.now_ms = mh_schedule_now_ms(),
-		.started_ms = d->started_ms,
+		.now_ms = mh_clock_wall_ms(),
+		.clock_set = d->clock.set,
+		.uptime_ms = mh_clock_mono_ms() - d->started_mono,
 		.backlog = backlog,
+		.ports = ports,
 		.store = &st,
 		.connected = mh_uplink_connected(d->uplink),
 		.in_flight = mh_uplink_in_flight(d->uplink),
@@ -249,7 +351,7 @@ static void on_uplink_closed(void *ud)
 	struct mh_daemon *d = ud;
 
 	d->uplink = NULL;
-	uv_close((uv_handle_t *)&d->results_wake, NULL);
+	uv_close((uv_handle_t *)&d->done_wake, NULL);
 }
 
 static void stop(struct mh_daemon *d)
@@ -268,7 +370,7 @@ static void stop(struct mh_daemon *d)
 		mh_bus_stop(d->buses[b]);
 		d->buses[b] = NULL;
 	}
-	drain_results(d);
+	drain_done(d);
 	mh_uplink_stop(d->uplink, STOP_FLUSH_MS, on_uplink_closed, d);
 }
 
@@ -295,59 +397,70 @@ static void on_signal(uv_signal_t *s, int signum)
 
 /* ---- setup ----------------------------------------------------------- */
 
+static int open_store(struct mh_daemon *d)
+{
+	int rc = mh_db_open(d->cfg->store.path, d->cfg->store.max_bytes, &d->db);
+
+	if (!rc)
+		rc = mh_outbox_open(d->db, d->cfg->store.max_bytes, &d->outbox);
+	if (rc < 0) {
+		mh_log_err(STORE, "cannot open the store at %s: %s", d->cfg->store.path,
+			strerror(-rc));
+		return rc;
+	}
+	mh_log_info(STORE, "store %s open, next seq %llu", d->cfg->store.path,
+		(unsigned long long)mh_outbox_next_seq(d->outbox));
+	return 0;
+}
+
 static void free_daemon(struct mh_daemon *d)
 {
+	mh_outbox_free(d->outbox);
+	mh_db_close(d->db);
 	mh_health_free(d->health);
-	if (d->pending)
-		for (size_t b = 0; b < d->cfg->n_buses; b++)
-			free(d->pending[b]);
-	free(d->pending);
+	mh_meter_set_deinit(&d->meters);
 	free(d->buses);
 }
 
 int mh_daemon_run(const struct mh_config *cfg)
 {
 	struct mh_daemon daemon = { .cfg = cfg }, *d = &daemon;
+	int64_t now;
 	int rc;
 
 	signal(SIGPIPE, SIG_IGN);
-	d->started_ms = mh_schedule_now_ms();
-	d->buses = calloc(cfg->n_buses, sizeof(*d->buses));
-	d->pending = calloc(cfg->n_buses, sizeof(*d->pending));
+	d->started_mono = mh_clock_mono_ms();
+	mh_clock_init(&d->clock, mh_clock_floor_ms(), CLOCK_STEP_MS);
+	d->buses = calloc(cfg->n_buses + 1, sizeof(*d->buses));
 	d->health = mh_health_new(cfg);
-	if (!d->buses || !d->pending || !d->health) {
+	rc = mh_meter_set_init(&d->meters, cfg);
+	if (rc || !d->buses || !d->health) {
 		free_daemon(d);
 		return -ENOMEM;
 	}
-	for (size_t b = 0; b < cfg->n_buses; b++) {
-		d->pending[b] = calloc(cfg->buses[b].n_meters, sizeof(bool));
-		if (!d->pending[b]) {
-			free_daemon(d);
-			return -ENOMEM;
-		}
-	}
-
-	rc = mh_store_open(cfg->store.path, cfg->store.max_bytes, &d->store);
+	rc = open_store(d);
 	if (rc < 0) {
-		mh_log_err(STORE, "cannot open the store at %s: %s", cfg->store.path,
-			strerror(-rc));
 		free_daemon(d);
 		return rc;
 	}
 	mh_require(uv_loop_init(&d->loop) == 0);
-	mh_require(mh_queue_init(&d->results, &d->results_wake) == 0);
-	uv_async_init(&d->loop, &d->results_wake, on_results);
-	d->results_wake.data = d;
+	mh_require(mh_queue_init(&d->done, &d->done_wake) == 0);
+	uv_async_init(&d->loop, &d->done_wake, on_done);
+	d->done_wake.data = d;
 
-	rc = mh_uplink_start(&d->loop, cfg, d->store, d->started_ms, &d->uplink);
+	now = mh_clock_wall_ms();
+	rc = mh_uplink_start(&d->loop, cfg, d->outbox,
+		mh_clock_plausible(&d->clock, now) ? now : 0, &d->uplink);
 	if (rc < 0) {
-		uv_close((uv_handle_t *)&d->results_wake, NULL);
+		uv_close((uv_handle_t *)&d->done_wake, NULL);
 		goto out;
 	}
 	for (size_t b = 0; b < cfg->n_buses; b++) {
-		rc = mh_bus_start(&cfg->buses[b], &d->results, &d->buses[b]);
+		rc = mh_bus_start(&cfg->buses[b], &d->done, &d->buses[b]);
 		mh_require(rc == 0);
 	}
+	for (size_t i = 0; i < d->meters.n; i++)
+		d->meters.meters[i].bus = d->buses[d->meters.meters[i].bus_index];
 
 	uv_timer_init(&d->loop, &d->tick);
 	d->tick.data = d;
@@ -363,23 +476,17 @@ int mh_daemon_run(const struct mh_config *cfg)
 	uv_signal_start(&d->sigterm, on_signal, SIGTERM);
 	uv_signal_start(&d->sighup, on_signal, SIGHUP);
 
-	d->next_boundary = mh_schedule_next(mh_schedule_now_ms(), cfg->schedule.interval_ms);
-	{
-		char when[40];
-		mh_schedule_format(d->next_boundary, false, when, sizeof(when));
-		mh_log_notice(MAIN, "meterhub %s started: %zu buses, first reads at %s", MH_VERSION,
-			cfg->n_buses, when);
-	}
+	mh_log_notice(MAIN, "meterhub %s started: %zu buses, %zu meters, every %u ms", MH_VERSION,
+		cfg->n_buses, d->meters.n, cfg->schedule.interval_ms);
 	on_tick(&d->tick);
 
 	uv_run(&d->loop, UV_RUN_DEFAULT);
-	rc = d->exit_code;
+	rc = 0;
 out:
 	/* Every handle is closed by now; a non-zero result here is a leak. */
 	uv_run(&d->loop, UV_RUN_DEFAULT);
 	mh_require(uv_loop_close(&d->loop) == 0);
-	mh_queue_deinit(&d->results);
-	mh_store_close(d->store);
+	mh_queue_deinit(&d->done);
 	free_daemon(d);
 	return rc;
 }

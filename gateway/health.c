@@ -3,6 +3,7 @@
 
 #include <cjson/cJSON.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "schedule.h"
 
@@ -42,9 +43,9 @@ void mh_health_free(struct mh_health *h)
 	free(h);
 }
 
-void mh_health_note(struct mh_health *h, const struct mh_reading *r)
+void mh_health_note(struct mh_health *h, size_t bus, const struct mh_reading *r)
 {
-	struct bus_counters *c = &h->buses[r->bus];
+	struct bus_counters *c = &h->buses[bus];
 
 	c->reads++;
 	c->total_reads++;
@@ -64,7 +65,7 @@ void mh_health_note(struct mh_health *h, const struct mh_reading *r)
 		c->latency_max_ms = r->duration_ms;
 }
 
-void mh_health_note_drops(struct mh_health *h, const struct mh_store_drops *d)
+void mh_health_note_drops(struct mh_health *h, const struct mh_outbox_drops *d)
 {
 	for (size_t i = 0; i < sizeof(d->by_type) / sizeof(d->by_type[0]); i++)
 		h->dropped += d->by_type[i];
@@ -74,15 +75,19 @@ void mh_health_note_drops(struct mh_health *h, const struct mh_store_drops *d)
 char *mh_health_report(struct mh_health *h, const struct mh_health_snapshot *snap)
 {
 	cJSON *obj = cJSON_CreateObject(), *buses, *store, *mqtt;
-	const struct mh_store_stats *st = snap->store;
+	const struct mh_outbox_stats *st = snap->store;
 	char ts[40];
 	char *text = NULL;
 
 	if (!obj)
 		return NULL;
-	mh_schedule_format(snap->now_ms, false, ts, sizeof(ts));
-	cJSON_AddStringToObject(obj, "ts", ts);
-	cJSON_AddNumberToObject(obj, "uptime_s", (double)((snap->now_ms - snap->started_ms) / 1000));
+	/* A clock that is not set yet gives no time at all, rather than 1970. */
+	if (snap->clock_set) {
+		mh_schedule_format(snap->now_ms, false, ts, sizeof(ts));
+		cJSON_AddStringToObject(obj, "ts", ts);
+	}
+	cJSON_AddBoolToObject(obj, "clock_set", snap->clock_set);
+	cJSON_AddNumberToObject(obj, "uptime_s", (double)(snap->uptime_ms / 1000));
 	buses = cJSON_AddArrayToObject(obj, "buses");
 	for (size_t b = 0; buses && b < h->cfg->n_buses; b++) {
 		struct bus_counters *c = &h->buses[b];
@@ -101,6 +106,10 @@ char *mh_health_report(struct mh_health *h, const struct mh_health_snapshot *sna
 			cJSON_AddNumberToObject(o, "latency_ms_max", c->latency_max_ms);
 		}
 		cJSON_AddNumberToObject(o, "backlog", (double)snap->backlog[b]);
+		cJSON_AddBoolToObject(o, "port_open", snap->ports[b].open);
+		cJSON_AddNumberToObject(o, "port_losses", (double)snap->ports[b].losses);
+		if (snap->ports[b].last_error)
+			cJSON_AddStringToObject(o, "port_error", strerror(-snap->ports[b].last_error));
 		cJSON_AddNumberToObject(o, "total_reads", (double)c->total_reads);
 		cJSON_AddNumberToObject(o, "total_good", (double)c->total_good);
 		cJSON_AddItemToArray(buses, o);
@@ -111,9 +120,10 @@ char *mh_health_report(struct mh_health *h, const struct mh_health_snapshot *sna
 	store = cJSON_AddObjectToObject(obj, "store");
 	if (store) {
 		cJSON_AddNumberToObject(store, "backlog", (double)st->records);
-		if (st->records) {
+		if (st->oldest_seq) {
 			cJSON_AddNumberToObject(store, "oldest_seq", (double)st->oldest_seq);
-			cJSON_AddNumberToObject(store, "oldest_age_s",
+			if (snap->clock_set)
+				cJSON_AddNumberToObject(store, "oldest_age_s",
 				(double)((snap->now_ms - st->oldest_ms) / 1000));
 		}
 		cJSON_AddNumberToObject(store, "used_bytes", (double)st->used_bytes);

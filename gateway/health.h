@@ -11,8 +11,9 @@
 #include <stdint.h>
 
 #include "config.h"
-#include "reading.h"
-#include "store.h"
+#include "bus.h"
+#include "job.h"
+#include "outbox.h"
 
 struct mh_health;
 
@@ -22,16 +23,19 @@ struct mh_health *mh_health_new(const struct mh_config *cfg);
 /* Free; NULL is a no-op. */
 void mh_health_free(struct mh_health *h);
 
-/* Count one finished reading. */
-void mh_health_note(struct mh_health *h, const struct mh_reading *r);
+/* Count one finished reading of a meter on bus @bus. */
+void mh_health_note(struct mh_health *h, size_t bus, const struct mh_reading *r);
 
 /* Count records the store dropped or lost. */
-void mh_health_note_drops(struct mh_health *h, const struct mh_store_drops *d);
+void mh_health_note_drops(struct mh_health *h, const struct mh_outbox_drops *d);
 
 struct mh_health_snapshot {
-	int64_t now_ms, started_ms;
-	const size_t *backlog; /* jobs waiting, per bus */
-	const struct mh_store_stats *store;
+	int64_t now_ms;    /* wall clock */
+	bool clock_set;    /* whether now_ms can be trusted (else no "ts") */
+	int64_t uptime_ms; /* from the monotonic clock */
+	const size_t *backlog;             /* jobs waiting, per bus */
+	const struct mh_bus_port *ports;   /* per bus */
+	const struct mh_outbox_stats *store;
 	bool connected;
 	unsigned in_flight;
 };

@@ -2,51 +2,51 @@
 #pragma once
 
 /*
- * A locked FIFO of intrusive nodes that carries work between threads: jobs
- * from the loop to a bus thread, results and broker events from other
- * threads back to the loop. A queue that feeds the loop wakes it through a
- * uv_async_t; the loop then drains everything at once, so wake-ups coalesce.
+ * Work carried between threads. A struct mh_fifo is a plain FIFO of
+ * intrusive nodes (no lock: the owner holds one). A struct mh_queue is a
+ * locked FIFO: results and broker events from other threads to the loop,
+ * which it wakes through a uv_async_t; the loop then drains everything at
+ * once, so wake-ups coalesce. There is no push-to-front: urgent work goes
+ * into a FIFO of its own, so two urgent jobs never swap.
  */
 
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <uv.h>
 
 struct mh_queue_node {
 	struct mh_queue_node *next;
 };
 
-struct mh_queue {
-	uv_mutex_t lock;
-	uv_cond_t nonempty;
+struct mh_fifo {
 	struct mh_queue_node *head, *tail;
 	size_t len;
-	uv_async_t *wake; /* sent on every push when set; owned by the caller */
 };
 
-/* Initialise @q; @wake may be NULL (a consumer thread waits instead). Returns 0 or -errno. */
+/* Append @node. */
+void mh_fifo_push(struct mh_fifo *f, struct mh_queue_node *node);
+
+/* Take the first node; NULL when empty. */
+struct mh_queue_node *mh_fifo_pop(struct mh_fifo *f);
+
+/* Take every node at once, in order (a NULL-terminated list); NULL when empty. */
+struct mh_queue_node *mh_fifo_take_all(struct mh_fifo *f);
+
+struct mh_queue {
+	uv_mutex_t lock;
+	struct mh_fifo fifo;
+	uv_async_t *wake; /* sent on every push; owned by the caller */
+};
+
+/* Initialise @q, waking @wake on every push. Returns 0 or -errno. */
 int mh_queue_init(struct mh_queue *q, uv_async_t *wake);
 
-/* Release @q's lock and condition; the queue must be empty. */
+/* Release @q's lock; the queue must be empty. */
 void mh_queue_deinit(struct mh_queue *q);
 
-/* Append @node and wake the consumer. */
+/* Append @node and wake the consumer. Safe from any thread. */
 void mh_queue_push(struct mh_queue *q, struct mh_queue_node *node);
-
-/* Put @node first, ahead of everything queued (urgent work). */
-void mh_queue_push_front(struct mh_queue *q, struct mh_queue_node *node);
 
 /* Take every queued node at once, in order; NULL when empty. */
 struct mh_queue_node *mh_queue_take_all(struct mh_queue *q);
-
-/*
- * Take the first node, waiting up to @timeout_ms (0: do not wait) while the
- * queue is empty and *@stop is false. NULL when nothing came.
- */
-struct mh_queue_node *mh_queue_pop_wait(struct mh_queue *q, unsigned timeout_ms,
-	const volatile bool *stop);
-
-/* Wake every waiter (used with a stop flag). */
-void mh_queue_interrupt(struct mh_queue *q);
-
-/* Nodes queued now. */
-size_t mh_queue_len(struct mh_queue *q);

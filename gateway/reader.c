@@ -8,11 +8,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "dlt645_di.h"
 #include "dlt645_link.h"
 #include "log.h"
 #include "modbus_link.h"
-#include "schedule.h"
 
 /* How one meter is read: the frames its profile needs. */
 struct meter_plan {
@@ -30,18 +30,58 @@ struct meter_plan {
 	bool exact;
 };
 
+/* What the last frame brought back. */
+struct reply {
+	uint16_t regs[MH_MODBUS_MAX_BITS]; /* Modbus */
+	uint8_t exception;
+	uint8_t data[1024]; /* DL/T 645 */
+	size_t len;
+	uint8_t err;
+};
+
+struct mh_reader;
+
+/*
+ * One protocol's part of a read. The loop that retries, falls back and
+ * classifies failures is shared (read_meter()); these say what differs.
+ */
+struct protocol {
+	/* Frames the meter's current plan takes. */
+	size_t (*steps)(const struct meter_plan *mp);
+	/* Exchange frame @step with the meter; 0 or a negative errno. */
+	int (*frame)(struct mh_reader *rd, const struct mh_meter_config *m, struct meter_plan *mp,
+		size_t step, struct reply *out);
+	/* Whether @rc says the meter refuses batched requests (a block, a gap). */
+	bool (*refused_batch)(const struct meter_plan *mp, size_t step, int rc,
+		const struct reply *rep);
+	/* Replace @mp by a plan that asks exactly for the profile's points. */
+	int (*plan_exact)(const struct mh_meter_config *m, struct meter_plan *mp);
+	/* Name what frame @step asks for, for messages. */
+	void (*describe)(const struct meter_plan *mp, size_t step, char *buf, size_t len);
+	/* Explain a refusal (a negative errno that is the meter's answer). */
+	void (*refusal)(int rc, const struct reply *rep, char *buf, size_t len);
+	/* Decode a good reply into @r; may fail() the reading. */
+	void (*decode)(const struct mh_meter_config *m, const struct meter_plan *mp, size_t step,
+		const struct reply *rep, struct mh_reading *r);
+	/* Log subsystem and what a fallback is called. */
+	enum mh_log_sub sub;
+	const char *fallback_msg;
+};
+
 struct mh_reader {
 	const struct mh_bus_config *bus;
+	const struct protocol *proto;
 	struct mh_modbus_link *modbus;
 	struct mh_dlt645_link *dlt645;
 	struct meter_plan *plans;
+	struct reply reply;
 	int64_t last_frame_ms; /* monotonic time the last reply ended */
 };
 
 /* Keep the bus quiet for the frame gap since the last reply, and count the frame. */
 static void before_frame(struct mh_reader *reader, struct mh_reading *r)
 {
-	int64_t wait = reader->last_frame_ms + reader->bus->frame_gap_ms - mh_serial_mono_ms();
+	int64_t wait = reader->last_frame_ms + reader->bus->frame_gap_ms - mh_clock_mono_ms();
 
 	if (wait > 0) {
 		struct timespec ts = { .tv_sec = wait / 1000, .tv_nsec = (wait % 1000) * 1000000 };
@@ -49,7 +89,7 @@ static void before_frame(struct mh_reader *reader, struct mh_reading *r)
 			;
 	}
 	if (!r->frames++)
-		r->read_at_ms = mh_schedule_now_ms();
+		r->read_at_ms = mh_clock_wall_ms();
 }
 
 /* Record the first problem of a reading; later ones only go to the log. */
@@ -63,24 +103,23 @@ __attribute__((format(printf, 3, 4))) static void fail(struct mh_reading *r,
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	if (r->quality != MH_QUALITY_GOOD) {
-		mh_log_debug(BUS, "meter #%zu: also %s", r->meter, msg);
+		mh_log_debug(BUS, "also %s", msg);
 		return;
 	}
 	r->quality = q;
 	memcpy(r->error, msg, sizeof(msg));
 }
 
-/* Start a meter over with an exact plan: what was read with the old one is dropped. */
-static void restart(struct mh_reading *r)
+/* The port itself failed: the device went away or stopped working. */
+static bool port_failed(int rc)
 {
-	memset(r->valid, 0, r->n_values * sizeof(bool));
-	r->quality = MH_QUALITY_GOOD;
-	r->error[0] = '\0';
+	return rc == -ENODEV || rc == -EIO || rc == -ENXIO || rc == -EBADF || rc == -EPIPE;
 }
 
 /* ---- Modbus ---------------------------------------------------------- */
 
-static int plan_modbus(const struct mh_meter_config *m, unsigned max_gap, struct mh_modbus_plan *plan)
+static int plan_modbus(const struct mh_meter_config *m, unsigned max_gap,
+	struct mh_modbus_plan *plan)
 {
 	struct mh_modbus_point *points = calloc(m->profile->n_points + 1, sizeof(*points));
 	int rc;
@@ -94,76 +133,91 @@ static int plan_modbus(const struct mh_meter_config *m, unsigned max_gap, struct
 	return rc;
 }
 
-static int read_modbus(struct mh_reader *reader, struct mh_reading *r, const volatile bool *stop)
+static size_t modbus_steps(const struct meter_plan *mp)
 {
-	const struct mh_meter_config *m = &reader->bus->meters[r->meter];
-	struct meter_plan *mp = &reader->plans[r->meter];
-	uint16_t regs[MH_MODBUS_MAX_BITS];
+	return mp->modbus.n_requests;
+}
 
-again:
-	for (size_t i = 0; i < mp->modbus.n_requests; i++) {
-		const struct mh_modbus_request *req = &mp->modbus.requests[i];
-		uint8_t exc = 0;
-		int rc;
+static int modbus_frame(struct mh_reader *rd, const struct mh_meter_config *m,
+	struct meter_plan *mp, size_t step, struct reply *out)
+{
+	out->exception = 0;
+	return mh_modbus_link_read(rd->modbus, (int)m->unit, &mp->modbus.requests[step], out->regs,
+		&out->exception);
+}
 
-		for (int attempt = 0; attempt < 2; attempt++) {
-			if (*stop)
-				return -ECANCELED;
-			before_frame(reader, r);
-			rc = mh_modbus_link_read(reader->modbus, (int)m->unit, req, regs, &exc);
-			reader->last_frame_ms = mh_serial_mono_ms();
-			/* Line noise garbles one reply; it rarely garbles two in a row. */
-			if (rc != -EBADMSG)
-				break;
-		}
-		if (rc == -EREMOTEIO && exc == 2 && !mp->exact && m->profile->max_gap > 0) {
-			struct mh_modbus_plan exact;
-			/* Some meters refuse reads that span unmapped registers: ask exactly. */
-			if (plan_modbus(m, 0, &exact) == 0) {
-				mh_log_notice(MODBUS,
-					"%s: meter %s refused a batched read; reading only mapped registers from now on",
-					reader->bus->name, m->id);
-				mh_modbus_plan_deinit(&mp->modbus);
-				mp->modbus = exact;
-				mp->exact = true;
-				restart(r);
-				goto again;
-			}
-		}
-		switch (rc) {
-		case 0:
-			break;
-		case -ETIMEDOUT:
-			/* A silent meter costs one timeout, never one per request. */
-			fail(r, MH_QUALITY_TIMEOUT, "no reply within %u ms", reader->bus->timeout_ms);
-			return 0;
-		case -EREMOTEIO:
-			fail(r, MH_QUALITY_ERROR, "exception %u (%s) reading %s 0x%04X+%u", exc,
-				mh_modbus_exception_str(exc), mh_modbus_table_name(req->table),
-				req->address, req->count);
-			continue;
-		case -EBADMSG:
-			fail(r, MH_QUALITY_ERROR, "garbled reply reading %s 0x%04X+%u (twice)",
-				mh_modbus_table_name(req->table), req->address, req->count);
-			continue;
-		default:
-			fail(r, MH_QUALITY_ERROR, "port error: %s", strerror(-rc));
-			return 0;
-		}
-		for (size_t p = 0; p < m->profile->n_points; p++) {
-			const struct mh_modbus_slot *slot = &mp->modbus.slots[p];
-			if (slot->request != i)
-				continue;
-			if (mh_modbus_decode(&m->profile->points[p].modbus, regs + slot->offset,
-				    &r->values[p]) == 0)
-				r->valid[p] = true;
-			else
-				fail(r, MH_QUALITY_ERROR, "%s: the meter reports no value (NaN)",
-					m->profile->points[p].name);
-		}
-	}
+static bool modbus_refused_batch(const struct meter_plan *mp, size_t step, int rc,
+	const struct reply *rep)
+{
+	/* Some meters refuse reads that span unmapped registers (exception 02). */
+	return rc == -EREMOTEIO && rep->exception == 2;
+}
+
+static int modbus_plan_exact(const struct mh_meter_config *m, struct meter_plan *mp)
+{
+	struct mh_modbus_plan exact;
+	int rc;
+
+	if (m->profile->max_gap == 0)
+		return -ENOENT; /* already exact: the refusal is real */
+	rc = plan_modbus(m, 0, &exact);
+	if (rc)
+		return rc;
+	mh_modbus_plan_deinit(&mp->modbus);
+	mp->modbus = exact;
 	return 0;
 }
+
+static void modbus_describe(const struct meter_plan *mp, size_t step, char *buf, size_t len)
+{
+	const struct mh_modbus_request *req = &mp->modbus.requests[step];
+
+	snprintf(buf, len, "%s 0x%04X+%u", mh_modbus_table_name(req->table), req->address,
+		req->count);
+}
+
+static void modbus_refusal(int rc, const struct reply *rep, char *buf, size_t len)
+{
+	if (rc == -EREMOTEIO)
+		snprintf(buf, len, "exception %u (%s)", rep->exception,
+			mh_modbus_exception_str(rep->exception));
+	else
+		snprintf(buf, len, "%s", strerror(-rc));
+}
+
+static void modbus_decode(const struct mh_meter_config *m, const struct meter_plan *mp,
+	size_t step, const struct reply *rep, struct mh_reading *r)
+{
+	for (size_t p = 0; p < m->profile->n_points; p++) {
+		const struct mh_modbus_slot *slot = &mp->modbus.slots[p];
+		int rc;
+
+		if (slot->request != step)
+			continue;
+		rc = mh_modbus_decode(&m->profile->points[p].modbus, rep->regs + slot->offset,
+			&r->values[p]);
+		if (rc == 0)
+			r->valid[p] = true;
+		else if (rc == -ERANGE)
+			fail(r, MH_QUALITY_ERROR, "%s: the value is out of range after scaling",
+				m->profile->points[p].name);
+		else
+			fail(r, MH_QUALITY_ERROR, "%s: the meter reports no value (NaN)",
+				m->profile->points[p].name);
+	}
+}
+
+static const struct protocol modbus_protocol = {
+	.steps = modbus_steps,
+	.frame = modbus_frame,
+	.refused_batch = modbus_refused_batch,
+	.plan_exact = modbus_plan_exact,
+	.describe = modbus_describe,
+	.refusal = modbus_refusal,
+	.decode = modbus_decode,
+	.sub = MH_LOG_MODBUS,
+	.fallback_msg = "refused a batched read; reading only mapped registers from now on",
+};
 
 /* ---- DL/T 645 -------------------------------------------------------- */
 
@@ -196,96 +250,161 @@ static int plan_dlt645(const struct mh_meter_config *m, bool use_blocks, struct 
 	return rc;
 }
 
-static int read_dlt645(struct mh_reader *reader, struct mh_reading *r, const volatile bool *stop)
+static size_t dlt645_steps(const struct meter_plan *mp)
 {
-	const struct mh_meter_config *m = &reader->bus->meters[r->meter];
-	struct meter_plan *mp = &reader->plans[r->meter];
+	return mp->n_reads;
+}
+
+static int dlt645_frame(struct mh_reader *rd, const struct mh_meter_config *m,
+	struct meter_plan *mp, size_t step, struct reply *out)
+{
+	return mh_dlt645_link_read(rd->dlt645, m->dlt645_addr, mp->reads[step], out->data,
+		sizeof(out->data), &out->len, &out->err);
+}
+
+static bool dlt645_refused_batch(const struct meter_plan *mp, size_t step, int rc,
+	const struct reply *rep)
+{
+	const struct mh_dlt645_di_info *info = mh_dlt645_di_lookup(mp->reads[step]);
+
+	/* Some meters do not serve blocks: "no requested data" to a block identifier. */
+	return rc == -ENODATA && info && info->is_block;
+}
+
+static int dlt645_plan_exact(const struct mh_meter_config *m, struct meter_plan *mp)
+{
+	struct meter_plan exact = { 0 };
+	int rc = plan_dlt645(m, false, &exact);
+
+	if (rc)
+		return rc;
+	free_dlt645_plan(mp);
+	mp->reads = exact.reads;
+	mp->slots = exact.slots;
+	mp->n_reads = exact.n_reads;
+	return 0;
+}
+
+static void dlt645_describe(const struct meter_plan *mp, size_t step, char *buf, size_t len)
+{
+	snprintf(buf, len, "%08X", mp->reads[step]);
+}
+
+static void dlt645_refusal(int rc, const struct reply *rep, char *buf, size_t len)
+{
+	if (rc == -ENOSPC)
+		snprintf(buf, len, "reply longer than %zu bytes", sizeof(rep->data));
+	else if (rc == -ENODATA || rc == -EACCES || rc == -EPROTO)
+		mh_dlt645_err_str(rep->err, buf, len);
+	else
+		snprintf(buf, len, "%s", strerror(-rc));
+}
+
+static void dlt645_decode(const struct mh_meter_config *m, const struct meter_plan *mp,
+	size_t step, const struct reply *rep, struct mh_reading *r)
+{
 	struct mh_dlt645_di_value values[MH_DLT645_DI_MAX_TARIFF_ELEMENTS];
-	uint8_t data[1024];
-	char errtext[96];
+	uint32_t di = mp->reads[step];
+	size_t n = 0;
+	int rc = mh_dlt645_di_decode(di, rep->data, rep->len, values,
+		MH_DLT645_DI_MAX_TARIFF_ELEMENTS, &n);
+
+	if (rc < 0) {
+		/* Never publish a number from a reply that does not parse. */
+		fail(r, MH_QUALITY_ERROR, "undecodable reply to %08X (%zu bytes): %s", di, rep->len,
+			strerror(-rc));
+		return;
+	}
+	for (size_t p = 0; p < m->profile->n_points; p++) {
+		const struct mh_dlt645_di_slot *slot = &mp->slots[p];
+		size_t e = slot->element == MH_DLT645_DI_ALL ? 0 : slot->element;
+
+		if (slot->read != step)
+			continue;
+		if (e < n) {
+			r->values[p] = values[e].value;
+			r->valid[p] = true;
+		} else {
+			fail(r, MH_QUALITY_ERROR, "block %08X has no %s", di,
+				m->profile->points[p].name);
+		}
+	}
+}
+
+static const struct protocol dlt645_protocol = {
+	.steps = dlt645_steps,
+	.frame = dlt645_frame,
+	.refused_batch = dlt645_refused_batch,
+	.plan_exact = dlt645_plan_exact,
+	.describe = dlt645_describe,
+	.refusal = dlt645_refusal,
+	.decode = dlt645_decode,
+	.sub = MH_LOG_DLT645,
+	.fallback_msg = "has no block identifiers; reading identifiers one by one from now on",
+};
+
+/* ---- the shared read loop ------------------------------------------- */
+
+/*
+ * Read one meter: every frame of its plan, each retried once when garbled
+ * (line noise garbles one reply; it rarely garbles two in a row); a meter
+ * that refuses batched requests is replanned exactly and read again from
+ * the start; a silent meter costs one timeout, never one per frame.
+ */
+static int read_meter(struct mh_reader *rd, struct mh_job *job, const atomic_bool *stop)
+{
+	const struct protocol *proto = rd->proto;
+	const struct mh_meter_config *m = &rd->bus->meters[job->slot];
+	struct meter_plan *mp = &rd->plans[job->slot];
+	struct mh_reading *r = &job->reading;
+	struct reply *rep = &rd->reply;
+	char what[64], why[96];
 
 again:
-	for (size_t i = 0; i < mp->n_reads; i++) {
-		uint32_t di = mp->reads[i];
-		const struct mh_dlt645_di_info *info = mh_dlt645_di_lookup(di);
-		size_t len = 0, n = 0;
-		uint8_t err = 0;
-		int rc;
+	for (size_t step = 0; step < proto->steps(mp); step++) {
+		int rc = 0;
 
 		for (int attempt = 0; attempt < 2; attempt++) {
-			if (*stop)
+			if (atomic_load(stop))
 				return -ECANCELED;
-			before_frame(reader, r);
-			rc = mh_dlt645_link_read(reader->dlt645, m->dlt645_addr, di, data, sizeof(data),
-				&len, &err);
-			reader->last_frame_ms = mh_serial_mono_ms();
+			before_frame(rd, r);
+			rc = proto->frame(rd, m, mp, step, rep);
+			rd->last_frame_ms = mh_clock_mono_ms();
 			if (rc != -EBADMSG)
 				break;
 		}
-		if (rc == -ENODATA && info && info->is_block && !mp->exact) {
-			struct meter_plan exact = { 0 };
-			/* Some meters do not serve blocks: ask for each identifier. */
-			if (plan_dlt645(m, false, &exact) == 0) {
-				mh_log_notice(DLT645,
-					"%s: meter %s has no block %08X; reading identifiers one by one from now on",
-					reader->bus->name, m->id, di);
-				free_dlt645_plan(mp);
-				mp->reads = exact.reads;
-				mp->slots = exact.slots;
-				mp->n_reads = exact.n_reads;
-				mp->exact = true;
-				restart(r);
-				goto again;
-			}
+		if (rc && !mp->exact && proto->refused_batch(mp, step, rc, rep) &&
+			proto->plan_exact(m, mp) == 0) {
+			mh_log(LOG_NOTICE, proto->sub, "%s: meter %s %s", rd->bus->name, m->id,
+				proto->fallback_msg);
+			mp->exact = true;
+			mh_reading_clear(r);
+			goto again;
 		}
-		switch (rc) {
-		case 0:
-			break;
-		case -ETIMEDOUT:
-			fail(r, MH_QUALITY_TIMEOUT, "no reply within %u ms", reader->bus->timeout_ms);
+		if (rc == 0) {
+			proto->decode(m, mp, step, rep, r);
+			continue;
+		}
+		proto->describe(mp, step, what, sizeof(what));
+		if (rc == -ETIMEDOUT) {
+			fail(r, MH_QUALITY_TIMEOUT, "no reply within %u ms", rd->bus->timeout_ms);
 			return 0;
-		case -ENODATA:
-		case -EACCES:
-		case -EPROTO:
-			fail(r, MH_QUALITY_ERROR, "meter refused %08X: %s", di,
-				mh_dlt645_err_str(err, errtext, sizeof(errtext)));
-			continue;
-		case -EBADMSG:
-			fail(r, MH_QUALITY_ERROR, "garbled reply reading %08X (twice)", di);
-			continue;
-		case -ENOSPC:
-			fail(r, MH_QUALITY_ERROR, "reply to %08X longer than %zu bytes", di,
-				sizeof(data));
-			continue;
-		default:
+		}
+		if (port_failed(rc)) {
 			fail(r, MH_QUALITY_ERROR, "port error: %s", strerror(-rc));
-			return 0;
+			return -ENODEV;
 		}
-		rc = mh_dlt645_di_decode(di, data, len, values, MH_DLT645_DI_MAX_TARIFF_ELEMENTS, &n);
-		if (rc < 0) {
-			/* Never publish a number from a reply that does not parse. */
-			fail(r, MH_QUALITY_ERROR, "undecodable reply to %08X (%zu bytes): %s", di, len,
-				strerror(-rc));
+		if (rc == -EBADMSG) {
+			fail(r, MH_QUALITY_ERROR, "garbled reply reading %s (twice)", what);
 			continue;
 		}
-		for (size_t p = 0; p < m->profile->n_points; p++) {
-			const struct mh_dlt645_di_slot *slot = &mp->slots[p];
-			size_t e = slot->element == MH_DLT645_DI_ALL ? 0 : slot->element;
-			if (slot->read != i)
-				continue;
-			if (e < n) {
-				r->values[p] = values[e].value;
-				r->valid[p] = true;
-			} else {
-				fail(r, MH_QUALITY_ERROR, "block %08X has no %s", di,
-					m->profile->points[p].name);
-			}
-		}
+		proto->refusal(rc, rep, why, sizeof(why));
+		fail(r, MH_QUALITY_ERROR, "meter refused %s: %s", what, why);
 	}
 	return 0;
 }
 
-/* ---- common ---------------------------------------------------------- */
+/* ---- the reader ------------------------------------------------------ */
 
 int mh_reader_open(const struct mh_bus_config *bus, struct mh_reader **out)
 {
@@ -303,7 +422,8 @@ int mh_reader_open(const struct mh_bus_config *bus, struct mh_reader **out)
 	if (!reader)
 		return -ENOMEM;
 	reader->bus = bus;
-	reader->plans = calloc(bus->n_meters, sizeof(*reader->plans));
+	reader->proto = bus->protocol == MH_PROTO_MODBUS ? &modbus_protocol : &dlt645_protocol;
+	reader->plans = calloc(bus->n_meters + 1, sizeof(*reader->plans));
 	if (!reader->plans) {
 		rc = -ENOMEM;
 		goto fail;
@@ -347,17 +467,18 @@ void mh_reader_free(struct mh_reader *reader)
 	free(reader);
 }
 
-int mh_reader_read(struct mh_reader *reader, struct mh_reading *r, const volatile bool *stop)
+int mh_reader_run(struct mh_reader *reader, struct mh_job *job, const atomic_bool *stop)
 {
-	int64_t start = mh_serial_mono_ms();
+	struct mh_reading *r = &job->reading;
+	int64_t start = mh_clock_mono_ms();
 	int rc;
 
-	r->quality = MH_QUALITY_GOOD;
-	r->error[0] = '\0';
-	if (reader->bus->protocol == MH_PROTO_MODBUS)
-		rc = read_modbus(reader, r, stop);
-	else
-		rc = read_dlt645(reader, r, stop);
-	r->duration_ms = (unsigned)(mh_serial_mono_ms() - start);
-	return rc;
+	switch (job->kind) {
+	case MH_JOB_READ:
+		mh_reading_clear(r);
+		rc = read_meter(reader, job, stop);
+		r->duration_ms = (unsigned)(mh_clock_mono_ms() - start);
+		return rc;
+	}
+	return -EINVAL;
 }

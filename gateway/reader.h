@@ -2,22 +2,24 @@
 #pragma once
 
 /*
- * Reads whole meters over one bus: turns a meter's profile into frames,
- * keeps the inter-frame gap, decodes the answers into a struct mh_reading and
- * says what went wrong when a meter does not answer. Runs on the bus thread.
+ * Protocol operations over one bus: turns a job into frames (a read: the
+ * meter's profile), keeps the inter-frame gap, decodes the answers into the
+ * job and says what went wrong when a meter does not answer. Runs on the
+ * bus thread, which owns the reader and its port.
  */
 
+#include <stdatomic.h>
 #include <stdbool.h>
 
 #include "config.h"
-#include "reading.h"
+#include "job.h"
 
 struct mh_reader;
 
 /*
  * Open the bus's port and plan the reads for each of its meters. Returns 0
- * and *@out, or a negative errno (the port could not be opened: -ENOENT,
- * -EACCES, ...; -ENOMEM).
+ * and *@out, or a negative errno: the port could not be opened (-ENOENT,
+ * -EACCES, -EBUSY when another process holds it, ...), -ENOMEM.
  */
 int mh_reader_open(const struct mh_bus_config *bus, struct mh_reader **out);
 
@@ -25,9 +27,10 @@ int mh_reader_open(const struct mh_bus_config *bus, struct mh_reader **out);
 void mh_reader_free(struct mh_reader *reader);
 
 /*
- * Read meter @r->meter of the bus into @r. A meter that does not answer costs
- * one response timeout: its reading ends there with quality timeout. Returns
- * 0, or -ECANCELED when *@stop became true between two frames (then @r is
- * incomplete and must not be published).
+ * Run @job. A meter that does not answer costs one response timeout: a read
+ * ends there with quality timeout. Returns 0 when the job is complete (its
+ * result says how it went); -ECANCELED when *@stop became true between two
+ * frames (the job is incomplete and must not be published); -ENODEV when
+ * the port itself failed (the job says so; close the reader and reopen).
  */
-int mh_reader_read(struct mh_reader *reader, struct mh_reading *r, const volatile bool *stop);
+int mh_reader_run(struct mh_reader *reader, struct mh_job *job, const atomic_bool *stop);

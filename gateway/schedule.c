@@ -42,14 +42,6 @@ int64_t mh_schedule_next(int64_t now_ms, unsigned interval_ms)
 	return next < tomorrow ? next : tomorrow;
 }
 
-int64_t mh_schedule_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 void mh_schedule_format(int64_t ms, bool with_ms, char *out, size_t len)
 {
 	time_t t = (time_t)(ms / 1000);

@@ -18,8 +18,5 @@ int64_t mh_schedule_next(int64_t now_ms, unsigned interval_ms);
 /* The boundary at or before @now_ms (the interval @now_ms belongs to). */
 int64_t mh_schedule_current(int64_t now_ms, unsigned interval_ms);
 
-/* Wall-clock time now in milliseconds since the epoch. */
-int64_t mh_schedule_now_ms(void);
-
 /* Write @ms as RFC 3339 UTC ("2026-11-22T03:45:00Z", or with ".123" milliseconds). */
 void mh_schedule_format(int64_t ms, bool with_ms, char *out, size_t len);

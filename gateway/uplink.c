@@ -10,6 +10,7 @@
 
 #include "log.h"
 #include "queue.h"
+#include "outbox.h"
 #include "schedule.h"
 
 #define RECONNECT_MIN_MS 1000
@@ -59,7 +60,7 @@ enum state {
 struct mh_uplink {
 	uv_loop_t *loop;
 	const struct mh_config *cfg;
-	struct mh_store *store;
+	struct mh_outbox *outbox;
 	MQTTAsync client;
 	struct mh_queue events;
 	uv_async_t wake;
@@ -297,7 +298,7 @@ void mh_uplink_pump(struct mh_uplink *up)
 {
 	if (up->state != ST_CONNECTED || up->in_flight >= up->cfg->mqtt.window)
 		return;
-	int n = mh_store_scan(up->store, up->cursor, up->cfg->mqtt.window - up->in_flight,
+	int n = mh_outbox_scan(up->outbox, up->cursor, up->cfg->mqtt.window - up->in_flight,
 		publish_record, up);
 	if (n < 0)
 		mh_log_err(MQTT, "cannot read the store: %s", strerror(-n));
@@ -343,7 +344,8 @@ static void commit_acks(struct mh_uplink *up)
 		return;
 	up->acks_uncommitted = 0;
 	uv_timer_stop(&up->ack_timer);
-	mh_store_commit(up->store);
+	/* A deletion that fails stays pending in the outbox and is written next time. */
+	mh_outbox_flush_acks(up->outbox);
 }
 
 static void on_ack_timer(uv_timer_t *t)
@@ -449,8 +451,8 @@ static void handle_event(struct mh_uplink *up, struct event *ev)
 		break;
 	case EV_PUBACK:
 		/* Acknowledged is acknowledged, whichever connection it came on. */
-		if (mh_store_ack(up->store, ev->seq) == 0)
-			up->acks_uncommitted++;
+		mh_outbox_ack(up->outbox, ev->seq);
+		up->acks_uncommitted++;
 		if (ev->gen == up->gen && up->in_flight)
 			up->in_flight--;
 		break;
@@ -521,20 +523,44 @@ static char *read_password(const char *file)
 	return strdup(buf);
 }
 
-int mh_uplink_start(uv_loop_t *loop, const struct mh_config *cfg, struct mh_store *store,
+/* The status payloads: "started" only from a clock that was set. */
+static void make_status(struct mh_uplink *up, int64_t started_ms)
+{
+	char started[64] = "";
+
+	if (started_ms) {
+		strcpy(started, ",\"started\":\"");
+		mh_schedule_format(started_ms, false, started + strlen(started),
+			sizeof(started) - strlen(started) - 2);
+		strcat(started, "\"");
+	}
+	snprintf(up->online, sizeof(up->online), "{\"state\":\"online\",\"version\":\"%s\"%s}",
+		MH_VERSION, started);
+	snprintf(up->offline, sizeof(up->offline),
+		"{\"state\":\"offline\",\"version\":\"%s\"%s}", MH_VERSION, started);
+}
+
+void mh_uplink_set_started(struct mh_uplink *up, int64_t started_ms)
+{
+	make_status(up, started_ms);
+	/* The retained status is replaced now; the will follows at the next connect. */
+	if (up->state == ST_CONNECTED && !up->status_pending)
+		publish_status(up, up->online);
+}
+
+int mh_uplink_start(uv_loop_t *loop, const struct mh_config *cfg, struct mh_outbox *outbox,
 	int64_t started_ms, struct mh_uplink **out)
 {
 	MQTTAsync_createOptions copts = MQTTAsync_createOptions_initializer;
 	struct mh_uplink *up = calloc(1, sizeof(*up));
 	const char *uri = cfg->mqtt.uri;
-	char started[32];
 	int rc;
 
 	if (!up)
 		return -ENOMEM;
 	up->loop = loop;
 	up->cfg = cfg;
-	up->store = store;
+	up->outbox = outbox;
 	up->backoff_ms = RECONNECT_MIN_MS;
 	/* paho knows tcp:// and ssl://; mqtt:// and mqtts:// are their common aliases. */
 	if (!strncmp(uri, "mqtt://", 7) && asprintf(&up->uri, "tcp://%s", uri + 7) < 0)
@@ -555,11 +581,7 @@ int mh_uplink_start(uv_loop_t *loop, const struct mh_config *cfg, struct mh_stor
 		return rc;
 	}
 	snprintf(up->status_topic, sizeof(up->status_topic), "%s/status", cfg->mqtt.topic_prefix);
-	mh_schedule_format(started_ms, false, started, sizeof(started));
-	snprintf(up->online, sizeof(up->online),
-		"{\"state\":\"online\",\"version\":\"%s\",\"started\":\"%s\"}", MH_VERSION, started);
-	snprintf(up->offline, sizeof(up->offline),
-		"{\"state\":\"offline\",\"version\":\"%s\",\"started\":\"%s\"}", MH_VERSION, started);
+	make_status(up, started_ms);
 
 	copts.sendWhileDisconnected = 0;
 	copts.MQTTVersion = MQTTVERSION_3_1_1;

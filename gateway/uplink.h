@@ -15,17 +15,22 @@
 #include <uv.h>
 
 #include "config.h"
-#include "store.h"
+#include "outbox.h"
 
 struct mh_uplink;
 
 /*
- * Create the client for @cfg on @loop, publishing from @store (both must
- * outlive the uplink). Starts connecting at once and keeps reconnecting with
- * backoff. Returns 0 and *@out, or a negative errno.
+ * Create the client for @cfg on @loop, publishing from @outbox (both must
+ * outlive the uplink). @started_ms is when the gateway started, or 0 while
+ * the wall clock is not set (the status then says no start time). Starts
+ * connecting at once and keeps reconnecting with backoff. Returns 0 and
+ * *@out, or a negative errno.
  */
-int mh_uplink_start(uv_loop_t *loop, const struct mh_config *cfg, struct mh_store *store,
+int mh_uplink_start(uv_loop_t *loop, const struct mh_config *cfg, struct mh_outbox *outbox,
 	int64_t started_ms, struct mh_uplink **out);
+
+/* The wall clock got set: the status now says when the gateway started. */
+void mh_uplink_set_started(struct mh_uplink *up, int64_t started_ms);
 
 /* Publish what the store holds beyond what is in flight, as the window allows. */
 void mh_uplink_pump(struct mh_uplink *up);

@@ -18,7 +18,8 @@
 #include <uv.h>
 
 #include "config.h"
-#include "store.h"
+#include "db.h"
+#include "outbox.h"
 #include "uplink.h"
 
 static double now_s(void)
@@ -44,7 +45,8 @@ static size_t payload(uint64_t seq, char *buf, size_t cap)
 /* ---- meterhub: fill the store, then let the uplink drain it ---------- */
 
 struct drain {
-	struct mh_store *store;
+	struct mh_db *db;
+	struct mh_outbox *store;
 	struct mh_uplink *up;
 	uv_timer_t poll;
 	double done_at;
@@ -59,9 +61,9 @@ static void closed(void *ud)
 static void on_poll(uv_timer_t *t)
 {
 	struct drain *d = t->data;
-	struct mh_store_stats st;
+	struct mh_outbox_stats st;
 
-	if (mh_store_stats(d->store, &st) == 0 && st.records == 0) {
+	if (mh_outbox_stats(d->store, &st) == 0 && st.records == 0) {
 		d->done_at = now_s();
 		uv_timer_stop(t);
 		mh_uplink_stop(d->up, 1000, closed, d);
@@ -81,16 +83,16 @@ static double run_meterhub(const char *uri, uint64_t n, unsigned window, const c
 	cfg.mqtt.topic_prefix = "bench/meterhub";
 	cfg.mqtt.keepalive_s = 30;
 	cfg.mqtt.window = window;
-	if (mh_store_open(dir, 4ull << 30, &d.store) < 0)
+	if (mh_db_open(dir, 1ull << 30, &d.db) < 0 || mh_outbox_open(d.db, 1ull << 30, &d.store) < 0)
 		exit(1);
 	for (uint64_t i = 0; i < n; i++) {
-		size_t len = payload(mh_store_next_seq(d.store), buf, sizeof(buf));
-		if (mh_store_append(d.store, MH_RECORD_READING, 0, "reading/m-0001", buf, len) < 0)
+		size_t len = payload(mh_outbox_next_seq(d.store), buf, sizeof(buf));
+		if (mh_outbox_append(d.store, MH_RECORD_READING, 0, "reading/m-0001", buf, len) < 0)
 			exit(1);
 		if (i % 10000 == 9999)
-			mh_store_commit(d.store);
+			mh_db_commit(d.db);
 	}
-	mh_store_commit(d.store);
+	mh_db_commit(d.db);
 
 	uv_loop_init(&loop);
 	uv_timer_init(&loop, &d.poll);
@@ -101,7 +103,8 @@ static double run_meterhub(const char *uri, uint64_t n, unsigned window, const c
 	uv_timer_start(&d.poll, on_poll, 10, 10);
 	uv_run(&loop, UV_RUN_DEFAULT);
 	uv_loop_close(&loop);
-	mh_store_close(d.store);
+	mh_outbox_free(d.store);
+	mh_db_close(d.db);
 	return (double)n / (d.done_at - start);
 }
 

@@ -11,7 +11,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "store.h"
+#include "db.h"
+#include "outbox.h"
 
 static double now_s(void)
 {
@@ -23,25 +24,27 @@ static double now_s(void)
 
 static double ingest(const char *dir, unsigned long n, unsigned long batch)
 {
-	struct mh_store *store;
+	struct mh_db *db;
+	struct mh_outbox *store;
 	char buf[400];
 	double start;
 
-	if (mh_store_open(dir, 1ull << 30, &store) < 0) {
+	if (mh_db_open(dir, 1ull << 30, &db) < 0 || mh_outbox_open(db, 1ull << 30, &store) < 0) {
 		fprintf(stderr, "cannot open %s\n", dir);
 		exit(1);
 	}
 	memset(buf, 'x', sizeof(buf));
 	start = now_s();
 	for (unsigned long i = 0; i < n; i++) {
-		if (mh_store_append(store, MH_RECORD_READING, 0, "reading/m-0001", buf, 300) < 0)
+		if (mh_outbox_append(store, MH_RECORD_READING, 0, "reading/m-0001", buf, 300) < 0)
 			exit(1);
 		if ((i + 1) % batch == 0)
-			mh_store_commit(store);
+			mh_db_commit(db);
 	}
-	mh_store_commit(store);
+	mh_db_commit(db);
 	double rate = (double)n / (now_s() - start);
-	mh_store_close(store);
+	mh_outbox_free(store);
+	mh_db_close(db);
 	return rate;
 }
 

@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: MIT
 /*
- * The LMDB outbox (gateway/store.h), each test on a fresh directory from
+ * The LMDB outbox (gateway/outbox.h on gateway/db.h), each test on a fresh directory from
  * mkdtemp(): records come back from a scan in seq order with type, subtopic,
  * payload and creation time intact; acknowledgements delete (twice is
  * harmless); seq continues across close/reopen and never repeats, also when
- * every record was acknowledged; mh_store_close() commits what is pending,
+ * every record was acknowledged; ts_close() commits what is pending,
  * while a process that dies without committing loses only its pending
  * records; scan honours @after and @max; stats; past max_bytes the oldest
  * readings are dropped first, then the oldest of any type, each drop is
@@ -32,7 +32,61 @@
 
 #include <cmocka.h>
 
-#include "store.h"
+#include "db.h"
+#include "outbox.h"
+
+/*
+ * The database and its outbox as the daemon uses them: one loop turn is
+ * a commit; acknowledgements are deleted with the next commit.
+ */
+struct tstore {
+	struct mh_db *db;
+	struct mh_outbox *ob;
+};
+
+static int ts_open(const char *path, uint64_t max_bytes, struct tstore **out)
+{
+	struct tstore *s = calloc(1, sizeof(*s));
+	int rc = s ? mh_db_open(path, max_bytes, &s->db) : -ENOMEM;
+
+	if (!rc)
+		rc = mh_outbox_open(s->db, max_bytes, &s->ob);
+	if (rc) {
+		if (s)
+			mh_db_close(s->db);
+		free(s);
+		return rc;
+	}
+	*out = s;
+	return 0;
+}
+
+static int ts_commit(struct tstore *s)
+{
+	return mh_outbox_flush_acks(s->ob);
+}
+
+static void ts_close(struct tstore *s)
+{
+	if (!s)
+		return;
+	ts_commit(s);
+	mh_outbox_free(s->ob);
+	mh_db_close(s->db);
+	free(s);
+}
+
+static int ts_ack(struct tstore *s, uint64_t seq)
+{
+	mh_outbox_ack(s->ob, seq);
+	return 0;
+}
+
+#define ts_append(s, ...) mh_outbox_append((s)->ob, __VA_ARGS__)
+#define ts_scan(s, ...) mh_outbox_scan((s)->ob, __VA_ARGS__)
+#define ts_stats(s, st) mh_outbox_stats((s)->ob, st)
+#define ts_next_seq(s) mh_outbox_next_seq((s)->ob)
+#define ts_take_drops(s, d) mh_outbox_take_drops((s)->ob, d)
 
 #define MAX_BYTES (16ull << 20)
 
@@ -110,14 +164,14 @@ static int collect(void *ud, const struct mh_record *rec)
 }
 
 /* Scan and return the seqs seen, as "1,3,5", for compact asserts (64 records at most). */
-static const char *seqs(struct mh_store *s, uint64_t after, size_t max, int *count)
+static const char *seqs(struct tstore *s, uint64_t after, size_t max, int *count)
 {
 	static char buf[512];
 	struct scan_result *r = calloc(1, sizeof(*r));
 	size_t n = 0;
 
 	assert_non_null(r);
-	*count = mh_store_scan(s, after, max, collect, r);
+	*count = ts_scan(s, after, max, collect, r);
 	buf[0] = '\0';
 	for (size_t i = 0; i < r->n; i++)
 		n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%s%llu", i ? "," : "",
@@ -126,7 +180,7 @@ static const char *seqs(struct mh_store *s, uint64_t after, size_t max, int *cou
 	return buf;
 }
 
-static void expect_seqs(struct mh_store *s, uint64_t after, size_t max, const char *want)
+static void expect_seqs(struct tstore *s, uint64_t after, size_t max, const char *want)
 {
 	int count;
 	const char *got = seqs(s, after, max, &count);
@@ -138,19 +192,19 @@ static void expect_seqs(struct mh_store *s, uint64_t after, size_t max, const ch
 	assert_int_equal(count, n);
 }
 
-static struct mh_store *open_ok(const char *path)
+static struct tstore *open_ok(const char *path)
 {
-	struct mh_store *s = NULL;
+	struct tstore *s = NULL;
 
-	assert_int_equal(mh_store_open(path, MAX_BYTES, &s), 0);
+	assert_int_equal(ts_open(path, MAX_BYTES, &s), 0);
 	assert_non_null(s);
 	return s;
 }
 
-static void append_ok(struct mh_store *s, enum mh_record_type type, int64_t ms, const char *sub,
+static void append_ok(struct tstore *s, enum mh_record_type type, int64_t ms, const char *sub,
 	const char *payload)
 {
-	assert_int_equal(mh_store_append(s, type, ms, sub, payload, strlen(payload)), 0);
+	assert_int_equal(ts_append(s, type, ms, sub, payload, strlen(payload)), 0);
 }
 
 /* Read a whole file into a malloc'ed buffer. */
@@ -220,22 +274,22 @@ static void test_append_commit_scan(void **state)
 {
 	struct fixture *f = *state;
 	struct scan_result *r = calloc(1, sizeof(*r));
-	struct mh_store *s = open_ok(f->path);
+	struct tstore *s = open_ok(f->path);
 	static const char binary[] = {'{', '\0', '}'};
 
 	assert_non_null(r);
-	assert_int_equal(mh_store_next_seq(s), 1);
+	assert_int_equal(ts_next_seq(s), 1);
 	append_ok(s, MH_RECORD_READING, 1795316832000, "reading/m-0001",
 		"{\"seq\":1,\"values\":{\"voltage_a_v\":230.1}}");
-	assert_int_equal(mh_store_next_seq(s), 2);
+	assert_int_equal(ts_next_seq(s), 2);
 	append_ok(s, MH_RECORD_INTERVAL, 1795317300000, "interval/m-0001", "{\"complete\":true}");
 	append_ok(s, MH_RECORD_EVENT, -5, "event", "");
-	assert_int_equal(mh_store_append(s, MH_RECORD_CMD_RESULT, 0, "cmd/result", binary, 3), 0);
+	assert_int_equal(ts_append(s, MH_RECORD_CMD_RESULT, 0, "cmd/result", binary, 3), 0);
 	append_ok(s, MH_RECORD_DAILY, INT64_MAX, "daily/m-0101", "{}");
-	assert_int_equal(mh_store_next_seq(s), 6);
-	assert_int_equal(mh_store_commit(s), 0);
+	assert_int_equal(ts_next_seq(s), 6);
+	assert_int_equal(ts_commit(s), 0);
 
-	assert_int_equal(mh_store_scan(s, 0, 100, collect, r), 5);
+	assert_int_equal(ts_scan(s, 0, 100, collect, r), 5);
 	assert_int_equal(r->n, 5);
 
 	assert_int_equal(r->rec[0].seq, 1);
@@ -281,115 +335,115 @@ static void test_append_commit_scan(void **state)
 	assert_memory_equal(r->rec[4].payload, "{}", 2);
 
 	free(r);
-	mh_store_close(s);
-	mh_store_close(NULL);
+	ts_close(s);
+	ts_close(NULL);
 }
 
 static void test_scan_sees_only_committed(void **state)
 {
 	struct fixture *f = *state;
-	struct mh_store *s = open_ok(f->path);
-	struct mh_store_stats st;
+	struct tstore *s = open_ok(f->path);
+	struct mh_outbox_stats st;
 
 	append_ok(s, MH_RECORD_READING, 1, "reading/a", "1");
-	assert_int_equal(mh_store_commit(s), 0);
+	assert_int_equal(ts_commit(s), 0);
 	append_ok(s, MH_RECORD_READING, 2, "reading/a", "2");
 	expect_seqs(s, 0, 100, "1");
-	assert_int_equal(mh_store_stats(s, &st), 0);
+	assert_int_equal(ts_stats(s, &st), 0);
 	assert_int_equal(st.records, 1);
-	assert_int_equal(mh_store_commit(s), 0);
+	assert_int_equal(ts_commit(s), 0);
 	expect_seqs(s, 0, 100, "1,2");
 	/* A commit with nothing pending is fine. */
-	assert_int_equal(mh_store_commit(s), 0);
-	assert_int_equal(mh_store_commit(s), 0);
+	assert_int_equal(ts_commit(s), 0);
+	assert_int_equal(ts_commit(s), 0);
 	expect_seqs(s, 0, 100, "1,2");
-	mh_store_close(s);
+	ts_close(s);
 }
 
 static void test_ack(void **state)
 {
 	struct fixture *f = *state;
-	struct mh_store *s = open_ok(f->path);
+	struct tstore *s = open_ok(f->path);
 
 	for (int i = 1; i <= 5; i++)
 		append_ok(s, MH_RECORD_READING, i, "reading/m-0001", "{}");
-	assert_int_equal(mh_store_commit(s), 0);
+	assert_int_equal(ts_commit(s), 0);
 	expect_seqs(s, 0, 100, "1,2,3,4,5");
 
-	assert_int_equal(mh_store_ack(s, 2), 0);
-	assert_int_equal(mh_store_ack(s, 4), 0);
-	/* Acknowledgements are pending until the commit. */
-	expect_seqs(s, 0, 100, "1,2,3,4,5");
-	assert_int_equal(mh_store_commit(s), 0);
+	assert_int_equal(ts_ack(s, 2), 0);
+	assert_int_equal(ts_ack(s, 4), 0);
+	/* Acknowledged records are not sent again, even before their deletion is committed. */
+	expect_seqs(s, 0, 100, "1,3,5");
+	assert_int_equal(ts_commit(s), 0);
 	expect_seqs(s, 0, 100, "1,3,5");
 
 	/* A broker may acknowledge twice; a seq never stored is no error either. */
-	assert_int_equal(mh_store_ack(s, 2), 0);
-	assert_int_equal(mh_store_ack(s, 99), 0);
-	assert_int_equal(mh_store_commit(s), 0);
+	assert_int_equal(ts_ack(s, 2), 0);
+	assert_int_equal(ts_ack(s, 99), 0);
+	assert_int_equal(ts_commit(s), 0);
 	expect_seqs(s, 0, 100, "1,3,5");
 	/* Acknowledged twice within one transaction. */
-	assert_int_equal(mh_store_ack(s, 3), 0);
-	assert_int_equal(mh_store_ack(s, 3), 0);
-	assert_int_equal(mh_store_commit(s), 0);
+	assert_int_equal(ts_ack(s, 3), 0);
+	assert_int_equal(ts_ack(s, 3), 0);
+	assert_int_equal(ts_commit(s), 0);
 	expect_seqs(s, 0, 100, "1,5");
-	assert_int_equal(mh_store_next_seq(s), 6);
-	mh_store_close(s);
+	assert_int_equal(ts_next_seq(s), 6);
+	ts_close(s);
 }
 
 static void test_seq_survives_reopen(void **state)
 {
 	struct fixture *f = *state;
-	struct mh_store *s = open_ok(f->path);
+	struct tstore *s = open_ok(f->path);
 
 	for (int i = 1; i <= 3; i++)
 		append_ok(s, MH_RECORD_READING, i, "reading/m-0001", "{}");
-	assert_int_equal(mh_store_commit(s), 0);
-	mh_store_close(s);
+	assert_int_equal(ts_commit(s), 0);
+	ts_close(s);
 
 	s = open_ok(f->path);
-	assert_int_equal(mh_store_next_seq(s), 4);
+	assert_int_equal(ts_next_seq(s), 4);
 	expect_seqs(s, 0, 100, "1,2,3");
 	/* Everything acknowledged: the outbox is empty, but seq must not restart. */
 	for (uint64_t seq = 1; seq <= 3; seq++)
-		assert_int_equal(mh_store_ack(s, seq), 0);
-	assert_int_equal(mh_store_commit(s), 0);
+		assert_int_equal(ts_ack(s, seq), 0);
+	assert_int_equal(ts_commit(s), 0);
 	expect_seqs(s, 0, 100, "");
-	mh_store_close(s);
+	ts_close(s);
 
 	s = open_ok(f->path);
-	assert_int_equal(mh_store_next_seq(s), 4);
+	assert_int_equal(ts_next_seq(s), 4);
 	append_ok(s, MH_RECORD_EVENT, 4, "event", "{}");
 	/* Appended and acknowledged in one transaction, then closed. */
-	assert_int_equal(mh_store_ack(s, 4), 0);
-	mh_store_close(s);
+	assert_int_equal(ts_ack(s, 4), 0);
+	ts_close(s);
 
 	s = open_ok(f->path);
-	assert_int_equal(mh_store_next_seq(s), 5);
+	assert_int_equal(ts_next_seq(s), 5);
 	expect_seqs(s, 0, 100, "");
 	append_ok(s, MH_RECORD_EVENT, 5, "event", "{}");
-	assert_int_equal(mh_store_commit(s), 0);
+	assert_int_equal(ts_commit(s), 0);
 	expect_seqs(s, 0, 100, "5");
-	mh_store_close(s);
+	ts_close(s);
 }
 
 static void test_close_commits(void **state)
 {
 	struct fixture *f = *state;
-	struct mh_store *s = open_ok(f->path);
+	struct tstore *s = open_ok(f->path);
 
 	append_ok(s, MH_RECORD_READING, 10, "reading/m-0001", "a");
 	append_ok(s, MH_RECORD_READING, 20, "reading/m-0001", "b");
-	assert_int_equal(mh_store_commit(s), 0);
-	assert_int_equal(mh_store_ack(s, 1), 0);
+	assert_int_equal(ts_commit(s), 0);
+	assert_int_equal(ts_ack(s, 1), 0);
 	append_ok(s, MH_RECORD_READING, 30, "reading/m-0001", "c");
 	/* No commit: the header promises close commits what is pending. */
-	mh_store_close(s);
+	ts_close(s);
 
 	s = open_ok(f->path);
 	expect_seqs(s, 0, 100, "2,3");
-	assert_int_equal(mh_store_next_seq(s), 4);
-	mh_store_close(s);
+	assert_int_equal(ts_next_seq(s), 4);
+	ts_close(s);
 }
 
 /*
@@ -400,7 +454,7 @@ static void test_close_commits(void **state)
 static void test_crash_loses_only_pending(void **state)
 {
 	struct fixture *f = *state;
-	struct mh_store *s;
+	struct tstore *s;
 	int status, fds[2];
 	char verdict = '?';
 	pid_t pid;
@@ -409,12 +463,12 @@ static void test_crash_loses_only_pending(void **state)
 	pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
-		int bad = mh_store_open(f->path, MAX_BYTES, &s) != 0;
+		int bad = ts_open(f->path, MAX_BYTES, &s) != 0;
 		for (int i = 1; i <= 5 && !bad; i++) {
-			bad |= mh_store_append(
+			bad |= ts_append(
 				       s, MH_RECORD_READING, i, "reading/m-0001", "{}", 2) != 0;
 			if (i == 3)
-				bad |= mh_store_commit(s) != 0;
+				bad |= ts_commit(s) != 0;
 		}
 		verdict = bad ? 'n' : 'y';
 		if (write(fds[1], &verdict, 1) != 1)
@@ -433,20 +487,20 @@ static void test_crash_loses_only_pending(void **state)
 
 	s = open_ok(f->path);
 	expect_seqs(s, 0, 100, "1,2,3");
-	assert_int_equal(mh_store_next_seq(s), 4);
-	mh_store_close(s);
+	assert_int_equal(ts_next_seq(s), 4);
+	ts_close(s);
 }
 
 static void test_scan_after_and_max(void **state)
 {
 	struct fixture *f = *state;
-	struct mh_store *s = open_ok(f->path);
+	struct tstore *s = open_ok(f->path);
 	struct scan_result *r = calloc(1, sizeof(*r));
 
 	assert_non_null(r);
 	for (int i = 1; i <= 10; i++)
 		append_ok(s, MH_RECORD_READING, i, "reading/m-0001", "{}");
-	assert_int_equal(mh_store_commit(s), 0);
+	assert_int_equal(ts_commit(s), 0);
 
 	expect_seqs(s, 3, 4, "4,5,6,7");
 	expect_seqs(s, 7, 100, "8,9,10");
@@ -457,30 +511,30 @@ static void test_scan_after_and_max(void **state)
 	expect_seqs(s, 0, 10, "1,2,3,4,5,6,7,8,9,10");
 
 	/* @after need not be a stored seq: acknowledged records leave holes. */
-	assert_int_equal(mh_store_ack(s, 4), 0);
-	assert_int_equal(mh_store_ack(s, 5), 0);
-	assert_int_equal(mh_store_commit(s), 0);
+	assert_int_equal(ts_ack(s, 4), 0);
+	assert_int_equal(ts_ack(s, 5), 0);
+	assert_int_equal(ts_commit(s), 0);
 	expect_seqs(s, 3, 2, "6,7");
 	expect_seqs(s, 4, 2, "6,7");
 
 	/* The callback stops the scan; the count includes the record it stopped on. */
 	r->stop_after = 2;
-	assert_int_equal(mh_store_scan(s, 0, 100, collect, r), 2);
+	assert_int_equal(ts_scan(s, 0, 100, collect, r), 2);
 	assert_int_equal(r->n, 2);
 	assert_int_equal(r->rec[0].seq, 1);
 	assert_int_equal(r->rec[1].seq, 2);
 	free(r);
-	mh_store_close(s);
+	ts_close(s);
 }
 
 static void test_stats(void **state)
 {
 	struct fixture *f = *state;
-	struct mh_store *s = open_ok(f->path);
-	struct mh_store_stats st;
+	struct tstore *s = open_ok(f->path);
+	struct mh_outbox_stats st;
 
 	memset(&st, 0xA5, sizeof(st));
-	assert_int_equal(mh_store_stats(s, &st), 0);
+	assert_int_equal(ts_stats(s, &st), 0);
 	assert_int_equal(st.records, 0);
 	assert_int_equal(st.oldest_seq, 0);
 	assert_int_equal(st.oldest_ms, 0);
@@ -490,53 +544,56 @@ static void test_stats(void **state)
 	append_ok(s, MH_RECORD_READING, 1795316400000, "reading/m-0001", "{}");
 	append_ok(s, MH_RECORD_READING, 1795317300000, "reading/m-0001", "{}");
 	append_ok(s, MH_RECORD_READING, 1795318200000, "reading/m-0001", "{}");
-	assert_int_equal(mh_store_commit(s), 0);
-	assert_int_equal(mh_store_stats(s, &st), 0);
+	assert_int_equal(ts_commit(s), 0);
+	assert_int_equal(ts_stats(s, &st), 0);
 	assert_int_equal(st.records, 3);
 	assert_int_equal(st.oldest_seq, 1);
 	assert_int_equal(st.oldest_ms, 1795316400000);
 	assert_true(st.used_bytes > 0 && st.used_bytes < MAX_BYTES);
 
-	assert_int_equal(mh_store_ack(s, 1), 0);
-	assert_int_equal(mh_store_commit(s), 0);
-	assert_int_equal(mh_store_stats(s, &st), 0);
+	assert_int_equal(ts_ack(s, 1), 0);
+	assert_int_equal(ts_commit(s), 0);
+	assert_int_equal(ts_stats(s, &st), 0);
 	assert_int_equal(st.records, 2);
 	assert_int_equal(st.oldest_seq, 2);
 	assert_int_equal(st.oldest_ms, 1795317300000);
 
-	/* Stats describe committed data: a pending ack and append do not count yet. */
-	assert_int_equal(mh_store_ack(s, 2), 0);
+	/*
+	 * An acknowledged record stops waiting at once, its deletion pending;
+	 * an append counts once committed.
+	 */
+	assert_int_equal(ts_ack(s, 2), 0);
 	append_ok(s, MH_RECORD_READING, 1795319100000, "reading/m-0001", "{}");
-	assert_int_equal(mh_store_stats(s, &st), 0);
-	assert_int_equal(st.records, 2);
-	assert_int_equal(st.oldest_seq, 2);
-	assert_int_equal(mh_store_commit(s), 0);
-	assert_int_equal(mh_store_stats(s, &st), 0);
+	assert_int_equal(ts_stats(s, &st), 0);
+	assert_int_equal(st.records, 1);
+	assert_int_equal(st.oldest_seq, 3);
+	assert_int_equal(ts_commit(s), 0);
+	assert_int_equal(ts_stats(s, &st), 0);
 	assert_int_equal(st.records, 2);
 	assert_int_equal(st.oldest_seq, 3);
 	assert_int_equal(st.oldest_ms, 1795318200000);
 
-	assert_int_equal(mh_store_ack(s, 3), 0);
-	assert_int_equal(mh_store_ack(s, 4), 0);
-	assert_int_equal(mh_store_commit(s), 0);
-	assert_int_equal(mh_store_stats(s, &st), 0);
+	assert_int_equal(ts_ack(s, 3), 0);
+	assert_int_equal(ts_ack(s, 4), 0);
+	assert_int_equal(ts_commit(s), 0);
+	assert_int_equal(ts_stats(s, &st), 0);
 	assert_int_equal(st.records, 0);
 	assert_int_equal(st.oldest_seq, 0);
 	assert_int_equal(st.oldest_ms, 0);
-	mh_store_close(s);
+	ts_close(s);
 }
 
 static void test_creates_directory(void **state)
 {
 	struct fixture *f = *state;
 	struct stat st;
-	struct mh_store *s;
+	struct tstore *s;
 
 	assert_int_equal(stat(f->path, &st), -1);
 	s = open_ok(f->path);
 	assert_int_equal(stat(f->path, &st), 0);
 	assert_true(S_ISDIR(st.st_mode));
-	mh_store_close(s);
+	ts_close(s);
 }
 
 /* ---- a full store ---------------------------------------------------- */
@@ -568,36 +625,36 @@ static int count_cb(void *ud, const struct mh_record *rec)
  * Past max_bytes the store drops its oldest records to make room, readings
  * first: here three events come first and must outlive a flood of 2000
  * readings, of which only the newest survive, as one unbroken run. Every
- * drop is reported by mh_store_take_drops(), and seqs are never reused.
+ * drop is reported by ts_take_drops(), and seqs are never reused.
  */
 static void test_full_store_drops_oldest_readings(void **state)
 {
 	struct fixture *f = *state;
 	const uint64_t max = 64 << 10;
-	struct mh_store *s = NULL;
-	struct mh_store_stats st;
-	struct mh_store_drops drops;
+	struct tstore *s = NULL;
+	struct mh_outbox_stats st;
+	struct mh_outbox_drops drops;
 	struct tally c = {0};
 	char payload[200];
 	uint64_t seq;
 
 	memset(payload, 'r', sizeof(payload));
-	assert_int_equal(mh_store_open(f->path, max, &s), 0);
+	assert_int_equal(ts_open(f->path, max, &s), 0);
 	for (seq = 1; seq <= 3; seq++)
 		append_ok(s, MH_RECORD_EVENT, (int64_t)seq, "event", "{\"type\":\"started\"}");
-	assert_int_equal(mh_store_commit(s), 0);
+	assert_int_equal(ts_commit(s), 0);
 	for (seq = 4; seq <= 2003; seq++) {
-		assert_int_equal(mh_store_append(s, MH_RECORD_READING, (int64_t)seq,
+		assert_int_equal(ts_append(s, MH_RECORD_READING, (int64_t)seq,
 					 "reading/m-0001", payload, sizeof(payload)),
 			0);
 		if (seq % 10 == 0)
-			assert_int_equal(mh_store_commit(s), 0);
+			assert_int_equal(ts_commit(s), 0);
 	}
-	assert_int_equal(mh_store_commit(s), 0);
-	assert_int_equal(mh_store_next_seq(s), 2004);
+	assert_int_equal(ts_commit(s), 0);
+	assert_int_equal(ts_next_seq(s), 2004);
 
-	assert_true(mh_store_scan(s, 0, SIZE_MAX, count_cb, &c) > 0);
-	assert_int_equal(mh_store_stats(s, &st), 0);
+	assert_true(ts_scan(s, 0, SIZE_MAX, count_cb, &c) > 0);
+	assert_int_equal(ts_stats(s, &st), 0);
 	print_message("kept %llu of 2003 records in %llu bytes (max %llu)\n",
 		(unsigned long long)c.n, (unsigned long long)st.used_bytes,
 		(unsigned long long)max);
@@ -611,7 +668,7 @@ static void test_full_store_drops_oldest_readings(void **state)
 	assert_int_equal(st.records, c.n);
 	assert_int_equal(st.oldest_seq, 1);
 
-	assert_true(mh_store_take_drops(s, &drops));
+	assert_true(ts_take_drops(s, &drops));
 	assert_int_equal(drops.by_type[MH_RECORD_READING], c.first_reading - 4);
 	assert_int_equal(drops.by_type[MH_RECORD_EVENT], 0);
 	assert_int_equal(drops.by_type[MH_RECORD_INTERVAL], 0);
@@ -619,14 +676,14 @@ static void test_full_store_drops_oldest_readings(void **state)
 	assert_int_equal(drops.last_seq, c.first_reading - 1);
 	assert_int_equal(drops.lost, 0);
 	/* Taken once, they are gone. */
-	assert_false(mh_store_take_drops(s, &drops));
+	assert_false(ts_take_drops(s, &drops));
 	assert_int_equal(drops.by_type[MH_RECORD_READING], 0);
-	mh_store_close(s);
+	ts_close(s);
 
 	/* The seq keeps counting after a restart, however much was dropped. */
 	s = open_ok(f->path);
-	assert_int_equal(mh_store_next_seq(s), 2004);
-	mh_store_close(s);
+	assert_int_equal(ts_next_seq(s), 2004);
+	ts_close(s);
 }
 
 /* With no reading left to drop, the oldest record of any type goes. */
@@ -634,24 +691,24 @@ static void test_full_store_without_readings(void **state)
 {
 	struct fixture *f = *state;
 	const uint64_t max = 64 << 10;
-	struct mh_store *s = NULL;
-	struct mh_store_stats st;
-	struct mh_store_drops drops;
+	struct tstore *s = NULL;
+	struct mh_outbox_stats st;
+	struct mh_outbox_drops drops;
 	struct tally c = {0};
 	char payload[200];
 	uint64_t count;
 
 	memset(payload, 'i', sizeof(payload));
-	assert_int_equal(mh_store_open(f->path, max, &s), 0);
+	assert_int_equal(ts_open(f->path, max, &s), 0);
 	for (uint64_t seq = 1; seq <= 1000; seq++) {
-		assert_int_equal(mh_store_append(s, MH_RECORD_INTERVAL, (int64_t)seq,
+		assert_int_equal(ts_append(s, MH_RECORD_INTERVAL, (int64_t)seq,
 					 "interval/m-0001", payload, sizeof(payload)),
 			0);
 		if (seq % 10 == 0)
-			assert_int_equal(mh_store_commit(s), 0);
+			assert_int_equal(ts_commit(s), 0);
 	}
-	assert_int_equal(mh_store_stats(s, &st), 0);
-	assert_true(mh_store_scan(s, 0, SIZE_MAX, count_cb, &c) > 0);
+	assert_int_equal(ts_stats(s, &st), 0);
+	assert_true(ts_scan(s, 0, SIZE_MAX, count_cb, &c) > 0);
 	count = c.other[MH_RECORD_INTERVAL];
 	assert_int_equal(c.n, count);
 	assert_int_equal(st.records, count);
@@ -659,12 +716,12 @@ static void test_full_store_without_readings(void **state)
 	assert_true(count > 0 && count < 1000);
 	/* The newest survive, in one run up to the last: the count and the ends agree. */
 	assert_int_equal(st.oldest_seq, 1000 - count + 1);
-	assert_true(mh_store_take_drops(s, &drops));
+	assert_true(ts_take_drops(s, &drops));
 	assert_int_equal(drops.by_type[MH_RECORD_INTERVAL], 1000 - count);
 	assert_int_equal(drops.by_type[MH_RECORD_READING], 0);
 	assert_int_equal(drops.first_seq, 1);
 	assert_int_equal(drops.last_seq, 1000 - count);
-	mh_store_close(s);
+	ts_close(s);
 }
 
 /*
@@ -675,31 +732,35 @@ static void test_record_larger_than_store(void **state)
 {
 	struct fixture *f = *state;
 	const uint64_t max = 64 << 10;
-	struct mh_store *s = NULL;
-	struct mh_store_drops drops;
+	struct tstore *s = NULL;
+	struct mh_outbox_drops drops;
 	char *big = malloc(max + 1);
 
 	assert_non_null(big);
 	memset(big, 'x', max + 1);
-	assert_int_equal(mh_store_open(f->path, max, &s), 0);
+	assert_int_equal(ts_open(f->path, max, &s), 0);
 	append_ok(s, MH_RECORD_INTERVAL, 1, "interval/m-0001", "{}");
 	append_ok(s, MH_RECORD_READING, 2, "reading/m-0001", "{}");
-	assert_int_equal(mh_store_commit(s), 0);
+	assert_int_equal(ts_commit(s), 0);
 	append_ok(s, MH_RECORD_READING, 3, "reading/m-0001", "{}");
 
-	int rc = mh_store_append(s, MH_RECORD_EVENT, 4, "event", big, max + 1);
+	int rc = ts_append(s, MH_RECORD_EVENT, 4, "event", big, max + 1);
 	free(big);
-	int commit = mh_store_commit(s);
+	int commit = ts_commit(s);
 	int count;
 	char kept[64];
 	snprintf(kept, sizeof(kept), "%s", seqs(s, 0, 100, &count));
-	bool dropped = mh_store_take_drops(s, &drops);
-	mh_store_close(s);
+	bool dropped = ts_take_drops(s, &drops);
+	ts_close(s);
 
-	assert_int_equal(rc, -ENOSPC);
+	assert_int_equal(rc, -EMSGSIZE);
 	assert_int_equal(commit, 0);
 	assert_string_equal(kept, "1,2,3");
-	assert_false(dropped);
+	/* Nothing was dropped for it, and the record itself is counted as lost. */
+	assert_true(dropped);
+	assert_int_equal(drops.lost, 1);
+	for (size_t t = 0; t < MH_RECORD_TYPES; t++)
+		assert_int_equal(drops.by_type[t], 0);
 }
 
 /* ---- directories that are not ours ----------------------------------- */
@@ -712,7 +773,7 @@ static void test_foreign_lmdb_refused(void **state)
 	MDB_txn *txn;
 	MDB_dbi dbi;
 	MDB_val k = {5, "hello"}, v = {5, "world"};
-	struct mh_store *s = NULL;
+	struct tstore *s = NULL;
 	size_t len;
 	char *before;
 	int rc;
@@ -730,11 +791,11 @@ static void test_foreign_lmdb_refused(void **state)
 
 	snprintf(data, sizeof(data), "%s/data.mdb", f->path);
 	before = slurp(data, &len);
-	rc = mh_store_open(f->path, MAX_BYTES, &s);
+	rc = ts_open(f->path, MAX_BYTES, &s);
 	if (rc == 0)
-		mh_store_close(s);
+		ts_close(s);
 	same = same_file(data, before, len);
-	print_message("mh_store_open on a foreign database: %d, data.mdb %s\n", rc,
+	print_message("ts_open on a foreign database: %d, data.mdb %s\n", rc,
 		same ? "unchanged" : "MODIFIED");
 	free(before);
 	assert_int_equal(rc, -EILSEQ);
@@ -751,13 +812,13 @@ static void test_newer_schema_refused(void **state)
 	MDB_dbi dbi;
 	uint8_t two = 2;
 	MDB_val k = {6, "schema"}, v = {1, &two};
-	struct mh_store *s = open_ok(f->path);
+	struct tstore *s = open_ok(f->path);
 	size_t len;
 	char *before;
 	int rc;
 
 	append_ok(s, MH_RECORD_READING, 1, "reading/m-0001", "{}");
-	mh_store_close(s);
+	ts_close(s);
 
 	/* A later meterhub raised the schema version. */
 	assert_int_equal(mdb_env_create(&env), 0);
@@ -772,9 +833,9 @@ static void test_newer_schema_refused(void **state)
 	snprintf(data, sizeof(data), "%s/data.mdb", f->path);
 	before = slurp(data, &len);
 	s = NULL;
-	rc = mh_store_open(f->path, MAX_BYTES, &s);
+	rc = ts_open(f->path, MAX_BYTES, &s);
 	if (rc == 0)
-		mh_store_close(s);
+		ts_close(s);
 	assert_true(rc < 0);
 	assert_null(s);
 	assert_true(same_file(data, before, len));
@@ -784,7 +845,7 @@ static void test_newer_schema_refused(void **state)
 static void test_regular_file_refused(void **state)
 {
 	struct fixture *f = *state;
-	struct mh_store *s = NULL;
+	struct tstore *s = NULL;
 	FILE *fp = fopen(f->path, "w");
 	size_t len;
 	char *before;
@@ -793,7 +854,7 @@ static void test_regular_file_refused(void **state)
 	fputs("not a directory\n", fp);
 	fclose(fp);
 	before = slurp(f->path, &len);
-	assert_int_equal(mh_store_open(f->path, MAX_BYTES, &s), -ENOTDIR);
+	assert_int_equal(ts_open(f->path, MAX_BYTES, &s), -ENOTDIR);
 	assert_null(s);
 	assert_true(same_file(f->path, before, len));
 	free(before);
@@ -805,7 +866,7 @@ static void test_garbage_data_refused(void **state)
 	char data[160];
 	char garbage[16384];
 	uint32_t x = 0x2545F491; /* xorshift32: "random" bytes that repeat run to run */
-	struct mh_store *s = NULL;
+	struct tstore *s = NULL;
 	FILE *fp;
 	int rc;
 
@@ -822,10 +883,10 @@ static void test_garbage_data_refused(void **state)
 	assert_int_equal(fwrite(garbage, 1, sizeof(garbage), fp), sizeof(garbage));
 	fclose(fp);
 
-	rc = mh_store_open(f->path, MAX_BYTES, &s);
+	rc = ts_open(f->path, MAX_BYTES, &s);
 	if (rc == 0)
-		mh_store_close(s);
-	print_message("mh_store_open on garbage: %d\n", rc);
+		ts_close(s);
+	print_message("ts_open on garbage: %d\n", rc);
 	assert_true(rc < 0);
 	assert_null(s);
 	assert_true(same_file(data, garbage, sizeof(garbage)));

@@ -1,0 +1,495 @@
+// SPDX-License-Identifier: MIT
+#include "db.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define SCHEMA_VERSION 1
+#define MAX_WATCHERS 8
+/* LMDB's lock file, reserved before LMDB maps it: touching an unbacked page of a map is SIGBUS. */
+#define LOCK_FILE_BYTES (64u << 10)
+
+static const char MAGIC[] = "meterhub-outbox";
+
+struct watcher {
+	void (*fn)(void *ud, int rc);
+	void *ud;
+};
+
+struct mh_db {
+	MDB_env *env;
+	MDB_dbi meta;
+	MDB_txn *txn;   /* this turn's write transaction, or NULL */
+	MDB_txn *child; /* the unit of work in progress, or NULL */
+	uint64_t next_seq, committed_next_seq, unit_next_seq;
+	bool want_sync;
+	int lock_fd;
+	struct watcher watchers[MAX_WATCHERS];
+	size_t n_watchers;
+	char *path;
+};
+
+int mh_db_error(int rc)
+{
+	switch (rc) {
+	case MDB_SUCCESS:
+		return 0;
+	case MDB_MAP_FULL:
+	case MDB_TXN_FULL:
+		return -ENOSPC;
+	case MDB_NOTFOUND:
+		return -ENOENT;
+	case MDB_INVALID:
+	case MDB_CORRUPTED:
+	case MDB_PAGE_NOTFOUND:
+	case MDB_VERSION_MISMATCH:
+		return -EILSEQ;
+	case MDB_READERS_FULL:
+		return -EAGAIN;
+	case MDB_BAD_TXN:
+		return -EIO;
+	default:
+		return rc > 0 ? -rc : -EIO;
+	}
+}
+
+static void put_be64(uint8_t *p, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--, v >>= 8)
+		p[i] = (uint8_t)v;
+}
+
+static uint64_t get_be64(const uint8_t *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 0; i < 8; i++)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+static int meta_get(MDB_txn *txn, MDB_dbi dbi, const char *key, MDB_val *val)
+{
+	MDB_val k = { strlen(key), (void *)key };
+	return mdb_get(txn, dbi, &k, val);
+}
+
+static int meta_put(MDB_txn *txn, MDB_dbi dbi, const char *key, const void *data, size_t len)
+{
+	MDB_val k = { strlen(key), (void *)key }, v = { len, (void *)data };
+	return mdb_put(txn, dbi, &k, &v, 0);
+}
+
+int mh_db_map_size(uint64_t data_bytes, uint64_t addressable, uint64_t *map_bytes)
+{
+	/* Headroom for LMDB's branch and free-list pages and the copy-on-write of a turn. */
+	uint64_t map = data_bytes + data_bytes / 4 + (4u << 20);
+	long page = sysconf(_SC_PAGESIZE);
+
+	if (page > 0)
+		map = (map + (uint64_t)page - 1) / (uint64_t)page * (uint64_t)page;
+	if (map > addressable)
+		return -EFBIG;
+	*map_bytes = map;
+	return 0;
+}
+
+/* Bytes this process may map in one piece: a 32-bit board has 3 GiB in all. */
+static uint64_t addressable_bytes(void)
+{
+	return sizeof(size_t) < 8 ? (2ull << 30) : (1ull << 46);
+}
+
+/*
+ * One gateway per store: a second one would hand out the same seqs. The
+ * lock is held for the life of the process and dies with it, SIGKILL
+ * included; the file holds the holder's pid for the message.
+ */
+static int take_lock(struct mh_db *db)
+{
+	char file[4096], pid[32] = "";
+	ssize_t n;
+	int fd;
+
+	snprintf(file, sizeof(file), "%s/meterhub.lock", db->path);
+	fd = open(file, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+	if (fd < 0) {
+		int rc = -errno;
+		mh_log_err(STORE, "cannot create %s: %s", file, strerror(errno));
+		return rc;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		int rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		n = pread(fd, pid, sizeof(pid) - 1, 0);
+		pid[n > 0 ? n : 0] = '\0';
+		pid[strcspn(pid, "\n")] = '\0';
+		if (rc == -EBUSY)
+			mh_log_err(STORE, "store %s is in use by another meterhub (pid %s); "
+					  "refusing to start a second one on it",
+				db->path, *pid ? pid : "unknown");
+		else
+			mh_log_err(STORE, "cannot lock %s: %s", file, strerror(-rc));
+		close(fd);
+		return rc;
+	}
+	n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+	if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+		mh_log_warn(STORE, "cannot write the pid into %s: %s", file, strerror(errno));
+	db->lock_fd = fd;
+	return 0;
+}
+
+/*
+ * Give @file @bytes of real disk space now, so that a disk filled later
+ * by someone else cannot take it. Returns 0, or -ENOSPC and friends.
+ */
+static int reserve(const char *file, uint64_t bytes)
+{
+	int fd = open(file, O_RDWR | O_CREAT | O_CLOEXEC, 0640), rc;
+
+	if (fd < 0)
+		return -errno;
+	rc = posix_fallocate(fd, 0, (off_t)bytes);
+	close(fd);
+	if (rc == EOPNOTSUPP || rc == EINVAL) {
+		/* Some filesystems cannot reserve; the store still works, unprotected. */
+		mh_log_warn(STORE, "%s: this filesystem cannot reserve space (%s); a full disk "
+				   "may stop the store",
+			file, strerror(rc));
+		return 0;
+	}
+	return -rc;
+}
+
+static void log_reserve_failure(const struct mh_db *db, const char *what, uint64_t bytes, int rc)
+{
+	mh_log_err(STORE, "cannot reserve %.1f MiB for the %s in %s: %s", (double)bytes / 1048576.0,
+		what, db->path, strerror(-rc));
+}
+
+/*
+ * A database whose main table holds named tables but no meta with our
+ * magic is someone else's (or garbage): refuse it rather than write into
+ * it. An empty one is new: write the magic.
+ */
+static int check_schema(struct mh_db *db, MDB_txn *txn)
+{
+	MDB_dbi main_dbi;
+	MDB_stat st;
+	MDB_val v;
+	int rc = mdb_dbi_open(txn, NULL, 0, &main_dbi);
+
+	if (!rc)
+		rc = mdb_stat(txn, main_dbi, &st);
+	if (rc)
+		return mh_db_error(rc);
+	rc = mdb_dbi_open(txn, "meta", 0, &db->meta);
+	if (rc == MDB_NOTFOUND || rc == MDB_INCOMPATIBLE) {
+		if (st.ms_entries > 0) {
+			mh_log_err(STORE, "%s holds an LMDB database that is not a meterhub store; "
+					  "refusing to touch it",
+				db->path);
+			return -EILSEQ;
+		}
+		uint8_t ver = SCHEMA_VERSION;
+		rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &db->meta);
+		if (!rc)
+			rc = meta_put(txn, db->meta, "magic", MAGIC, sizeof(MAGIC) - 1);
+		if (!rc)
+			rc = meta_put(txn, db->meta, "schema", &ver, 1);
+		return mh_db_error(rc);
+	}
+	if (rc)
+		return mh_db_error(rc);
+	rc = meta_get(txn, db->meta, "magic", &v);
+	if (rc || v.mv_size != sizeof(MAGIC) - 1 || memcmp(v.mv_data, MAGIC, v.mv_size)) {
+		mh_log_err(STORE, "%s is not a meterhub store; refusing to touch it", db->path);
+		return -EILSEQ;
+	}
+	rc = meta_get(txn, db->meta, "schema", &v);
+	if (rc || v.mv_size != 1) {
+		mh_log_err(STORE, "%s: store has no schema version", db->path);
+		return -EILSEQ;
+	}
+	if (*(uint8_t *)v.mv_data != SCHEMA_VERSION) {
+		mh_log_err(STORE, "%s: store schema %u, this meterhub reads %u; refusing to touch it",
+			db->path, *(uint8_t *)v.mv_data, SCHEMA_VERSION);
+		return -EPROTONOSUPPORT;
+	}
+	if (meta_get(txn, db->meta, "next_seq", &v) == 0 && v.mv_size == 8)
+		db->next_seq = get_be64(v.mv_data);
+	return 0;
+}
+
+static int open_env(struct mh_db *db, uint64_t map)
+{
+	char file[4096];
+	MDB_txn *txn = NULL;
+	int rc, dead;
+
+	snprintf(file, sizeof(file), "%s/lock.mdb", db->path);
+	rc = reserve(file, LOCK_FILE_BYTES);
+	if (rc) {
+		log_reserve_failure(db, "lock file", LOCK_FILE_BYTES, rc);
+		return rc;
+	}
+	rc = mh_db_error(mdb_env_create(&db->env));
+	if (rc)
+		return rc;
+	mdb_env_set_maxdbs(db->env, 16);
+	mdb_env_set_mapsize(db->env, (size_t)map);
+	rc = mdb_env_open(db->env, db->path, MDB_NOTLS, 0640);
+	if (rc) {
+		mh_log_err(STORE, "cannot open the store in %s: %s", db->path, mdb_strerror(rc));
+		return mh_db_error(rc);
+	}
+	/* Readers left by a killed process would pin pages forever. */
+	mdb_reader_check(db->env, &dead);
+	if (dead)
+		mh_log_notice(STORE, "cleared %d stale reader slots", dead);
+
+	rc = mh_db_error(mdb_txn_begin(db->env, NULL, 0, &txn));
+	if (!rc)
+		rc = check_schema(db, txn);
+	if (rc) {
+		mdb_txn_abort(txn);
+		return rc;
+	}
+	rc = mdb_txn_commit(txn);
+	if (rc) {
+		mh_log_err(STORE, "cannot initialise the store in %s: %s", db->path,
+			mdb_strerror(rc));
+		return mh_db_error(rc);
+	}
+	/* Only once the database is known to be ours does its file grow. */
+	snprintf(file, sizeof(file), "%s/data.mdb", db->path);
+	rc = reserve(file, map);
+	if (rc)
+		log_reserve_failure(db, "store", map, rc);
+	return rc;
+}
+
+int mh_db_open(const char *path, uint64_t data_bytes, struct mh_db **out)
+{
+	struct mh_db *db = calloc(1, sizeof(*db));
+	uint64_t map;
+	struct stat st;
+	int rc;
+
+	if (!db)
+		return -ENOMEM;
+	db->lock_fd = -1;
+	db->next_seq = 1;
+	db->path = strdup(path);
+	if (!db->path) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	rc = mh_db_map_size(data_bytes, addressable_bytes(), &map);
+	if (rc) {
+		mh_log_err(STORE, "store.max_bytes %" PRIu64 " needs a %" PRIu64
+				  "-byte map, more than this %zu-bit system can address",
+			data_bytes, data_bytes + data_bytes / 4, sizeof(size_t) * 8);
+		goto fail;
+	}
+	if (mkdir(path, 0750) < 0 && errno != EEXIST) {
+		rc = -errno;
+		mh_log_err(STORE, "cannot create %s: %s", path, strerror(errno));
+		goto fail;
+	}
+	if (stat(path, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		rc = -ENOTDIR;
+		mh_log_err(STORE, "%s is not a directory; store.path must name one", path);
+		goto fail;
+	}
+	rc = take_lock(db);
+	if (!rc)
+		rc = open_env(db, map);
+	if (rc)
+		goto fail;
+	db->committed_next_seq = db->next_seq;
+	*out = db;
+	return 0;
+
+fail:
+	mh_db_close(db);
+	return rc;
+}
+
+void mh_db_close(struct mh_db *db)
+{
+	if (!db)
+		return;
+	if (db->env) {
+		mh_db_commit(db);
+		mdb_env_close(db->env);
+	}
+	if (db->lock_fd >= 0)
+		close(db->lock_fd);
+	free(db->path);
+	free(db);
+}
+
+const char *mh_db_path(const struct mh_db *db)
+{
+	return db->path;
+}
+
+int mh_db_table(struct mh_db *db, const char *name, MDB_dbi *out)
+{
+	MDB_txn *txn;
+	int rc = mdb_txn_begin(db->env, NULL, 0, &txn);
+
+	if (rc)
+		return mh_db_error(rc);
+	rc = mdb_dbi_open(txn, name, MDB_CREATE, out);
+	if (rc) {
+		mdb_txn_abort(txn);
+		mh_log_err(STORE, "cannot open table %s in %s: %s", name, db->path,
+			mdb_strerror(rc));
+		return mh_db_error(rc);
+	}
+	return mh_db_error(mdb_txn_commit(txn));
+}
+
+int mh_db_begin(struct mh_db *db, MDB_txn **txn)
+{
+	int rc;
+
+	mh_require(!db->child);
+	if (!db->txn) {
+		rc = mdb_txn_begin(db->env, NULL, 0, &db->txn);
+		if (rc) {
+			db->txn = NULL;
+			mh_log_err(STORE, "cannot begin a write: %s", mdb_strerror(rc));
+			return mh_db_error(rc);
+		}
+	}
+	rc = mdb_txn_begin(db->env, db->txn, 0, &db->child);
+	if (rc) {
+		db->child = NULL;
+		mh_log_err(STORE, "cannot begin a unit of work: %s", mdb_strerror(rc));
+		return mh_db_error(rc);
+	}
+	db->unit_next_seq = db->next_seq;
+	*txn = db->child;
+	return 0;
+}
+
+int mh_db_end(struct mh_db *db, MDB_txn *txn, bool keep)
+{
+	int rc = 0;
+
+	mh_require(txn && txn == db->child);
+	db->child = NULL;
+	if (keep) {
+		rc = mdb_txn_commit(txn);
+		if (rc)
+			mh_log_err(STORE, "a unit of work could not be kept: %s", mdb_strerror(rc));
+	} else {
+		mdb_txn_abort(txn);
+	}
+	if (!keep || rc)
+		db->next_seq = db->unit_next_seq;
+	return mh_db_error(rc);
+}
+
+uint64_t mh_db_seq_take(struct mh_db *db)
+{
+	mh_require(db->child);
+	return db->next_seq++;
+}
+
+uint64_t mh_db_seq_peek(const struct mh_db *db)
+{
+	return db->next_seq;
+}
+
+void mh_db_seq_floor(struct mh_db *db, uint64_t next)
+{
+	if (next > db->next_seq)
+		db->next_seq = db->committed_next_seq = next;
+}
+
+bool mh_db_pending(const struct mh_db *db)
+{
+	return db->txn != NULL;
+}
+
+void mh_db_want_sync(struct mh_db *db)
+{
+	db->want_sync = true;
+}
+
+int mh_db_watch(struct mh_db *db, void (*fn)(void *ud, int rc), void *ud)
+{
+	if (db->n_watchers == MAX_WATCHERS)
+		return -ENOSPC;
+	db->watchers[db->n_watchers++] = (struct watcher){ fn, ud };
+	return 0;
+}
+
+int mh_db_commit(struct mh_db *db)
+{
+	bool sync = db->want_sync || db->next_seq != db->committed_next_seq;
+	uint8_t next[8];
+	int rc = 0;
+
+	mh_require(!db->child);
+	if (!db->txn)
+		return 0;
+	if (db->next_seq != db->committed_next_seq) {
+		put_be64(next, db->next_seq);
+		rc = meta_put(db->txn, db->meta, "next_seq", next, sizeof(next));
+	}
+	if (rc) {
+		mdb_txn_abort(db->txn);
+	} else {
+		if (!sync)
+			mdb_env_set_flags(db->env, MDB_NOMETASYNC, 1);
+		rc = mdb_txn_commit(db->txn);
+		if (!sync)
+			mdb_env_set_flags(db->env, MDB_NOMETASYNC, 0);
+	}
+	db->txn = NULL;
+	db->want_sync = false;
+	if (rc) {
+		mh_log_err(STORE, "commit failed, this turn's writes are undone: %s",
+			mdb_strerror(rc));
+		db->next_seq = db->committed_next_seq;
+	} else {
+		db->committed_next_seq = db->next_seq;
+	}
+	for (size_t i = 0; i < db->n_watchers; i++)
+		db->watchers[i].fn(db->watchers[i].ud, mh_db_error(rc));
+	return mh_db_error(rc);
+}
+
+uint64_t mh_db_table_bytes(MDB_txn *txn, MDB_dbi dbi)
+{
+	MDB_stat st;
+
+	if (mdb_stat(txn, dbi, &st))
+		return 0;
+	return (uint64_t)(st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages) *
+	       st.ms_psize;
+}
+
+int mh_db_read(struct mh_db *db, MDB_txn **txn)
+{
+	return mh_db_error(mdb_txn_begin(db->env, NULL, MDB_RDONLY, txn));
+}
+
+void mh_db_read_end(MDB_txn *txn)
+{
+	mdb_txn_abort(txn);
+}

@@ -1,0 +1,111 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * The database under the gateway's tables: one LMDB environment in
+ * store.path, owned by this process alone, with its space reserved on disk
+ * when it opens. Only the loop thread calls these.
+ *
+ * Writes of one loop turn collect in one write transaction, made durable
+ * by mh_db_commit() (one fsync for the turn). Each unit of work inside it
+ * (a record, or a module's table row together with the records it
+ * produces) runs in a child transaction from mh_db_begin(): a unit that
+ * fails is undone alone and never takes the rest of the turn with it.
+ *
+ * The seq allocator lives here, so every table that appends records to the
+ * outbox shares one gateway-wide counter that never repeats.
+ */
+
+#include <lmdb.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct mh_db;
+
+/*
+ * The LMDB map for @data_bytes of tables: the tables, plus headroom for
+ * LMDB's own pages and the transaction in progress. Fails with -EFBIG when
+ * that does not fit in @addressable bytes (a 32-bit board cannot map 4 GiB;
+ * pass SIZE_MAX/2 or less). Returns 0 and *@map_bytes.
+ */
+int mh_db_map_size(uint64_t data_bytes, uint64_t addressable, uint64_t *map_bytes);
+
+/*
+ * Open (creating if needed) the database in directory @path, for
+ * @data_bytes of tables. Refuses, leaving everything untouched:
+ * a directory another process holds (-EBUSY, the holder's pid is logged),
+ * a map this platform cannot address (-EFBIG), a disk that cannot reserve
+ * the map (-ENOSPC), a foreign or garbage LMDB (-EILSEQ), a newer schema
+ * (-EPROTONOSUPPORT), a path that is not a directory (-ENOTDIR). Returns 0
+ * and *@out, or a negative errno; every refusal is logged with its reason.
+ */
+int mh_db_open(const char *path, uint64_t data_bytes, struct mh_db **out);
+
+/* Commit what is pending, release the lock, close; NULL is a no-op. */
+void mh_db_close(struct mh_db *db);
+
+/* Open (creating) the table @name; at start-up, before any write. Returns 0 or -errno. */
+int mh_db_table(struct mh_db *db, const char *name, MDB_dbi *out);
+
+/*
+ * Begin a unit of work: a child of this turn's write transaction (begun on
+ * first use). Returns 0 and *@txn, or a negative errno.
+ */
+int mh_db_begin(struct mh_db *db, MDB_txn **txn);
+
+/*
+ * End the unit of work @txn: keep its writes in the turn (@keep) or undo
+ * them, seqs it took included. Returns 0, or a negative errno when keeping
+ * failed (then it was undone).
+ */
+int mh_db_end(struct mh_db *db, MDB_txn *txn, bool keep);
+
+/*
+ * Take the next seq inside the unit of work in progress. Seqs increase by
+ * one and are never given twice, also across restarts and undone units.
+ */
+uint64_t mh_db_seq_take(struct mh_db *db);
+
+/* The seq the next mh_db_seq_take() returns. */
+uint64_t mh_db_seq_peek(const struct mh_db *db);
+
+/* Whether the turn has writes not yet committed. */
+bool mh_db_pending(const struct mh_db *db);
+
+/* Make the next commit durable even if it takes no seq (a journal entry, say). */
+void mh_db_want_sync(struct mh_db *db);
+
+/*
+ * Commit the turn. A turn that took seqs (new records nobody has seen) or
+ * asked for it is synced: data and meta page reach the disk before this
+ * returns. Any other turn (deletions of records the broker acknowledged) is
+ * committed with MDB_NOMETASYNC: a power cut may undo it, which re-sends
+ * those records, and can never corrupt the database (MDB_NOSYNC could).
+ * On failure the whole turn is undone. Returns 0 or a negative errno; the
+ * watchers hear the result either way.
+ */
+int mh_db_commit(struct mh_db *db);
+
+/*
+ * Call @fn(@ud, rc) after every commit of a turn that had writes, with its
+ * result: a module that keeps state beside its tables confirms or undoes
+ * it. Returns 0, or -ENOSPC when too many watch.
+ */
+int mh_db_watch(struct mh_db *db, void (*fn)(void *ud, int rc), void *ud);
+
+/* Raise the seq counter to at least @next (a table found a higher seq at open). */
+void mh_db_seq_floor(struct mh_db *db, uint64_t next);
+
+/* Bytes the pages of @dbi take as @txn sees them. */
+uint64_t mh_db_table_bytes(MDB_txn *txn, MDB_dbi dbi);
+
+/* A read-only snapshot; end it with mh_db_read_end(). Returns 0 or -errno. */
+int mh_db_read(struct mh_db *db, MDB_txn **txn);
+void mh_db_read_end(MDB_txn *txn);
+
+/* LMDB's codes as negative errnos (the one place they are translated). */
+int mh_db_error(int rc);
+
+/* The directory the database lives in. */
+const char *mh_db_path(const struct mh_db *db);

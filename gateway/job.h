@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * Typed bus jobs. The loop makes a job for a meter, hands it to the
+ * meter's bus, and gets the same object back through the bus's completion
+ * queue, filled in; it then calls job->done on the loop thread. A bus
+ * thread reads only what the job carries and the slot of its meter; all
+ * runtime state stays with the loop. Kinds to come: control, recall, time
+ * sync (remote commands and clock sync) sit beside read.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "queue.h"
+
+enum mh_job_kind {
+	MH_JOB_READ,
+};
+
+enum mh_quality {
+	MH_QUALITY_GOOD,
+	MH_QUALITY_TIMEOUT,
+	MH_QUALITY_ERROR,
+};
+
+/* "good", "timeout" or "error". */
+const char *mh_quality_name(enum mh_quality q);
+
+/* What a read brought back: the profile's points, in profile order. */
+struct mh_reading {
+	int64_t read_at_ms;   /* wall clock when the first frame went out */
+	unsigned duration_ms; /* first frame out to last reply in */
+	unsigned frames;      /* frames sent, retries included */
+	enum mh_quality quality;
+	char error[160]; /* why, when quality is not good */
+	size_t n_values;
+	double *values;
+	bool *valid;
+};
+
+struct mh_meter;
+struct mh_job;
+
+/* Called on the loop thread when the bus is done with @job (the callee frees it). */
+typedef void (*mh_job_done_fn)(struct mh_job *job);
+
+struct mh_job {
+	struct mh_queue_node node;
+	enum mh_job_kind kind;
+	struct mh_meter *meter; /* the loop's runtime object; the bus uses only its slot */
+	size_t slot;            /* the meter's place on its bus */
+	int64_t due_ms;         /* the schedule boundary a read belongs to */
+	bool canceled;          /* the bus stopped before running it */
+	mh_job_done_fn done;
+	void *ud;
+	struct mh_reading reading; /* MH_JOB_READ */
+};
+
+/* A read job with room for @n_values points, zeroed; NULL without memory. */
+struct mh_job *mh_job_new_read(struct mh_meter *meter, size_t slot, size_t n_values,
+	mh_job_done_fn done, void *ud);
+
+/* Free a job; NULL is a no-op. */
+void mh_job_free(struct mh_job *job);
+
+/* Forget what a read collected (it starts over). */
+void mh_reading_clear(struct mh_reading *r);

@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * The loop's runtime object for one meter: its piece of the configuration,
+ * the bus that reads it, whether a scheduled read is under way, and (to
+ * come) its interval state and command queue. Jobs point here, never at
+ * indexes into a configuration that a reload may replace. Loop thread only.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+struct mh_bus;
+
+struct mh_meter {
+	const struct mh_meter_config *cfg;
+	const struct mh_bus_config *bus_cfg;
+	struct mh_bus *bus; /* set once the bus runs */
+	size_t bus_index;   /* the bus among the gateway's, for health */
+	size_t slot;        /* the meter's place on its bus */
+	bool busy;          /* a scheduled read is queued or running */
+	uint64_t skipped;   /* boundaries passed over because the last read was not done */
+	int64_t last_good_ms;
+};
+
+/* The gateway's meters, bus by bus, in configuration order. */
+struct mh_meter_set {
+	struct mh_meter *meters;
+	size_t n;
+};
+
+/* Make the runtime objects for every meter of @cfg (which must outlive them). Returns 0 or -ENOMEM. */
+int mh_meter_set_init(struct mh_meter_set *set, const struct mh_config *cfg);
+
+/* Free the objects. */
+void mh_meter_set_deinit(struct mh_meter_set *set);
