@@ -25,9 +25,17 @@ int64_t mh_clock_mono_ms(void)
 	return read_ms(CLOCK_MONOTONIC);
 }
 
+/*
+ * A month before the build: far above the 1970 (or 2000, or the init
+ * system's build date) that unset boards read, and low enough that a build
+ * machine's own clock, or a test that steps the clock back a few hours,
+ * does not make a set clock look unset.
+ */
+#define FLOOR_MARGIN_S (30 * 86400)
+
 int64_t mh_clock_floor_ms(void)
 {
-	return (int64_t)MH_BUILD_EPOCH * 1000;
+	return ((int64_t)MH_BUILD_EPOCH - FLOOR_MARGIN_S) * 1000;
 }
 
 void mh_clock_init(struct mh_clock *c, int64_t floor_ms, int64_t tolerance_ms)

@@ -8,9 +8,11 @@
  * an operator may step at any moment. This module says whether the wall
  * clock can be trusted and notices when it jumps.
  *
- * "Set" means: not before a floor (the build date, MH_BUILD_EPOCH). A board
- * that boots without an RTC starts near 1970, which no build can predate;
- * a clock set by anyone afterwards is later than the software it runs.
+ * "Set" means: not before a floor, a month before the build date
+ * (MH_BUILD_EPOCH). A board that boots without an RTC starts near 1970 (or
+ * at a default such as its init system's build date), which no build can
+ * predate by less; a clock set by anyone afterwards is later than the
+ * software it runs.
  */
 
 #include <stdbool.h>
@@ -22,7 +24,7 @@ int64_t mh_clock_wall_ms(void);
 /* Monotonic milliseconds (CLOCK_MONOTONIC): never jumps, stops nowhere. */
 int64_t mh_clock_mono_ms(void);
 
-/* The earliest wall time (ms) this build believes; compiled in. */
+/* The earliest wall time (ms) this build believes: a month before it was built. */
 int64_t mh_clock_floor_ms(void);
 
 /* A wall-clock watcher: pairs of (wall, monotonic) readings taken by the loop. */
