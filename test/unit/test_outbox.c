@@ -894,6 +894,42 @@ static void test_garbage_data_refused(void **state)
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
+/*
+ * One turn holding deletions, appends and an append that fails: the failed
+ * one is undone alone and counted once, the rest commits together.
+ */
+static void test_acks_and_appends_share_a_turn(void **state)
+{
+	struct fixture *f = *state;
+	struct mh_outbox_drops drops;
+	struct tstore *s = open_ok(f->path);
+	size_t big_len = MAX_BYTES;
+	char *big = malloc(big_len);
+
+	assert_non_null(big);
+	memset(big, 'x', big_len);
+	for (int i = 1; i <= 3; i++)
+		append_ok(s, MH_RECORD_READING, i, "reading/m-0001", "{}");
+	assert_int_equal(ts_commit(s), 0);
+	assert_int_equal(ts_ack(s, 1), 0);
+	assert_int_equal(ts_ack(s, 2), 0);
+	append_ok(s, MH_RECORD_READING, 4, "reading/m-0001", "{}");
+	assert_int_equal(ts_append(s, MH_RECORD_EVENT, 5, "event", big, big_len), -EMSGSIZE);
+	append_ok(s, MH_RECORD_READING, 5, "reading/m-0001", "{}");
+	free(big);
+	assert_int_equal(mh_outbox_acks_pending(s->ob), 2);
+	assert_int_equal(ts_commit(s), 0);
+	assert_int_equal(mh_outbox_acks_pending(s->ob), 0);
+	expect_seqs(s, 0, 100, "3,4,5");
+	assert_true(ts_take_drops(s, &drops));
+	assert_int_equal(drops.lost, 1);
+	ts_close(s);
+	s = open_ok(f->path);
+	expect_seqs(s, 0, 100, "3,4,5");
+	assert_int_equal(ts_next_seq(s), 6);
+	ts_close(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -909,6 +945,7 @@ int main(void)
 		T(test_full_store_drops_oldest_readings),
 		T(test_full_store_without_readings),
 		T(test_record_larger_than_store),
+		T(test_acks_and_appends_share_a_turn),
 		T(test_foreign_lmdb_refused),
 		T(test_newer_schema_refused),
 		T(test_regular_file_refused),
