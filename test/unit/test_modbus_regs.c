@@ -12,6 +12,9 @@
  *   float64 1234.5                            -> 0x40934A0000000000
  *   s32 -2          = ~1                      -> 0xFFFFFFFE
  *   u64 0x0001000200030004 = 2^48 + 2*2^32 + 3*2^16 + 4 = 281483566841860
+ *   float64 1e308   (nearest double)          -> 0x7FE1CCF385EBC8A0
+ *   float64 DBL_MAX = (2 - 2^-52) x 2^1023    -> 0x7FEFFFFFFFFFFFFF
+ *   float32 FLT_MAX = (2 - 2^-23) x 2^127     -> 0x7F7FFFFF
  * "Big" word order puts the most significant register first (the Modbus
  * norm); "little" puts the least significant register first. Bytes inside a
  * register are big-endian either way, so a uint16_t array models the wire.
@@ -22,7 +25,9 @@
  * contract, so requests are matched as a set and slots are followed to them.
  */
 #include <errno.h>
+#include <float.h>
 #include <limits.h>
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -70,12 +75,26 @@ static void check_decode(enum mh_modbus_type type, enum mh_modbus_word_order ord
 	assert_true(v == want);
 }
 
-static void check_edom(
-	enum mh_modbus_type type, enum mh_modbus_word_order order, const uint16_t *regs)
+/* Decode and require the error @want, with the value left alone. */
+static void check_fails(enum mh_modbus_type type, enum mh_modbus_word_order order, double scale,
+	const uint16_t *regs, int want)
 {
 	double v;
+	int rc = decode(type, order, scale, regs, &v);
 
-	assert_int_equal(decode(type, order, 1.0, regs, &v), -EDOM);
+	if (rc != want)
+		print_message("%s %s scale %.17g: rc %d (value %.17g), want %d\n",
+			mh_modbus_type_name(type), order == BIG ? "big" : "little", scale, rc, v,
+			want);
+	assert_int_equal(rc, want);
+	assert_true(v == -12345.678);
+}
+
+/* The meter's own "no value": a float register holding NaN or infinity. */
+static void check_no_value(
+	enum mh_modbus_type type, enum mh_modbus_word_order order, const uint16_t *regs)
+{
+	check_fails(type, order, 1.0, regs, -ENODATA);
 }
 
 /* ---- names and widths ------------------------------------------------ */
@@ -258,15 +277,15 @@ static void test_decode_nan_inf(void **state)
 {
 	double v;
 
-	check_edom(MH_MODBUS_FLOAT32, BIG, (const uint16_t[]){0x7FC0, 0x0000}); /* NaN */
-	check_edom(MH_MODBUS_FLOAT32, LITTLE, (const uint16_t[]){0x0000, 0x7FC0});
-	check_edom(MH_MODBUS_FLOAT32, BIG, (const uint16_t[]){0xFFFF, 0xFFFF});	   /* NaN */
-	check_edom(MH_MODBUS_FLOAT32, BIG, (const uint16_t[]){0x7F80, 0x0000});	   /* +inf */
-	check_edom(MH_MODBUS_FLOAT32, LITTLE, (const uint16_t[]){0x0000, 0xFF80}); /* -inf */
-	check_edom(MH_MODBUS_FLOAT64, BIG, (const uint16_t[]){0x7FF8, 0, 0, 0});   /* NaN */
-	check_edom(MH_MODBUS_FLOAT64, LITTLE, (const uint16_t[]){0, 0, 0, 0x7FF8});
-	check_edom(MH_MODBUS_FLOAT64, BIG, (const uint16_t[]){0x7FF0, 0, 0, 0});    /* +inf */
-	check_edom(MH_MODBUS_FLOAT64, LITTLE, (const uint16_t[]){0, 0, 0, 0xFFF0}); /* -inf */
+	check_no_value(MH_MODBUS_FLOAT32, BIG, (const uint16_t[]){0x7FC0, 0x0000}); /* NaN */
+	check_no_value(MH_MODBUS_FLOAT32, LITTLE, (const uint16_t[]){0x0000, 0x7FC0});
+	check_no_value(MH_MODBUS_FLOAT32, BIG, (const uint16_t[]){0xFFFF, 0xFFFF});    /* NaN */
+	check_no_value(MH_MODBUS_FLOAT32, BIG, (const uint16_t[]){0x7F80, 0x0000});    /* +inf */
+	check_no_value(MH_MODBUS_FLOAT32, LITTLE, (const uint16_t[]){0x0000, 0xFF80}); /* -inf */
+	check_no_value(MH_MODBUS_FLOAT64, BIG, (const uint16_t[]){0x7FF8, 0, 0, 0});   /* NaN */
+	check_no_value(MH_MODBUS_FLOAT64, LITTLE, (const uint16_t[]){0, 0, 0, 0x7FF8});
+	check_no_value(MH_MODBUS_FLOAT64, BIG, (const uint16_t[]){0x7FF0, 0, 0, 0});	/* +inf */
+	check_no_value(MH_MODBUS_FLOAT64, LITTLE, (const uint16_t[]){0, 0, 0, 0xFFF0}); /* -inf */
 
 	/* The NaN pattern in the wrong word order is a tiny denormal, not NaN. */
 	assert_int_equal(
@@ -275,6 +294,44 @@ static void test_decode_nan_inf(void **state)
 	/* Integers have no NaN: 0x7FC00000 as s32 is 32704 x 65536. */
 	assert_int_equal(decode(MH_MODBUS_S32, BIG, 1, (const uint16_t[]){0x7FC0, 0x0000}, &v), 0);
 	assert_true(v == 2143289344.0);
+}
+
+/* ---- values that scaling takes out of range ---------------------------- */
+
+static void test_decode_not_finite_after_scaling(void **state)
+{
+	const uint16_t e308[] = {0x7FE1, 0xCCF3, 0x85EB, 0xC8A0};
+	const uint16_t e308_little[] = {0xC8A0, 0x85EB, 0xCCF3, 0x7FE1};
+	const uint16_t minus_e308[] = {0xFFE1, 0xCCF3, 0x85EB, 0xC8A0};
+	const uint16_t dbl_max[] = {0x7FEF, 0xFFFF, 0xFFFF, 0xFFFF};
+	const uint16_t u64_max[] = {0xFFFF, 0xFFFF, 0xFFFF, 0xFFFF};
+	const uint16_t s64_min[] = {0x8000, 0x0000, 0x0000, 0x0000};
+	double v;
+
+	(void)state;
+	/* A number on the wire, infinity once scaled: an error, never a value. */
+	check_fails(MH_MODBUS_FLOAT64, BIG, 10, e308, -ERANGE);
+	check_fails(MH_MODBUS_FLOAT64, LITTLE, 10, e308_little, -ERANGE);
+	check_fails(MH_MODBUS_FLOAT64, BIG, -10, e308, -ERANGE);
+	check_fails(MH_MODBUS_FLOAT64, BIG, 10, minus_e308, -ERANGE);
+	check_fails(MH_MODBUS_FLOAT64, BIG, 1.0000001, dbl_max, -ERANGE);
+	check_fails(MH_MODBUS_FLOAT32, BIG, 1e300, (const uint16_t[]){0x7F7F, 0xFFFF}, -ERANGE);
+	check_fails(MH_MODBUS_U64, BIG, 1e300, u64_max, -ERANGE);
+	check_fails(MH_MODBUS_S64, BIG, 1e300, s64_min, -ERANGE);
+	/* A scale that is not a number makes no number of any register. */
+	check_fails(MH_MODBUS_U16, BIG, NAN, (const uint16_t[]){5}, -ERANGE);
+	check_fails(MH_MODBUS_U16, BIG, INFINITY, (const uint16_t[]){5}, -ERANGE);
+	check_fails(MH_MODBUS_U16, BIG, INFINITY, (const uint16_t[]){0}, -ERANGE);
+	/* The meter's NaN stays "no value" whatever the scale. */
+	check_fails(
+		MH_MODBUS_FLOAT64, BIG, INFINITY, (const uint16_t[]){0x7FF8, 0, 0, 0}, -ENODATA);
+
+	/* Right at the edge it is still a value. */
+	check_decode(MH_MODBUS_FLOAT64, BIG, 1, dbl_max, DBL_MAX);
+	check_decode(MH_MODBUS_FLOAT64, BIG, -1, dbl_max, -DBL_MAX);
+	assert_int_equal(decode(MH_MODBUS_FLOAT64, BIG, 0.1, e308, &v), 0);
+	assert_true(isfinite(v) && v > 9.99e306 && v < 1.001e307);
+	check_decode(MH_MODBUS_FLOAT32, BIG, 1, (const uint16_t[]){0x7F7F, 0xFFFF}, FLT_MAX);
 }
 
 /* ---- planning -------------------------------------------------------- */
@@ -630,6 +687,7 @@ int main(void)
 		cmocka_unit_test(test_decode_bit),
 		cmocka_unit_test(test_decode_scaled),
 		cmocka_unit_test(test_decode_nan_inf),
+		cmocka_unit_test(test_decode_not_finite_after_scaling),
 		cmocka_unit_test(test_plan_adjacent_share_a_request),
 		cmocka_unit_test(test_plan_tables_never_share),
 		cmocka_unit_test(test_plan_gap_bridged_up_to_max_gap),
