@@ -1,6 +1,10 @@
 // SPDX-License-Identifier: MIT
 /*
- * Modbus register decoding and request planning (protocols/modbus_regs.h).
+ * Modbus register decoding and request planning (protocols/modbus_regs.h),
+ * and the link's hold on its port (protocols/modbus_link.h), which needs no
+ * slave to answer: the link opens the slave end of a pty, the test holds or
+ * closes the master end. They share this executable, the Modbus one the
+ * build registers, rather than a test_modbus_link of their own.
  *
  * Every register array is written out by hand. The expected bit patterns
  * come from IEEE 754 and two's complement, worked by hand:
@@ -37,8 +41,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
 #include <cmocka.h>
 
+#include "dlt645_link.h"
+#include "modbus_link.h"
 #include "modbus_regs.h"
 
 #define BIG MH_MODBUS_WORDS_BIG
@@ -672,6 +684,150 @@ static void test_plan_huge_max_gap(void **state)
 	assert_int_equal(first.count, 4);
 }
 
+/* ---- the link's port: exclusive, and reported gone --------------------- */
+
+struct pty {
+	int master;
+	char slave[64];
+};
+
+static void pty_open(struct pty *p)
+{
+	p->master = posix_openpt(O_RDWR | O_NOCTTY);
+	assert_true(p->master >= 0);
+	assert_int_equal(grantpt(p->master), 0);
+	assert_int_equal(unlockpt(p->master), 0);
+	assert_int_equal(ptsname_r(p->master, p->slave, sizeof(p->slave)), 0);
+}
+
+static struct mh_serial_params pty_params(const struct pty *p, unsigned response_ms)
+{
+	return (struct mh_serial_params){
+		.device = p->slave,
+		.baud = 9600,
+		.parity = MH_PARITY_NONE,
+		.response_timeout_ms = response_ms,
+		.byte_timeout_ms = 20,
+	};
+}
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static const struct mh_modbus_request two_holding = {
+	.table = MH_MODBUS_HOLDING,
+	.address = 0,
+	.count = 2,
+};
+
+static void test_link_port_is_exclusive(void **state)
+{
+	struct pty p;
+	struct mh_serial_params params;
+	struct mh_modbus_link *a = NULL, *b = NULL;
+	struct mh_dlt645_link *d = NULL;
+
+	(void)state;
+	pty_open(&p);
+	params = pty_params(&p, 100);
+	assert_int_equal(mh_modbus_link_open(&params, &a), 0);
+	assert_int_equal(mh_modbus_link_open(&params, &b), -EBUSY);
+	assert_null(b);
+	/* One lock for both protocols: a DL/T 645 bus on the same port is refused too. */
+	assert_int_equal(mh_dlt645_link_open(&params, &d), -EBUSY);
+	mh_modbus_link_free(a);
+	assert_int_equal(mh_modbus_link_open(&params, &b), 0);
+	mh_modbus_link_free(b);
+	close(p.master);
+}
+
+/* A line with nobody on it is a timeout: the port is there. */
+static void test_link_silent_line_is_a_timeout(void **state)
+{
+	struct pty p;
+	struct mh_serial_params params;
+	struct mh_modbus_link *link;
+	uint16_t regs[2];
+	uint8_t exc;
+
+	(void)state;
+	pty_open(&p);
+	params = pty_params(&p, 200);
+	assert_int_equal(mh_modbus_link_open(&params, &link), 0);
+	assert_int_equal(mh_modbus_link_read(link, 1, &two_holding, regs, &exc), -ETIMEDOUT);
+	mh_modbus_link_free(link);
+	close(p.master);
+}
+
+/* The far end gone before the request (libmodbus fails the write with EIO). */
+static void test_link_port_gone_before_request(void **state)
+{
+	struct pty p;
+	struct mh_serial_params params;
+	struct mh_modbus_link *link;
+	uint16_t regs[2];
+	uint8_t exc;
+
+	(void)state;
+	pty_open(&p);
+	params = pty_params(&p, 300);
+	assert_int_equal(mh_modbus_link_open(&params, &link), 0);
+	close(p.master);
+	assert_int_equal(mh_modbus_link_read(link, 1, &two_holding, regs, &exc), -ENODEV);
+	mh_modbus_link_free(link);
+}
+
+/*
+ * The far end gone while the link waits for the reply: libmodbus reads end
+ * of file and says ECONNRESET. -ENODEV at once, not at the timeout.
+ */
+static void test_link_port_gone_while_waiting(void **state)
+{
+	struct pty p;
+	struct mh_serial_params params;
+	struct mh_modbus_link *link;
+	uint16_t regs[2];
+	uint8_t exc;
+	int64_t t0;
+	int status;
+	pid_t pid;
+
+	(void)state;
+	pty_open(&p);
+	params = pty_params(&p, 2000);
+	assert_int_equal(mh_modbus_link_open(&params, &link), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		/* Take the 8-byte request, then exit, closing the last descriptor of the master. */
+		uint8_t buf[8];
+		size_t got = 0;
+		while (got < sizeof(buf)) {
+			struct pollfd pfd = {.fd = p.master, .events = POLLIN};
+			ssize_t r;
+			if (poll(&pfd, 1, 3000) <= 0)
+				_exit(2);
+			r = read(p.master, buf + got, sizeof(buf) - got);
+			if (r <= 0)
+				_exit(2);
+			got += (size_t)r;
+		}
+		_exit(0);
+	}
+	close(p.master);
+	t0 = mono_ms();
+	assert_int_equal(mh_modbus_link_read(link, 1, &two_holding, regs, &exc), -ENODEV);
+	assert_true(mono_ms() - t0 < 1000);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	mh_modbus_link_free(link);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -698,6 +854,10 @@ int main(void)
 		cmocka_unit_test(test_plan_empty),
 		cmocka_unit_test(test_plan_end_of_address_space),
 		cmocka_unit_test(test_plan_huge_max_gap),
+		cmocka_unit_test(test_link_port_is_exclusive),
+		cmocka_unit_test(test_link_silent_line_is_a_timeout),
+		cmocka_unit_test(test_link_port_gone_before_request),
+		cmocka_unit_test(test_link_port_gone_while_waiting),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
