@@ -443,6 +443,15 @@ int mh_dlt645_stream_next_reply(struct mh_dlt645_stream *s, struct mh_dlt645_fra
 	return r;
 }
 
+bool mh_dlt645_stream_reply_begun(const struct mh_dlt645_stream *s)
+{
+	for (size_t i = 0; i + 9 <= s->len; i++)
+		if (s->buf[i] == START && s->buf[i + 7] == START &&
+			(s->buf[i + 8] & MH_DLT645_C_REPLY))
+			return true;
+	return false;
+}
+
 bool mh_dlt645_is_reply(const struct mh_dlt645_frame *f)
 {
 	return f->control & MH_DLT645_C_REPLY;

@@ -257,6 +257,15 @@ int mh_dlt645_stream_next(struct mh_dlt645_stream *s, struct mh_dlt645_frame *ou
  */
 int mh_dlt645_stream_next_reply(struct mh_dlt645_stream *s, struct mh_dlt645_frame *out);
 
+/*
+ * Whether the bytes buffered in @s hold the beginning of a frame sent by a
+ * meter (68, an address, 68, a control byte with D7 set), complete or not.
+ * A link uses it to tell a reply that has begun from the echo of its own
+ * request (D7 clear) and from line noise. Call it after feeding and before
+ * popping, or a whole frame that came in one piece is gone before it looks.
+ */
+bool mh_dlt645_stream_reply_begun(const struct mh_dlt645_stream *s);
+
 /* Whether @f was sent by a meter (D7). */
 bool mh_dlt645_is_reply(const struct mh_dlt645_frame *f);
 

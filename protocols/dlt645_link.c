@@ -23,9 +23,13 @@
 
 struct mh_dlt645_link {
 	int fd;
+	unsigned baud;
 	unsigned response_timeout_ms;
 	unsigned byte_timeout_ms;
 	struct mh_dlt645_stream stream;
+	/* The last request as it went out, to recognise its echo. */
+	uint8_t sent[MH_DLT645_MAX_FRAME];
+	size_t sent_len;
 	char device[128];
 };
 
@@ -84,6 +88,7 @@ int mh_dlt645_link_open(const struct mh_serial_params *params, struct mh_dlt645_
 	if (!link)
 		return -ENOMEM;
 	snprintf(link->device, sizeof(link->device), "%s", params->device);
+	link->baud = params->baud;
 	link->response_timeout_ms = params->response_timeout_ms;
 	link->byte_timeout_ms = params->byte_timeout_ms;
 	mh_dlt645_stream_init(&link->stream);
@@ -93,6 +98,21 @@ int mh_dlt645_link_open(const struct mh_serial_params *params, struct mh_dlt645_
 		free(link);
 		return rc;
 	}
+	/* Claim the port before touching its settings: they may be another process's. */
+	rc = mh_serial_lock(link->fd);
+	if (rc == -EBUSY) {
+		close(link->fd);
+		free(link);
+		return rc;
+	}
+	if (rc < 0)
+		mh_log_warn(DLT645,
+			"%s: cannot lock the port (%s); other processes are not kept off it",
+			link->device, strerror(-rc));
+	rc = mh_serial_exclude(link->fd);
+	if (rc < 0)
+		mh_log_debug(DLT645, "%s: TIOCEXCL refused (%s); relying on the lock alone",
+			link->device, strerror(-rc));
 	rc = configure(link->fd, params, true);
 	if (rc == -EINVAL && params->parity != MH_PARITY_NONE) {
 		/* ptys reject parity on some kernels; a pty carries no parity bit anyway. */
@@ -120,19 +140,35 @@ void mh_dlt645_link_free(struct mh_dlt645_link *link)
 	free(link);
 }
 
-static int write_all(int fd, const uint8_t *p, size_t n)
+/* Milliseconds @bytes take on the line: 11 bits a character (start, 8 data, parity, stop). */
+static unsigned line_ms(const struct mh_dlt645_link *link, size_t bytes)
 {
+	return (unsigned)((bytes * 11 * 1000 + link->baud - 1) / link->baud);
+}
+
+/*
+ * Write all of @n bytes. A port that has not taken them within @timeout_ms
+ * is stuck (a pty nobody reads) and must not hold the bus thread for ever.
+ */
+static int write_all(int fd, const uint8_t *p, size_t n, unsigned timeout_ms)
+{
+	int64_t deadline = mh_serial_mono_ms() + timeout_ms;
+
 	while (n) {
 		ssize_t w = write(fd, p, n);
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
-			if (errno == EAGAIN) {
-				struct pollfd pfd = { .fd = fd, .events = POLLOUT };
-				poll(&pfd, 1, 100);
-				continue;
-			}
-			return -EIO;
+			if (errno != EAGAIN)
+				return mh_serial_errno_is_gone(errno) ? -ENODEV : -EIO;
+
+			struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+			int64_t wait = deadline - mh_serial_mono_ms();
+			if (wait <= 0)
+				return -EIO;
+			if (poll(&pfd, 1, (int)wait) > 0 && (pfd.revents & POLLHUP))
+				return -ENODEV;
+			continue;
 		}
 		p += w;
 		n -= (size_t)w;
@@ -142,80 +178,155 @@ static int write_all(int fd, const uint8_t *p, size_t n)
 
 int mh_dlt645_link_send(struct mh_dlt645_link *link, const struct mh_dlt645_frame *req)
 {
-	uint8_t buf[MH_DLT645_MAX_FRAME];
-	int n = mh_dlt645_encode(req, PREAMBLE, buf, sizeof(buf));
+	int n = mh_dlt645_encode(req, PREAMBLE, link->sent, sizeof(link->sent));
+	int rc;
 
+	link->sent_len = 0;
 	if (n < 0)
 		return n;
+	link->sent_len = (size_t)n;
 	/* What is left of an earlier reply must not be taken for the next one. */
 	tcflush(link->fd, TCIFLUSH);
 	mh_dlt645_stream_reset(&link->stream);
-	if (write_all(link->fd, buf, (size_t)n) < 0)
-		return -EIO;
+	rc = write_all(link->fd, link->sent, link->sent_len,
+		link->response_timeout_ms + line_ms(link, link->sent_len));
+	if (rc < 0)
+		return rc;
 	tcdrain(link->fd);
 	return 0;
 }
 
-int mh_dlt645_link_transact(struct mh_dlt645_link *link, const struct mh_dlt645_frame *req,
-	struct mh_dlt645_frame *rsp)
-{
-	int64_t deadline, last_byte = 0;
-	bool got_bytes = false;
-	int rc = mh_dlt645_link_send(link, req);
+/*
+ * Follows the echo of our request through the bytes that come back. A
+ * half-duplex adapter hears its own transmission, so those bytes come first,
+ * whole or in pieces, often short of some leading FE bytes that were lost
+ * while the transceiver turned round. They say nothing about the meter,
+ * which may answer only hundreds of milliseconds later.
+ */
+struct echo {
+	const uint8_t *sent;
+	size_t len;
+	size_t start; /* where the frame begins in @sent, after the preamble */
+	size_t pos;   /* how much of @sent has come back */
+	bool over;
+};
 
-	if (rc < 0)
-		return rc;
-	deadline = mh_serial_mono_ms() + link->response_timeout_ms;
-	for (;;) {
-		/* Frames already complete in the buffer first. */
+static void echo_init(struct echo *e, const uint8_t *sent, size_t len)
+{
+	*e = (struct echo){ .sent = sent, .len = len };
+	while (e->start < len && sent[e->start] != 0x68)
+		e->start++;
+	e->over = e->start == len;
+}
+
+/* Whether @b continues the echo. Once the frame has begun, a byte that does not ends it. */
+static bool echo_continues(struct echo *e, uint8_t b)
+{
+	if (e->over)
+		return false;
+	if (e->pos <= e->start) {
+		if (b == e->sent[e->start]) {
+			e->pos = e->start + 1;
+			return true;
+		}
+		if (b == 0xFE) {
+			if (e->pos < e->start)
+				e->pos++;
+			return true;
+		}
+		/* Noise before the frame, as the line turns round: the echo may still come. */
+		return false;
+	}
+	if (e->pos < e->len && b == e->sent[e->pos]) {
+		e->over = ++e->pos == e->len;
+		return true;
+	}
+	e->over = true;
+	return false;
+}
+
+/* Feed @n bytes to the stream; 0 once they complete the reply to @req, else -EAGAIN. */
+static int take(struct mh_dlt645_link *link, const struct mh_dlt645_frame *req,
+	struct mh_dlt645_frame *rsp, const uint8_t *p, size_t n, bool *begun)
+{
+	size_t off = 0;
+
+	while (off < n) {
+		size_t used = 0;
+
+		mh_dlt645_stream_feed(&link->stream, p + off, n - off, &used);
+		off += used;
+		if (mh_dlt645_stream_reply_begun(&link->stream))
+			*begun = true;
 		while (mh_dlt645_stream_next_reply(&link->stream, rsp) == 0) {
 			if (mh_dlt645_is_reply_to(req, rsp))
 				return 0;
 			link->stream.skipped++;
 		}
-		int64_t now = mh_serial_mono_ms();
-		int64_t wait = deadline - now;
-		/* Once a reply has started, a pause longer than the byte timeout ends it. */
-		if (got_bytes && last_byte + link->byte_timeout_ms - now < wait)
-			wait = last_byte + link->byte_timeout_ms - now;
-		if (wait <= 0)
-			return got_bytes ? -EBADMSG : -ETIMEDOUT;
+	}
+	return -EAGAIN;
+}
+
+int mh_dlt645_link_transact(struct mh_dlt645_link *link, const struct mh_dlt645_frame *req,
+	struct mh_dlt645_frame *rsp)
+{
+	struct echo echo;
+	int64_t now, deadline, limit, end, last_byte = 0;
+	/* begun: a meter's frame has started; foreign: a byte came that was not our echo. */
+	bool begun = false, foreign = false;
+	int rc = mh_dlt645_link_send(link, req);
+
+	if (rc < 0)
+		return rc;
+	echo_init(&echo, link->sent, link->sent_len);
+	deadline = mh_serial_mono_ms() + link->response_timeout_ms;
+	/* However long a line keeps babbling, a whole frame's time past the deadline ends it. */
+	limit = deadline + line_ms(link, MH_DLT645_MAX_FRAME) + link->byte_timeout_ms;
+	for (;;) {
+		/*
+		 * The response timeout bounds the wait for a reply to begin;
+		 * neither the echo nor noise begins one, and a byte that comes
+		 * at the very deadline gets a pause's worth of time to show that
+		 * it does. Once a reply has begun, only a pause ends it.
+		 */
+		end = last_byte + link->byte_timeout_ms;
+		if (!begun && end < deadline)
+			end = deadline;
+		if (end > limit)
+			end = limit;
+		now = mh_serial_mono_ms();
+		if (end <= now)
+			return foreign ? -EBADMSG : -ETIMEDOUT;
 
 		struct pollfd pfd = { .fd = link->fd, .events = POLLIN };
-		int p = poll(&pfd, 1, (int)wait);
+		int p = poll(&pfd, 1, (int)(end - now));
 		if (p < 0 && errno != EINTR)
 			return -EIO;
 		if (p <= 0)
 			continue;
-		if (pfd.revents & (POLLERR | POLLNVAL))
+		if (pfd.revents & POLLNVAL)
 			return -EIO;
 
 		uint8_t chunk[256];
 		ssize_t n = read(link->fd, chunk, sizeof(chunk));
-		if (n < 0) {
-			if (errno == EAGAIN || errno == EINTR)
-				continue;
-			return -EIO;
-		}
-		if (n == 0) {
-			/* POLLHUP without data: the other end of a pty is gone. */
-			if (pfd.revents & POLLHUP)
-				return -EIO;
+		if (n < 0 && errno != EAGAIN && errno != EINTR)
+			return mh_serial_errno_is_gone(errno) ? -ENODEV : -EIO;
+		if (n <= 0) {
+			/*
+			 * Readable, yet nothing to read: the tty was hung up (the
+			 * other end of a pty closed, a USB adapter unplugged).
+			 */
+			if (pfd.revents & (POLLHUP | POLLERR))
+				return -ENODEV;
 			continue;
 		}
-		got_bytes = true;
 		last_byte = mh_serial_mono_ms();
-		size_t off = 0;
-		while (off < (size_t)n) {
-			size_t used = 0;
-			mh_dlt645_stream_feed(&link->stream, chunk + off, (size_t)n - off, &used);
-			off += used;
-			while (mh_dlt645_stream_next_reply(&link->stream, rsp) == 0) {
-				if (mh_dlt645_is_reply_to(req, rsp))
-					return 0;
-				link->stream.skipped++;
-			}
-		}
+		for (ssize_t i = 0; i < n; i++)
+			if (!echo_continues(&echo, chunk[i]))
+				foreign = true;
+		rc = take(link, req, rsp, chunk, (size_t)n, &begun);
+		if (rc != -EAGAIN)
+			return rc;
 	}
 }
 

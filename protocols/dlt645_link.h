@@ -19,7 +19,13 @@ struct mh_dlt645_link;
 /*
  * Open @params->device raw at the given baud rate and parity (8E1 is the
  * DL/T 645 norm). A line that refuses the parity (a pty) is used without
- * it. Returns 0 and *@out, or a negative errno.
+ * it. The port is claimed for this link alone (see mh_serial_lock()) before
+ * its settings are touched. Returns 0 and *@out, or a negative errno:
+ *  -EBUSY      another process, or another link in this one, has the port
+ *  -ENOENT, -ENODEV, -ENXIO  no such device (a USB adapter not plugged in)
+ *  -EACCES     no permission to open it
+ *  -EINVAL     a baud rate the link cannot do
+ *  -ENOMEM, or what open() and tcsetattr() said otherwise
  */
 int mh_dlt645_link_open(const struct mh_serial_params *params, struct mh_dlt645_link **out);
 
@@ -28,16 +34,26 @@ void mh_dlt645_link_free(struct mh_dlt645_link *link);
 
 /*
  * Send @req and wait for the frame that answers it (mh_dlt645_is_reply_to),
- * into @rsp. Returns 0 (@rsp may be an abnormal reply), or:
- *  -ETIMEDOUT  nothing at all came back within the response timeout
- *  -EBADMSG    bytes came, but no valid reply to @req (noise, bad checksum,
- *              a frame cut short, a reply from another address)
- *  -EIO        the port failed
+ * into @rsp. The response timeout bounds the wait for the reply to begin:
+ * the echo of @req (from a half-duplex adapter) and line noise do not begin
+ * it. Once a meter's frame has begun, a pause of the byte timeout ends it.
+ * Returns 0 (@rsp may be an abnormal reply), or:
+ *  -ETIMEDOUT  no reply began within the response timeout, and nothing but
+ *              the echo of @req came back
+ *  -EBADMSG    other bytes came, but no valid reply to @req (noise, bad
+ *              checksum, a frame cut short, a reply from another address)
+ *  -ENODEV     the port is gone (hung up: the far end of a pty closed, a
+ *              USB adapter unplugged). The link never works again: free it
+ *              and open the device anew.
+ *  -EIO        the port failed otherwise (it took no bytes, poll failed)
  */
 int mh_dlt645_link_transact(struct mh_dlt645_link *link, const struct mh_dlt645_frame *req,
 	struct mh_dlt645_frame *rsp);
 
-/* Send @req and expect no reply (broadcast time). Returns 0 or -EIO. */
+/*
+ * Send @req and expect no reply (broadcast time). Returns 0, -ENODEV or -EIO
+ * as above, or -EINVAL for a frame that cannot be encoded.
+ */
 int mh_dlt645_link_send(struct mh_dlt645_link *link, const struct mh_dlt645_frame *req);
 
 /*

@@ -2,16 +2,24 @@
 #include "modbus_link.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <modbus.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 
 struct mh_modbus_link {
 	modbus_t *ctx;
+	/*
+	 * A descriptor of our own that holds the port's lock: libmodbus opens
+	 * and configures the port in one call, and the lock must be ours before
+	 * it touches the settings of a line another process may be using.
+	 */
+	int lock_fd;
 	unsigned response_timeout_ms;
 	char device[128];
 };
@@ -56,33 +64,58 @@ static int translate(int err, uint8_t *exception)
 		/* EMBBADCRC, EMBBADDATA, EMBBADEXC, EMBMDATA, EMBBADSLAVE. */
 		return -EBADMSG;
 	}
-	return err == ETIMEDOUT ? -ETIMEDOUT : -EIO;
+	if (err == ETIMEDOUT)
+		return -ETIMEDOUT;
+	/*
+	 * A hung-up tty fails write() and read() with EIO, or reads as end of
+	 * file, which libmodbus reports as ECONNRESET; an unplugged adapter may
+	 * also say ENODEV or ENXIO. The port is gone either way.
+	 */
+	if (err == ECONNRESET || mh_serial_errno_is_gone(err))
+		return -ENODEV;
+	return -EIO;
 }
 
 int mh_modbus_link_open(const struct mh_serial_params *params, struct mh_modbus_link **out)
 {
 	struct mh_modbus_link *link;
 	unsigned t = params->response_timeout_ms, b = params->byte_timeout_ms;
+	int rc;
 
 	link = calloc(1, sizeof(*link));
 	if (!link)
 		return -ENOMEM;
 	snprintf(link->device, sizeof(link->device), "%s", params->device);
 	link->response_timeout_ms = params->response_timeout_ms;
+	link->lock_fd = open(params->device, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+	if (link->lock_fd < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	rc = mh_serial_lock(link->lock_fd);
+	if (rc == -EBUSY)
+		goto fail;
+	if (rc < 0)
+		mh_log_warn(MODBUS,
+			"%s: cannot lock the port (%s); other processes are not kept off it",
+			params->device, strerror(-rc));
 	link->ctx = modbus_new_rtu(params->device, (int)params->baud,
 		mh_parity_letter(params->parity), 8, 1);
 	if (!link->ctx) {
-		int rc = -errno;
-		free(link);
-		return rc ? rc : -EINVAL;
+		rc = errno ? -errno : -EINVAL;
+		goto fail;
 	}
 	if (modbus_connect(link->ctx) < 0) {
-		int rc = -errno;
+		rc = errno ? -errno : -EIO;
 		mh_log_err(MODBUS, "%s: cannot open: %s", params->device, modbus_strerror(errno));
 		modbus_free(link->ctx);
-		free(link);
-		return rc ? rc : -EIO;
+		link->ctx = NULL;
+		goto fail;
 	}
+	rc = mh_serial_exclude(modbus_get_socket(link->ctx));
+	if (rc < 0)
+		mh_log_debug(MODBUS, "%s: TIOCEXCL refused (%s); relying on the lock alone",
+			params->device, strerror(-rc));
 	/* Real RS485 ports need the mode; ptys and auto-direction adapters answer ENOTTY. */
 	if (modbus_rtu_set_serial_mode(link->ctx, MODBUS_RTU_RS485) < 0)
 		mh_log_debug(MODBUS, "%s: RS485 mode not available (%s); using the port as it is",
@@ -96,6 +129,12 @@ int mh_modbus_link_open(const struct mh_serial_params *params, struct mh_modbus_
 	modbus_set_error_recovery(link->ctx, MODBUS_ERROR_RECOVERY_PROTOCOL);
 	*out = link;
 	return 0;
+
+fail:
+	if (link->lock_fd >= 0)
+		close(link->lock_fd);
+	free(link);
+	return rc;
 }
 
 void mh_modbus_link_free(struct mh_modbus_link *link)
@@ -104,6 +143,7 @@ void mh_modbus_link_free(struct mh_modbus_link *link)
 		return;
 	modbus_close(link->ctx);
 	modbus_free(link->ctx);
+	close(link->lock_fd);
 	free(link);
 }
 

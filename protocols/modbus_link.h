@@ -14,10 +14,16 @@
 struct mh_modbus_link;
 
 /*
- * Open @params->device as an RTU master. RS485 mode is switched on where the
- * port supports it; ports that do not (USB adapters with automatic direction
- * control, ptys) are used as they are. Returns 0 and *@out, or a negative
- * errno (-ENOENT, -EACCES, -EINVAL for a baud rate the line cannot do ...).
+ * Open @params->device as an RTU master. The port is claimed for this link
+ * alone (see mh_serial_lock()) before libmodbus touches its settings. RS485
+ * mode is switched on where the port supports it; ports that do not (USB
+ * adapters with automatic direction control, ptys) are used as they are.
+ * Returns 0 and *@out, or a negative errno:
+ *  -EBUSY      another process, or another link in this one, has the port
+ *  -ENOENT, -ENODEV, -ENXIO  no such device (a USB adapter not plugged in)
+ *  -EACCES     no permission to open it
+ *  -EINVAL     a baud rate or parity the line cannot do
+ *  -ENOMEM, or what open() and libmodbus said otherwise
  */
 int mh_modbus_link_open(const struct mh_serial_params *params, struct mh_modbus_link **out);
 
@@ -30,7 +36,11 @@ void mh_modbus_link_free(struct mh_modbus_link *link);
  *  -ETIMEDOUT  no reply within the response timeout
  *  -EBADMSG    a reply was garbled (CRC, wrong length, wrong slave or function)
  *  -EREMOTEIO  the slave answered with an exception; *@exception holds its code
- *  -EIO        the port failed
+ *  -ENODEV     the port is gone (hung up: the far end of a pty closed, a
+ *              USB adapter unplugged). The link never works again: free it
+ *              and open the device anew.
+ *  -EIO        the port failed otherwise
+ *  -EINVAL     @unit or @req->table out of range
  */
 int mh_modbus_link_read(struct mh_modbus_link *link, int unit, const struct mh_modbus_request *req,
 	uint16_t *dst, uint8_t *exception);

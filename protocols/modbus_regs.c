@@ -103,6 +103,22 @@ static double round_to_source(double v, const struct mh_modbus_point *point)
 	return round(v * p) / p;
 }
 
+/*
+ * Two's complement of the low @bits of @raw, by arithmetic: converting an
+ * out-of-range unsigned value to a signed type is implementation-defined.
+ */
+static double signed_value(uint64_t raw, unsigned bits)
+{
+	uint64_t sign = (uint64_t)1 << (bits - 1);
+	uint64_t mask = bits == 64 ? UINT64_MAX : (sign << 1) - 1;
+
+	raw &= mask;
+	if (!(raw & sign))
+		return (double)raw;
+	/* The magnitude of a negative value, 1 .. 2^(bits-1), fits in uint64_t. */
+	return -(double)(((~raw) & mask) + 1);
+}
+
 int mh_modbus_decode(const struct mh_modbus_point *point, const uint16_t *regs, double *value)
 {
 	unsigned width = mh_modbus_type_width(point->type);
@@ -119,13 +135,13 @@ int mh_modbus_decode(const struct mh_modbus_point *point, const uint16_t *regs, 
 		v = (double)raw;
 		break;
 	case MH_MODBUS_S16:
-		v = (int16_t)(uint16_t)raw;
+		v = signed_value(raw, 16);
 		break;
 	case MH_MODBUS_S32:
-		v = (int32_t)(uint32_t)raw;
+		v = signed_value(raw, 32);
 		break;
 	case MH_MODBUS_S64:
-		v = (double)(int64_t)raw;
+		v = signed_value(raw, 64);
 		break;
 	case MH_MODBUS_FLOAT32: {
 		uint32_t bits = (uint32_t)raw;
@@ -141,8 +157,19 @@ int mh_modbus_decode(const struct mh_modbus_point *point, const uint16_t *regs, 
 		return -EINVAL;
 	}
 	if (!isfinite(v))
-		return -EDOM;
-	*value = round_to_source(v * point->scale, point);
+		return -ENODATA;
+	/*
+	 * A finite register can still leave the range of a double once scaled
+	 * (1e308 x 10), and a NaN scale poisons any value. Such a result is not
+	 * a reading, and rounding it would convert infinity to int.
+	 */
+	v *= point->scale;
+	if (!isfinite(v))
+		return -ERANGE;
+	v = round_to_source(v, point);
+	if (!isfinite(v))
+		return -ERANGE;
+	*value = v;
 	return 0;
 }
 

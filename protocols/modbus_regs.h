@@ -80,9 +80,13 @@ int mh_modbus_table_is_bits(enum mh_modbus_table table);
 
 /*
  * Decode one point from @regs, which starts at the point's first register
- * (for bit tables: one bit per element, 0 or 1). Stores raw value × scale.
- * Returns 0, or -EDOM when a float register holds NaN or infinity (meters
- * use that for "not available").
+ * (for bit tables: one bit per element, 0 or 1). Stores raw value × scale,
+ * always a finite number. Returns 0, or, leaving *@value alone:
+ *  -ENODATA  a float register holds NaN or infinity: the meter's own "no
+ *            value" (not available, not measured)
+ *  -ERANGE   the register is a number, but not once scaled: the product
+ *            overflows a double (1e308 × 10) or the scale is not finite
+ *  -EINVAL   @point->type is not a type
  */
 int mh_modbus_decode(const struct mh_modbus_point *point, const uint16_t *regs, double *value);
 

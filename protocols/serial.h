@@ -1,9 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* Line settings and timing shared by the serial links (Modbus RTU, DL/T 645). */
+/* Line settings, timing and port ownership shared by the serial links (Modbus RTU, DL/T 645). */
 
+#include <errno.h>
+#include <linux/major.h>
+#include <stdbool.h>
 #include <stdint.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 
 enum mh_parity {
@@ -33,4 +40,54 @@ static inline int64_t mh_serial_mono_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * Take the advisory lock on the port open on @fd, so that two meterhub
+ * processes never drive one RS485 line: their frames would collide and each
+ * would read the other's replies. The lock binds root too, and the kernel
+ * drops it when the descriptor closes, however the process ends. Returns 0,
+ * -EBUSY if another open of the port (in any process) holds it, or another
+ * negative errno if the port cannot be locked at all.
+ */
+static inline int mh_serial_lock(int fd)
+{
+	while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno == EINTR)
+			continue;
+		return errno == EWOULDBLOCK ? -EBUSY : -errno;
+	}
+	return 0;
+}
+
+/*
+ * Also refuse the port to programs that take no lock (TIOCEXCL); the kernel
+ * lets root open it all the same. A device that is not a tty (ENOTTY,
+ * EINVAL) goes without. Pty slaves are left alone: there the flag stays on
+ * the line after we close it for as long as the master is open, so a daemon
+ * restarted after a crash would be refused its own test line. Returns 0 or
+ * a negative errno.
+ */
+static inline int mh_serial_exclude(int fd)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (S_ISCHR(st.st_mode) && major(st.st_rdev) >= UNIX98_PTY_SLAVE_MAJOR &&
+		major(st.st_rdev) < UNIX98_PTY_SLAVE_MAJOR + UNIX98_PTY_MAJOR_COUNT)
+		return 0;
+	if (ioctl(fd, TIOCEXCL) < 0 && errno != ENOTTY && errno != EINVAL)
+		return -errno;
+	return 0;
+}
+
+/*
+ * Whether @err from read() or write() on a tty means the port itself is
+ * gone: a USB adapter unplugged, the far end of a pty closed (the tty was
+ * hung up). Such a descriptor never works again; the port must be reopened.
+ */
+static inline bool mh_serial_errno_is_gone(int err)
+{
+	return err == EIO || err == ENODEV || err == ENXIO;
 }

@@ -1,21 +1,32 @@
 // SPDX-License-Identifier: MIT
 /*
- * DL/T 645-2007 frames. Expected bytes are either public vectors (each
- * names its source, see shared/vectors/dlt645.md) or written out by hand
- * from the frame layout of the standard, checksums summed by hand; none is
- * produced by the code under test.
+ * DL/T 645-2007 frames, and the link that carries them. Expected bytes are
+ * either public vectors (each names its source, see shared/vectors/dlt645.md)
+ * or written out by hand from the frame layout of the standard, checksums
+ * summed by hand; none is produced by the code under test.
+ *
+ * The link is tested on a pty: the link opens the slave end, a child
+ * process on the master end plays the RS485 adapter (its echo) and the
+ * meter, with the timing of real ones.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "dlt645.h"
+#include "dlt645_link.h"
 
 /* Parse "68 25 04 ..." into @out; returns the byte count. */
 static size_t unhex(const char *s, uint8_t *out)
@@ -962,6 +973,353 @@ static void test_read_payload_errors(void **state)
 	assert_int_equal(len, 0);
 }
 
+/* ---- the link, on a pty ---- */
+
+struct pty {
+	int master;
+	char slave[64];
+};
+
+static void pty_open(struct pty *p)
+{
+	p->master = posix_openpt(O_RDWR | O_NOCTTY);
+	assert_true(p->master >= 0);
+	assert_int_equal(grantpt(p->master), 0);
+	assert_int_equal(unlockpt(p->master), 0);
+	assert_int_equal(ptsname_r(p->master, p->slave, sizeof(p->slave)), 0);
+}
+
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+/* One thing the far end does: after @after_ms, echo request bytes [from, to), then send @hex. */
+struct step {
+	unsigned after_ms;
+	size_t echo_from, echo_to;
+	const char *hex;
+};
+
+/*
+ * In a child: wait for one whole request on @master, then play @steps,
+ * each in one write(), so that what a step sends arrives together. Exits 0,
+ * or 2 if no request came.
+ */
+static void play(int master, const struct step *steps, size_t n)
+{
+	uint8_t req[MH_DLT645_MAX_FRAME], out[2 * MH_DLT645_MAX_FRAME];
+	struct mh_dlt645_frame f;
+	size_t len = 0, used = 0;
+
+	while (!(len && mh_dlt645_decode(req, len, &f, &used) == 0 && used == len)) {
+		struct pollfd pfd = {.fd = master, .events = POLLIN};
+		ssize_t r;
+
+		if (poll(&pfd, 1, 3000) <= 0 || len == sizeof(req))
+			_exit(2);
+		r = read(master, req + len, sizeof(req) - len);
+		if (r <= 0)
+			_exit(2);
+		len += (size_t)r;
+	}
+	for (size_t i = 0; i < n; i++) {
+		size_t k = 0;
+
+		sleep_ms(steps[i].after_ms);
+		for (size_t j = steps[i].echo_from; j < steps[i].echo_to && j < len; j++)
+			out[k++] = req[j];
+		if (steps[i].hex)
+			k += unhex(steps[i].hex, out + k);
+		if (k && write(master, out, k) != (ssize_t)k)
+			_exit(3);
+	}
+	_exit(0);
+}
+
+static pid_t start_far_end(int master, const struct step *steps, size_t n)
+{
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0)
+		play(master, steps, n);
+	return pid;
+}
+
+static void finish_far_end(pid_t pid)
+{
+	int status;
+
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The link sends FE FE FE FE and then vector 1's request: 20 bytes. */
+#define REQ_LEN 20
+
+struct exchange {
+	int rc;
+	int64_t ms; /* how long mh_dlt645_link_read() took */
+	size_t len;
+	uint8_t data[16];
+};
+
+/*
+ * Read 00010000 from meter 000102030425 (vector 1) through a link with the
+ * given timeouts while the far end plays @steps.
+ */
+static void exchange(unsigned response_ms, unsigned byte_ms, const struct step *steps, size_t n,
+	struct exchange *x)
+{
+	struct mh_serial_params params = {
+		.baud = 2400,
+		.parity = MH_PARITY_EVEN,
+		.response_timeout_ms = response_ms,
+		.byte_timeout_ms = byte_ms,
+	};
+	struct mh_dlt645_link *link;
+	struct pty p;
+	uint8_t addr[6], err;
+	int64_t t0;
+	pid_t pid;
+
+	pty_open(&p);
+	params.device = p.slave;
+	assert_int_equal(mh_dlt645_link_open(&params, &link), 0);
+	assert_int_equal(mh_dlt645_addr_parse("000102030425", addr), 0);
+	pid = start_far_end(p.master, steps, n);
+	t0 = mono_ms();
+	x->rc = mh_dlt645_link_read(
+		link, addr, 0x00010000, x->data, sizeof(x->data), &x->len, &err);
+	x->ms = mono_ms() - t0;
+	finish_far_end(pid);
+	mh_dlt645_link_free(link);
+	close(p.master);
+}
+
+static void assert_vector1_value(const struct exchange *x)
+{
+	if (x->rc != 0)
+		print_message("rc %d after %lld ms\n", x->rc, (long long)x->ms);
+	assert_int_equal(x->rc, 0);
+	assert_int_equal(x->len, 4);
+	assert_memory_equal(x->data, ((const uint8_t[]){0x42, 0x06, 0x12, 0x00}), 4);
+}
+
+/* An echoing adapter, and a meter that takes 150 ms to answer, as real ones do. */
+static void test_link_echo_then_slow_meter(void **state)
+{
+	const struct step steps[] = {{0, 0, REQ_LEN, NULL}, {150, 0, 0, V1_RSP}};
+	struct exchange x;
+
+	(void)state;
+	exchange(500, 30, steps, 2, &x);
+	assert_vector1_value(&x);
+	assert_true(x.ms >= 140);
+}
+
+/*
+ * The echo in pieces, a glitch byte as the transceiver turns round, then
+ * the reply with a preamble of its own.
+ */
+static void test_link_echo_in_pieces_then_noise(void **state)
+{
+	const struct step steps[] = {
+		{0, 0, 9, NULL},
+		{10, 9, REQ_LEN, NULL},
+		{10, 0, 0, "00"},
+		{150, 0, 0, "FE FE " V1_RSP},
+	};
+	struct exchange x;
+
+	(void)state;
+	exchange(500, 30, steps, 4, &x);
+	assert_vector1_value(&x);
+}
+
+/* Adapters often lose some of the leading FE bytes while switching direction. */
+static void test_link_echo_short_of_preamble(void **state)
+{
+	const struct step steps[] = {{0, 3, REQ_LEN, NULL}, {200, 0, 0, V1_RSP}};
+	struct exchange x;
+
+	(void)state;
+	exchange(500, 30, steps, 2, &x);
+	assert_vector1_value(&x);
+}
+
+/* A USB adapter that buffers hands over the echo and the reply in one read(). */
+static void test_link_echo_merged_with_reply(void **state)
+{
+	const struct step steps[] = {{100, 0, REQ_LEN, V1_RSP}};
+	struct exchange x;
+
+	(void)state;
+	exchange(500, 30, steps, 1, &x);
+	assert_vector1_value(&x);
+}
+
+/* A silent meter behind an echoing adapter is a timeout, not a garbled reply. */
+static void test_link_echo_only_is_a_timeout(void **state)
+{
+	const struct step whole[] = {{0, 0, REQ_LEN, NULL}};
+	const struct step part[] = {{0, 0, 12, NULL}};
+	struct exchange x;
+
+	(void)state;
+	exchange(300, 30, whole, 1, &x);
+	assert_int_equal(x.rc, -ETIMEDOUT);
+	assert_true(x.ms >= 290);
+	exchange(300, 30, part, 1, &x);
+	assert_int_equal(x.rc, -ETIMEDOUT);
+	assert_true(x.ms >= 290);
+}
+
+/* Noise is no reply: the wait goes on to the response timeout, and then it was garbage. */
+static void test_link_noise_is_not_a_reply(void **state)
+{
+	const struct step steps[] = {{0, 0, REQ_LEN, NULL}, {50, 0, 0, "00 12 34 FF 7E"}};
+	struct exchange x;
+
+	(void)state;
+	exchange(300, 30, steps, 2, &x);
+	assert_int_equal(x.rc, -EBADMSG);
+	assert_true(x.ms >= 290);
+}
+
+/* Once a meter's frame has begun, a pause ends it: a bad checksum costs no full timeout. */
+static void test_link_garbled_reply_ends_at_a_pause(void **state)
+{
+	/* Vector 1's reply with its checksum one off. */
+	const struct step steps[] = {
+		{0, 0, REQ_LEN, NULL},
+		{50, 0, 0, "68 25 04 03 02 01 00 68 91 08 33 33 34 33 75 39 45 33 8C 16"},
+	};
+	struct exchange x;
+
+	(void)state;
+	exchange(2000, 30, steps, 2, &x);
+	assert_int_equal(x.rc, -EBADMSG);
+	assert_true(x.ms < 1000);
+}
+
+/* The response timeout is for the first byte of the reply, not for the last. */
+static void test_link_reply_may_run_past_the_deadline(void **state)
+{
+	const struct step steps[] = {
+		{360, 0, 0, "68 25 04 03 02 01 00 68 91 08"},
+		{60, 0, 0, "33 33 34 33 75 39 45 33 8B 16"},
+	};
+	struct exchange x;
+
+	(void)state;
+	exchange(400, 100, steps, 2, &x);
+	assert_true(x.ms > 400);
+	assert_vector1_value(&x);
+}
+
+/* A reply later than the response timeout is a timeout. */
+static void test_link_late_meter_is_a_timeout(void **state)
+{
+	const struct step steps[] = {{0, 0, REQ_LEN, NULL}, {400, 0, 0, V1_RSP}};
+	struct exchange x;
+
+	(void)state;
+	exchange(200, 30, steps, 2, &x);
+	assert_int_equal(x.rc, -ETIMEDOUT);
+	assert_true(x.ms < 400);
+}
+
+static struct mh_serial_params pty_params(const struct pty *p, unsigned response_ms)
+{
+	return (struct mh_serial_params){
+		.device = p->slave,
+		.baud = 9600,
+		.parity = MH_PARITY_EVEN,
+		.response_timeout_ms = response_ms,
+		.byte_timeout_ms = 30,
+	};
+}
+
+/* Two links, in one process or two, never drive one line. */
+static void test_link_port_is_exclusive(void **state)
+{
+	struct pty p;
+	struct mh_serial_params params;
+	struct mh_dlt645_link *a = NULL, *b = NULL;
+
+	(void)state;
+	pty_open(&p);
+	params = pty_params(&p, 100);
+	assert_int_equal(mh_dlt645_link_open(&params, &a), 0);
+	assert_int_equal(mh_dlt645_link_open(&params, &b), -EBUSY);
+	assert_null(b);
+	mh_dlt645_link_free(a);
+	assert_int_equal(mh_dlt645_link_open(&params, &b), 0);
+	mh_dlt645_link_free(b);
+	close(p.master);
+}
+
+/* The far end gone before the request: the port is gone, not silent. */
+static void test_link_port_gone_before_request(void **state)
+{
+	struct pty p;
+	struct mh_serial_params params;
+	struct mh_dlt645_link *link;
+	uint8_t data[16], err;
+	size_t len;
+
+	(void)state;
+	pty_open(&p);
+	params = pty_params(&p, 300);
+	assert_int_equal(mh_dlt645_link_open(&params, &link), 0);
+	close(p.master);
+	assert_int_equal(
+		mh_dlt645_link_read(link, addr_0001, 0x00010000, data, sizeof(data), &len, &err),
+		-ENODEV);
+	mh_dlt645_link_free(link);
+}
+
+/* The far end gone while the link waits for the reply: -ENODEV at once, not at the timeout. */
+static void test_link_port_gone_while_waiting(void **state)
+{
+	struct pty p;
+	struct mh_serial_params params;
+	struct mh_dlt645_link *link;
+	uint8_t data[16], err;
+	size_t len;
+	int64_t t0;
+	pid_t pid;
+
+	(void)state;
+	pty_open(&p);
+	params = pty_params(&p, 2000);
+	assert_int_equal(mh_dlt645_link_open(&params, &link), 0);
+	/* The child takes the request and exits, closing the last descriptor of the master. */
+	pid = start_far_end(p.master, NULL, 0);
+	close(p.master);
+	t0 = mono_ms();
+	assert_int_equal(
+		mh_dlt645_link_read(link, addr_0001, 0x00010000, data, sizeof(data), &len, &err),
+		-ENODEV);
+	assert_true(mono_ms() - t0 < 1000);
+	finish_far_end(pid);
+	mh_dlt645_link_free(link);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -994,6 +1352,18 @@ int main(void)
 		cmocka_unit_test(test_stream_full_and_reset),
 		cmocka_unit_test(test_is_reply_to),
 		cmocka_unit_test(test_read_payload_errors),
+		cmocka_unit_test(test_link_echo_then_slow_meter),
+		cmocka_unit_test(test_link_echo_in_pieces_then_noise),
+		cmocka_unit_test(test_link_echo_short_of_preamble),
+		cmocka_unit_test(test_link_echo_merged_with_reply),
+		cmocka_unit_test(test_link_echo_only_is_a_timeout),
+		cmocka_unit_test(test_link_noise_is_not_a_reply),
+		cmocka_unit_test(test_link_garbled_reply_ends_at_a_pause),
+		cmocka_unit_test(test_link_reply_may_run_past_the_deadline),
+		cmocka_unit_test(test_link_late_meter_is_a_timeout),
+		cmocka_unit_test(test_link_port_is_exclusive),
+		cmocka_unit_test(test_link_port_gone_before_request),
+		cmocka_unit_test(test_link_port_gone_while_waiting),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,6 +1,10 @@
 // SPDX-License-Identifier: MIT
 /*
- * Modbus register decoding and request planning (protocols/modbus_regs.h).
+ * Modbus register decoding and request planning (protocols/modbus_regs.h),
+ * and the link's hold on its port (protocols/modbus_link.h), which needs no
+ * slave to answer: the link opens the slave end of a pty, the test holds or
+ * closes the master end. They share this executable, the Modbus one the
+ * build registers, rather than a test_modbus_link of their own.
  *
  * Every register array is written out by hand. The expected bit patterns
  * come from IEEE 754 and two's complement, worked by hand:
@@ -12,6 +16,9 @@
  *   float64 1234.5                            -> 0x40934A0000000000
  *   s32 -2          = ~1                      -> 0xFFFFFFFE
  *   u64 0x0001000200030004 = 2^48 + 2*2^32 + 3*2^16 + 4 = 281483566841860
+ *   float64 1e308   (nearest double)          -> 0x7FE1CCF385EBC8A0
+ *   float64 DBL_MAX = (2 - 2^-52) x 2^1023    -> 0x7FEFFFFFFFFFFFFF
+ *   float32 FLT_MAX = (2 - 2^-23) x 2^127     -> 0x7F7FFFFF
  * "Big" word order puts the most significant register first (the Modbus
  * norm); "little" puts the least significant register first. Bytes inside a
  * register are big-endian either way, so a uint16_t array models the wire.
@@ -22,7 +29,9 @@
  * contract, so requests are matched as a set and slots are followed to them.
  */
 #include <errno.h>
+#include <float.h>
 #include <limits.h>
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -32,8 +41,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
 #include <cmocka.h>
 
+#include "dlt645_link.h"
+#include "modbus_link.h"
 #include "modbus_regs.h"
 
 #define BIG MH_MODBUS_WORDS_BIG
@@ -70,12 +87,26 @@ static void check_decode(enum mh_modbus_type type, enum mh_modbus_word_order ord
 	assert_true(v == want);
 }
 
-static void check_edom(
-	enum mh_modbus_type type, enum mh_modbus_word_order order, const uint16_t *regs)
+/* Decode and require the error @want, with the value left alone. */
+static void check_fails(enum mh_modbus_type type, enum mh_modbus_word_order order, double scale,
+	const uint16_t *regs, int want)
 {
 	double v;
+	int rc = decode(type, order, scale, regs, &v);
 
-	assert_int_equal(decode(type, order, 1.0, regs, &v), -EDOM);
+	if (rc != want)
+		print_message("%s %s scale %.17g: rc %d (value %.17g), want %d\n",
+			mh_modbus_type_name(type), order == BIG ? "big" : "little", scale, rc, v,
+			want);
+	assert_int_equal(rc, want);
+	assert_true(v == -12345.678);
+}
+
+/* The meter's own "no value": a float register holding NaN or infinity. */
+static void check_no_value(
+	enum mh_modbus_type type, enum mh_modbus_word_order order, const uint16_t *regs)
+{
+	check_fails(type, order, 1.0, regs, -ENODATA);
 }
 
 /* ---- names and widths ------------------------------------------------ */
@@ -258,15 +289,15 @@ static void test_decode_nan_inf(void **state)
 {
 	double v;
 
-	check_edom(MH_MODBUS_FLOAT32, BIG, (const uint16_t[]){0x7FC0, 0x0000}); /* NaN */
-	check_edom(MH_MODBUS_FLOAT32, LITTLE, (const uint16_t[]){0x0000, 0x7FC0});
-	check_edom(MH_MODBUS_FLOAT32, BIG, (const uint16_t[]){0xFFFF, 0xFFFF});	   /* NaN */
-	check_edom(MH_MODBUS_FLOAT32, BIG, (const uint16_t[]){0x7F80, 0x0000});	   /* +inf */
-	check_edom(MH_MODBUS_FLOAT32, LITTLE, (const uint16_t[]){0x0000, 0xFF80}); /* -inf */
-	check_edom(MH_MODBUS_FLOAT64, BIG, (const uint16_t[]){0x7FF8, 0, 0, 0});   /* NaN */
-	check_edom(MH_MODBUS_FLOAT64, LITTLE, (const uint16_t[]){0, 0, 0, 0x7FF8});
-	check_edom(MH_MODBUS_FLOAT64, BIG, (const uint16_t[]){0x7FF0, 0, 0, 0});    /* +inf */
-	check_edom(MH_MODBUS_FLOAT64, LITTLE, (const uint16_t[]){0, 0, 0, 0xFFF0}); /* -inf */
+	check_no_value(MH_MODBUS_FLOAT32, BIG, (const uint16_t[]){0x7FC0, 0x0000}); /* NaN */
+	check_no_value(MH_MODBUS_FLOAT32, LITTLE, (const uint16_t[]){0x0000, 0x7FC0});
+	check_no_value(MH_MODBUS_FLOAT32, BIG, (const uint16_t[]){0xFFFF, 0xFFFF});    /* NaN */
+	check_no_value(MH_MODBUS_FLOAT32, BIG, (const uint16_t[]){0x7F80, 0x0000});    /* +inf */
+	check_no_value(MH_MODBUS_FLOAT32, LITTLE, (const uint16_t[]){0x0000, 0xFF80}); /* -inf */
+	check_no_value(MH_MODBUS_FLOAT64, BIG, (const uint16_t[]){0x7FF8, 0, 0, 0});   /* NaN */
+	check_no_value(MH_MODBUS_FLOAT64, LITTLE, (const uint16_t[]){0, 0, 0, 0x7FF8});
+	check_no_value(MH_MODBUS_FLOAT64, BIG, (const uint16_t[]){0x7FF0, 0, 0, 0});	/* +inf */
+	check_no_value(MH_MODBUS_FLOAT64, LITTLE, (const uint16_t[]){0, 0, 0, 0xFFF0}); /* -inf */
 
 	/* The NaN pattern in the wrong word order is a tiny denormal, not NaN. */
 	assert_int_equal(
@@ -275,6 +306,44 @@ static void test_decode_nan_inf(void **state)
 	/* Integers have no NaN: 0x7FC00000 as s32 is 32704 x 65536. */
 	assert_int_equal(decode(MH_MODBUS_S32, BIG, 1, (const uint16_t[]){0x7FC0, 0x0000}, &v), 0);
 	assert_true(v == 2143289344.0);
+}
+
+/* ---- values that scaling takes out of range ---------------------------- */
+
+static void test_decode_not_finite_after_scaling(void **state)
+{
+	const uint16_t e308[] = {0x7FE1, 0xCCF3, 0x85EB, 0xC8A0};
+	const uint16_t e308_little[] = {0xC8A0, 0x85EB, 0xCCF3, 0x7FE1};
+	const uint16_t minus_e308[] = {0xFFE1, 0xCCF3, 0x85EB, 0xC8A0};
+	const uint16_t dbl_max[] = {0x7FEF, 0xFFFF, 0xFFFF, 0xFFFF};
+	const uint16_t u64_max[] = {0xFFFF, 0xFFFF, 0xFFFF, 0xFFFF};
+	const uint16_t s64_min[] = {0x8000, 0x0000, 0x0000, 0x0000};
+	double v;
+
+	(void)state;
+	/* A number on the wire, infinity once scaled: an error, never a value. */
+	check_fails(MH_MODBUS_FLOAT64, BIG, 10, e308, -ERANGE);
+	check_fails(MH_MODBUS_FLOAT64, LITTLE, 10, e308_little, -ERANGE);
+	check_fails(MH_MODBUS_FLOAT64, BIG, -10, e308, -ERANGE);
+	check_fails(MH_MODBUS_FLOAT64, BIG, 10, minus_e308, -ERANGE);
+	check_fails(MH_MODBUS_FLOAT64, BIG, 1.0000001, dbl_max, -ERANGE);
+	check_fails(MH_MODBUS_FLOAT32, BIG, 1e300, (const uint16_t[]){0x7F7F, 0xFFFF}, -ERANGE);
+	check_fails(MH_MODBUS_U64, BIG, 1e300, u64_max, -ERANGE);
+	check_fails(MH_MODBUS_S64, BIG, 1e300, s64_min, -ERANGE);
+	/* A scale that is not a number makes no number of any register. */
+	check_fails(MH_MODBUS_U16, BIG, NAN, (const uint16_t[]){5}, -ERANGE);
+	check_fails(MH_MODBUS_U16, BIG, INFINITY, (const uint16_t[]){5}, -ERANGE);
+	check_fails(MH_MODBUS_U16, BIG, INFINITY, (const uint16_t[]){0}, -ERANGE);
+	/* The meter's NaN stays "no value" whatever the scale. */
+	check_fails(
+		MH_MODBUS_FLOAT64, BIG, INFINITY, (const uint16_t[]){0x7FF8, 0, 0, 0}, -ENODATA);
+
+	/* Right at the edge it is still a value. */
+	check_decode(MH_MODBUS_FLOAT64, BIG, 1, dbl_max, DBL_MAX);
+	check_decode(MH_MODBUS_FLOAT64, BIG, -1, dbl_max, -DBL_MAX);
+	assert_int_equal(decode(MH_MODBUS_FLOAT64, BIG, 0.1, e308, &v), 0);
+	assert_true(isfinite(v) && v > 9.99e306 && v < 1.001e307);
+	check_decode(MH_MODBUS_FLOAT32, BIG, 1, (const uint16_t[]){0x7F7F, 0xFFFF}, FLT_MAX);
 }
 
 /* ---- planning -------------------------------------------------------- */
@@ -615,6 +684,150 @@ static void test_plan_huge_max_gap(void **state)
 	assert_int_equal(first.count, 4);
 }
 
+/* ---- the link's port: exclusive, and reported gone --------------------- */
+
+struct pty {
+	int master;
+	char slave[64];
+};
+
+static void pty_open(struct pty *p)
+{
+	p->master = posix_openpt(O_RDWR | O_NOCTTY);
+	assert_true(p->master >= 0);
+	assert_int_equal(grantpt(p->master), 0);
+	assert_int_equal(unlockpt(p->master), 0);
+	assert_int_equal(ptsname_r(p->master, p->slave, sizeof(p->slave)), 0);
+}
+
+static struct mh_serial_params pty_params(const struct pty *p, unsigned response_ms)
+{
+	return (struct mh_serial_params){
+		.device = p->slave,
+		.baud = 9600,
+		.parity = MH_PARITY_NONE,
+		.response_timeout_ms = response_ms,
+		.byte_timeout_ms = 20,
+	};
+}
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static const struct mh_modbus_request two_holding = {
+	.table = MH_MODBUS_HOLDING,
+	.address = 0,
+	.count = 2,
+};
+
+static void test_link_port_is_exclusive(void **state)
+{
+	struct pty p;
+	struct mh_serial_params params;
+	struct mh_modbus_link *a = NULL, *b = NULL;
+	struct mh_dlt645_link *d = NULL;
+
+	(void)state;
+	pty_open(&p);
+	params = pty_params(&p, 100);
+	assert_int_equal(mh_modbus_link_open(&params, &a), 0);
+	assert_int_equal(mh_modbus_link_open(&params, &b), -EBUSY);
+	assert_null(b);
+	/* One lock for both protocols: a DL/T 645 bus on the same port is refused too. */
+	assert_int_equal(mh_dlt645_link_open(&params, &d), -EBUSY);
+	mh_modbus_link_free(a);
+	assert_int_equal(mh_modbus_link_open(&params, &b), 0);
+	mh_modbus_link_free(b);
+	close(p.master);
+}
+
+/* A line with nobody on it is a timeout: the port is there. */
+static void test_link_silent_line_is_a_timeout(void **state)
+{
+	struct pty p;
+	struct mh_serial_params params;
+	struct mh_modbus_link *link;
+	uint16_t regs[2];
+	uint8_t exc;
+
+	(void)state;
+	pty_open(&p);
+	params = pty_params(&p, 200);
+	assert_int_equal(mh_modbus_link_open(&params, &link), 0);
+	assert_int_equal(mh_modbus_link_read(link, 1, &two_holding, regs, &exc), -ETIMEDOUT);
+	mh_modbus_link_free(link);
+	close(p.master);
+}
+
+/* The far end gone before the request (libmodbus fails the write with EIO). */
+static void test_link_port_gone_before_request(void **state)
+{
+	struct pty p;
+	struct mh_serial_params params;
+	struct mh_modbus_link *link;
+	uint16_t regs[2];
+	uint8_t exc;
+
+	(void)state;
+	pty_open(&p);
+	params = pty_params(&p, 300);
+	assert_int_equal(mh_modbus_link_open(&params, &link), 0);
+	close(p.master);
+	assert_int_equal(mh_modbus_link_read(link, 1, &two_holding, regs, &exc), -ENODEV);
+	mh_modbus_link_free(link);
+}
+
+/*
+ * The far end gone while the link waits for the reply: libmodbus reads end
+ * of file and says ECONNRESET. -ENODEV at once, not at the timeout.
+ */
+static void test_link_port_gone_while_waiting(void **state)
+{
+	struct pty p;
+	struct mh_serial_params params;
+	struct mh_modbus_link *link;
+	uint16_t regs[2];
+	uint8_t exc;
+	int64_t t0;
+	int status;
+	pid_t pid;
+
+	(void)state;
+	pty_open(&p);
+	params = pty_params(&p, 2000);
+	assert_int_equal(mh_modbus_link_open(&params, &link), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		/* Take the 8-byte request, then exit, closing the last descriptor of the master. */
+		uint8_t buf[8];
+		size_t got = 0;
+		while (got < sizeof(buf)) {
+			struct pollfd pfd = {.fd = p.master, .events = POLLIN};
+			ssize_t r;
+			if (poll(&pfd, 1, 3000) <= 0)
+				_exit(2);
+			r = read(p.master, buf + got, sizeof(buf) - got);
+			if (r <= 0)
+				_exit(2);
+			got += (size_t)r;
+		}
+		_exit(0);
+	}
+	close(p.master);
+	t0 = mono_ms();
+	assert_int_equal(mh_modbus_link_read(link, 1, &two_holding, regs, &exc), -ENODEV);
+	assert_true(mono_ms() - t0 < 1000);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	mh_modbus_link_free(link);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -630,6 +843,7 @@ int main(void)
 		cmocka_unit_test(test_decode_bit),
 		cmocka_unit_test(test_decode_scaled),
 		cmocka_unit_test(test_decode_nan_inf),
+		cmocka_unit_test(test_decode_not_finite_after_scaling),
 		cmocka_unit_test(test_plan_adjacent_share_a_request),
 		cmocka_unit_test(test_plan_tables_never_share),
 		cmocka_unit_test(test_plan_gap_bridged_up_to_max_gap),
@@ -640,6 +854,10 @@ int main(void)
 		cmocka_unit_test(test_plan_empty),
 		cmocka_unit_test(test_plan_end_of_address_space),
 		cmocka_unit_test(test_plan_huge_max_gap),
+		cmocka_unit_test(test_link_port_is_exclusive),
+		cmocka_unit_test(test_link_silent_line_is_a_timeout),
+		cmocka_unit_test(test_link_port_gone_before_request),
+		cmocka_unit_test(test_link_port_gone_while_waiting),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
