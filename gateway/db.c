@@ -62,21 +62,6 @@ int mh_db_error(int rc)
 	}
 }
 
-static void put_be64(uint8_t *p, uint64_t v)
-{
-	for (int i = 7; i >= 0; i--, v >>= 8)
-		p[i] = (uint8_t)v;
-}
-
-static uint64_t get_be64(const uint8_t *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 0; i < 8; i++)
-		v = (v << 8) | p[i];
-	return v;
-}
-
 static int meta_get(MDB_txn *txn, MDB_dbi dbi, const char *key, MDB_val *val)
 {
 	MDB_val k = { strlen(key), (void *)key };
@@ -226,7 +211,7 @@ static int check_schema(struct mh_db *db, MDB_txn *txn)
 		return -EPROTONOSUPPORT;
 	}
 	if (meta_get(txn, db->meta, "next_seq", &v) == 0 && v.mv_size == 8)
-		db->next_seq = get_be64(v.mv_data);
+		db->next_seq = mh_db_get_be64(v.mv_data);
 	return 0;
 }
 
@@ -448,7 +433,7 @@ int mh_db_commit(struct mh_db *db)
 	if (!db->txn)
 		return 0;
 	if (db->next_seq != db->committed_next_seq) {
-		put_be64(next, db->next_seq);
+		mh_db_put_be64(next, db->next_seq);
 		rc = meta_put(db->txn, db->meta, "next_seq", next, sizeof(next));
 	}
 	if (rc) {

@@ -104,6 +104,22 @@ uint64_t mh_db_table_bytes(MDB_txn *txn, MDB_dbi dbi);
 int mh_db_read(struct mh_db *db, MDB_txn **txn);
 void mh_db_read_end(MDB_txn *txn);
 
+/* Keys are 8-byte big-endian numbers, so LMDB's byte order is seq order. */
+static inline void mh_db_put_be64(uint8_t *p, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--, v >>= 8)
+		p[i] = (uint8_t)v;
+}
+
+static inline uint64_t mh_db_get_be64(const uint8_t *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 0; i < 8; i++)
+		v = (v << 8) | p[i];
+	return v;
+}
+
 /* LMDB's codes as negative errnos (the one place they are translated). */
 int mh_db_error(int rc);
 

@@ -53,6 +53,7 @@ struct mh_job {
 	struct mh_meter *meter; /* the loop's runtime object; the bus uses only its slot */
 	size_t slot;            /* the meter's place on its bus */
 	int64_t due_ms;         /* the schedule boundary a read belongs to */
+	bool late;              /* a retry of the boundary's read, after the first failed */
 	bool canceled;          /* the bus stopped before running it */
 	mh_job_done_fn done;
 	void *ud;

@@ -13,8 +13,21 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "intervals.h"
 
 struct mh_bus;
+
+/* The meter's interval builder (see tables.h): set up from its profile and tariff. */
+struct mh_meter_table {
+	bool enabled; /* the profile has cumulative energy registers */
+	bool dirty;   /* state changed in the database's turn, not yet committed */
+	struct mh_ival_config cfg;
+	struct mh_ival_state state, committed;
+	size_t point[MH_IVAL_MAX_POINTS]; /* the profile point of each register */
+	const char *names[MH_IVAL_MAX_POINTS];
+	double wrap[MH_IVAL_MAX_POINTS];
+	const char *period_names[MH_IVAL_MAX_PERIODS];
+};
 
 struct mh_meter {
 	const struct mh_meter_config *cfg;
@@ -25,6 +38,7 @@ struct mh_meter {
 	bool busy;          /* a scheduled read is queued or running */
 	uint64_t skipped;   /* boundaries passed over because the last read was not done */
 	int64_t last_good_ms;
+	struct mh_meter_table table;
 };
 
 /* The gateway's meters, bus by bus, in configuration order. */

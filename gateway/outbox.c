@@ -87,21 +87,6 @@ static int seqset_add(struct seqset *s, uint64_t seq)
 
 /* ---- records --------------------------------------------------------- */
 
-static void put_be64(uint8_t *p, uint64_t v)
-{
-	for (int i = 7; i >= 0; i--, v >>= 8)
-		p[i] = (uint8_t)v;
-}
-
-static uint64_t get_be64(const uint8_t *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 0; i < 8; i++)
-		v = (v << 8) | p[i];
-	return v;
-}
-
 static int decode_record(const MDB_val *k, const MDB_val *v, struct mh_record *rec)
 {
 	const uint8_t *p = v->mv_data;
@@ -112,9 +97,9 @@ static int decode_record(const MDB_val *k, const MDB_val *v, struct mh_record *r
 	sub_len = (size_t)p[2] << 8 | p[3];
 	if (HEADER_LEN + sub_len > v->mv_size)
 		return -EILSEQ;
-	rec->seq = get_be64(k->mv_data);
+	rec->seq = mh_db_get_be64(k->mv_data);
 	rec->type = p[1];
-	rec->created_ms = (int64_t)get_be64(p + 4);
+	rec->created_ms = (int64_t)mh_db_get_be64(p + 4);
 	rec->subtopic = (const char *)p + HEADER_LEN;
 	rec->subtopic_len = sub_len;
 	rec->payload = (const char *)p + HEADER_LEN + sub_len;
@@ -190,7 +175,7 @@ int mh_outbox_open(struct mh_db *db, uint64_t max_bytes, struct mh_outbox **out)
 	/* A seq still stored is never given again, whatever the counter says. */
 	if (mdb_cursor_open(txn, ob->table, &cur) == 0) {
 		if (mdb_cursor_get(cur, &k, &v, MDB_LAST) == 0 && k.mv_size == 8)
-			mh_db_seq_floor(db, get_be64(k.mv_data) + 1);
+			mh_db_seq_floor(db, mh_db_get_be64(k.mv_data) + 1);
 		mdb_cursor_close(cur);
 	}
 	mh_db_read_end(txn);
@@ -249,7 +234,7 @@ static int make_room(struct mh_outbox *ob, MDB_txn *txn, size_t needed)
 			unsigned type = v.mv_size > 1 ? p[1] : 0;
 			if (pass == 0 && type != MH_RECORD_READING)
 				continue;
-			note_drop(&ob->unit, k.mv_size == 8 ? get_be64(k.mv_data) : 0, type);
+			note_drop(&ob->unit, k.mv_size == 8 ? mh_db_get_be64(k.mv_data) : 0, type);
 			rc = mdb_cursor_del(cur, 0);
 			if (rc)
 				break;
@@ -284,7 +269,7 @@ int mh_outbox_put(struct mh_outbox *ob, MDB_txn *txn, enum mh_record_type type,
 			v.mv_size);
 	if (rc)
 		return rc;
-	put_be64(key, mh_outbox_next_seq(ob));
+	mh_db_put_be64(key, mh_outbox_next_seq(ob));
 	rc = mdb_put(txn, ob->table, &k, &v, MDB_APPEND | MDB_RESERVE);
 	if (rc) {
 		mh_log_err(STORE, "cannot store a %s record: %s", mh_record_type_name(type),
@@ -296,7 +281,7 @@ int mh_outbox_put(struct mh_outbox *ob, MDB_txn *txn, enum mh_record_type type,
 	p[1] = (uint8_t)type;
 	p[2] = (uint8_t)(sub_len >> 8);
 	p[3] = (uint8_t)sub_len;
-	put_be64(p + 4, (uint64_t)created_ms);
+	mh_db_put_be64(p + 4, (uint64_t)created_ms);
 	memcpy(p + HEADER_LEN, subtopic, sub_len);
 	memcpy(p + HEADER_LEN + sub_len, payload, payload_len);
 	mh_db_seq_take(ob->db);
@@ -360,7 +345,7 @@ int mh_outbox_flush_acks(struct mh_outbox *ob)
 	if (ob->acks.n) {
 		rc = mh_db_begin(ob->db, &txn);
 		for (size_t i = 0; rc == 0 && i < ob->acks.n; i++) {
-			put_be64(key, ob->acks.v[i]);
+			mh_db_put_be64(key, ob->acks.v[i]);
 			rc = mdb_del(txn, ob->table, &k, NULL);
 			if (rc == MDB_NOTFOUND)
 				rc = 0; /* a duplicate acknowledgement */
@@ -403,7 +388,7 @@ int mh_outbox_scan(struct mh_outbox *ob, uint64_t after, size_t max,
 		mh_db_read_end(txn);
 		return mh_db_error(rc);
 	}
-	put_be64(key, after + 1);
+	mh_db_put_be64(key, after + 1);
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0 && (size_t)n < max;
 		rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
 		struct mh_record rec;
