@@ -42,6 +42,19 @@ int64_t mh_schedule_next(int64_t now_ms, unsigned interval_ms)
 	return next < tomorrow ? next : tomorrow;
 }
 
+int64_t mh_schedule_retry_at(int64_t now_ms, int64_t next_ms, unsigned interval_ms,
+	unsigned attempt, unsigned read_ms)
+{
+	int64_t at = now_ms + interval_ms / 4;
+
+	if (attempt >= MH_SCHEDULE_MAX_RETRIES)
+		return 0;
+	/* Room for the read and an eighth of the interval to spare before the next boundary. */
+	if (at + read_ms + interval_ms / 8 > next_ms)
+		return 0;
+	return at;
+}
+
 void mh_schedule_format(int64_t ms, bool with_ms, char *out, size_t len)
 {
 	time_t t = (time_t)(ms / 1000);

@@ -247,6 +247,25 @@ static void test_now(void **state)
 	assert_true(before <= now && now <= after);
 }
 
+/* Retries of a failed boundary read fit in its window, or do not happen. */
+static void test_retries(void **state)
+{
+	const int64_t b = 1795316400000; /* a boundary */
+	const unsigned q = 900000;       /* 15 minutes */
+
+	/* Failed at once: retried a quarter later, twice, never a third time. */
+	assert_int_equal(mh_schedule_retry_at(b + 2000, b + q, q, 0, 2000), b + 2000 + q / 4);
+	assert_int_equal(mh_schedule_retry_at(b + 227000, b + q, q, 1, 2000), b + 452000);
+	assert_int_equal(mh_schedule_retry_at(b + 452000, b + q, q, 2, 2000), 0);
+	/* A read that failed late in the window gets no retry that would run into the next one. */
+	assert_int_equal(mh_schedule_retry_at(b + 600000, b + q, q, 0, 2000), 0);
+	/* At 1 s there is room for a 300 ms read, not for a 500 ms one. */
+	assert_int_equal(mh_schedule_retry_at(b + 300, b + 1000, 1000, 0, 300), b + 550);
+	assert_int_equal(mh_schedule_retry_at(b + 300, b + 1000, 1000, 0, 500), 0);
+	/* At 10 s it has. */
+	assert_int_equal(mh_schedule_retry_at(b + 300, b + 10000, 10000, 0, 300), b + 2800);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -259,6 +278,7 @@ int main(void)
 		cmocka_unit_test(test_dst_autumn_berlin),
 		cmocka_unit_test(test_before_1970),
 		cmocka_unit_test(test_now),
+		cmocka_unit_test(test_retries),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
