@@ -1358,6 +1358,58 @@ static void test_builtin_profiles(void **state)
 	mh_config_free(cfg);
 }
 
+/* ---- reload ---------------------------------------------------------- */
+
+/*
+ * What a reload may change is a column of the key tables: a new store path
+ * or size, gateway id or time zone needs a restart; buses, meters, MQTT and
+ * the schedule do not.
+ */
+static void test_restart_keys(void **state)
+{
+	struct errs e = {0};
+	struct mh_config *old = expect_ok(MINIMAL);
+	struct mh_config *same = expect_ok(MINIMAL);
+	struct mh_config *live = expect_ok(GATEWAY
+		"mqtt:\n  uri: tcp://other:1883\n  topic_prefix: site/7\n  window: 8\n"
+		"schedule:\n  interval: 1h\n"
+		"health: { interval: 5s }\n" BUS_WITH("baud: 19200") M("m-0002", "2", "eastron-sdm630"));
+	struct mh_config *moved = expect_ok("gateway:\n  id: gw-002\n  timezone: Europe/Berlin\n" MQTT
+			SCHEDULE "store: { path: /data/mh, max_bytes: 1GiB }\n" BUS METER1);
+	int same_n = mh_config_restart_keys(old, same, on_error, &e);
+	size_t same_lines = e.n;
+	int live_n = mh_config_restart_keys(old, live, on_error, &e);
+	size_t live_lines = e.n;
+	int moved_n = mh_config_restart_keys(old, moved, on_error, &e);
+	int quiet_n = mh_config_restart_keys(old, moved, NULL, NULL);
+	/* Back again is the same four keys, the other way round. */
+	int back_n = mh_config_restart_keys(moved, old, NULL, NULL);
+
+	if (e.n != 4)
+		errs_dump(&e);
+	assert_int_equal(same_n, 0);
+	assert_int_equal(same_lines, 0);
+	assert_int_equal(live_n, 0);
+	assert_int_equal(live_lines, 0);
+	assert_int_equal(moved_n, 4);
+	assert_int_equal(quiet_n, 4);
+	assert_int_equal(back_n, 4);
+	assert_int_equal(e.n, 4);
+	assert_string_equal(e.line[0], "gateway.id: changed from \"gw-001\" to \"gw-002\"; this takes "
+				       "effect only after a restart");
+	assert_string_equal(e.line[1], "gateway.timezone: changed from \"Asia/Shanghai\" to "
+				       "\"Europe/Berlin\"; this takes effect only after a restart");
+	assert_string_equal(e.line[2], "store.path: changed from \"/var/lib/meterhub\" to \"/data/mh\"; "
+				       "this takes effect only after a restart");
+	assert_string_equal(e.line[3], "store.max_bytes: changed from 268435456 to 1073741824; this "
+				       "takes effect only after a restart");
+	errs_free(&e);
+	mh_config_free(old);
+	mh_config_free(same);
+	mh_config_free(live);
+	mh_config_free(moved);
+}
+
 /* ---- files ----------------------------------------------------------- */
 
 static void test_load_file(void **state)
@@ -1553,6 +1605,7 @@ int main(void)
 		cmocka_unit_test(test_dlt645_points),
 		cmocka_unit_test(test_dlt645_builtin_profiles),
 		cmocka_unit_test(test_builtin_profiles),
+		cmocka_unit_test(test_restart_keys),
 		cmocka_unit_test(test_load_file),
 		cmocka_unit_test(test_parse_duration),
 		cmocka_unit_test(test_parse_size),
