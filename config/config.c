@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "arena.h"
 #include "dlt645.h"
@@ -104,14 +105,15 @@ static void validate_meter_address(struct mh_schema *s, const struct mh_bus_conf
 	if (bus->protocol == MH_PROTO_MODBUS) {
 		if (mh_config_parse_uint(m->address, &unit) < 0 || unit < 1 || unit > 247)
 			mh_yamldoc_error_at(&s->doc, &m->pos, path,
-				"\"%s\" is not a Modbus slave address (1 to 247)", m->address);
+				"\"%s\" is not a Modbus slave address (1 to 247)",
+				mh_yamldoc_show(&s->doc, m->address));
 		else
 			m->unit = (unsigned)unit;
 	} else if (strlen(m->address) != 12 || strspn(m->address, "0123456789") != 12 ||
 		   mh_dlt645_addr_parse(m->address, m->dlt645_addr) < 0) {
 		mh_yamldoc_error_at(&s->doc, &m->pos, path,
 			"\"%s\" is not a DL/T 645 address (12 decimal digits, as on the nameplate; quote it)",
-			m->address);
+			mh_yamldoc_show(&s->doc, m->address));
 	}
 }
 
@@ -154,7 +156,7 @@ static void validate(struct mh_schema *s)
 				!strcmp(cfg->buses[o].device, bus->device))
 				mh_yamldoc_error_at(&s->doc, &bus->pos, path,
 					"device %s is used by two buses (first at line %u)",
-					bus->device, cfg->buses[o].pos.line);
+					mh_yamldoc_show(&s->doc, bus->device), cfg->buses[o].pos.line);
 		}
 
 		for (size_t i = 0; i < bus->n_meters; i++) {
@@ -169,11 +171,11 @@ static void validate(struct mh_schema *s)
 			snprintf(path2, sizeof(path2), "%s.profile", path);
 			if (!m->profile)
 				mh_yamldoc_error_at(&s->doc, &m->pos, path2, "no profile named \"%s\"",
-					m->profile_name);
+					mh_yamldoc_show(&s->doc, m->profile_name));
 			else if (known && m->profile->protocol != bus->protocol)
 				mh_yamldoc_error_at(&s->doc, &m->pos, path2,
 					"profile \"%s\" is for %s meters, but this bus speaks %s",
-					m->profile_name,
+					mh_yamldoc_show(&s->doc, m->profile_name),
 					m->profile->protocol == MH_PROTO_MODBUS ? "modbus" : "dlt645",
 					bus->protocol == MH_PROTO_MODBUS ? "modbus" : "dlt645");
 
@@ -194,7 +196,8 @@ static void validate(struct mh_schema *s)
 								!strcmp(q->address, m->address))))
 						mh_yamldoc_error_at(&s->doc, &m->pos, path,
 							"address %s is used twice on bus %s (first at line %u)",
-							m->address, bus->name ? bus->name : "?",
+							mh_yamldoc_show(&s->doc, m->address),
+							bus->name ? bus->name : "?",
 							q->pos.line);
 				}
 			}
@@ -271,6 +274,7 @@ int mh_config_load_string(const char *name, const char *text, size_t len,
 		rc = -ENOMEM;
 	else if (!rc && s.doc.errors)
 		rc = -EINVAL;
+	mh_yamldoc_finish(&s.doc);
 	mh_schema_deinit(&s);
 	if (rc) {
 		mh_config_free(cfg);
@@ -284,26 +288,33 @@ int mh_config_load(const char *file, mh_config_error_fn on_error, void *ud,
 	struct mh_config **out)
 {
 	FILE *f = fopen(file, "rb");
-	char *text = NULL;
-	size_t len = 0, cap = 0;
+	struct stat st;
+	char *text;
+	size_t len = 0;
 	int rc;
 
 	if (!f)
 		return -errno;
-	for (;;) {
-		if (cap - len < 4096) {
-			char *grown = realloc(text, cap += 65536);
-			if (!grown) {
-				free(text);
-				fclose(f);
-				return -ENOMEM;
-			}
-			text = grown;
-		}
-		size_t n = fread(text + len, 1, cap - len, f);
-		len += n;
+	/* fopen() opens a directory; reading it would fail as a bare "Input/output error". */
+	if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+		fclose(f);
+		return -EISDIR;
+	}
+	/*
+	 * One byte more than a configuration may hold is enough to refuse it, and
+	 * /dev/zero or a FIFO never gets to fill memory.
+	 */
+	text = malloc(MH_YAMLDOC_MAX_BYTES + 1);
+	if (!text) {
+		fclose(f);
+		return -ENOMEM;
+	}
+	while (len <= MH_YAMLDOC_MAX_BYTES) {
+		size_t n = fread(text + len, 1, MH_YAMLDOC_MAX_BYTES + 1 - len, f);
+
 		if (n == 0)
 			break;
+		len += n;
 	}
 	rc = ferror(f) ? -EIO : 0;
 	fclose(f);

@@ -16,6 +16,8 @@
 #include "log.h"
 
 #define node_error(s, node, ...) mh_yamldoc_error(&(s)->doc, node, __VA_ARGS__)
+/* A value from the file as a message quotes it. */
+#define shown(s, text) mh_yamldoc_show(&(s)->doc, text)
 
 void mh_schema_init(struct mh_schema *s, struct mh_config *cfg, mh_config_error_fn on_error,
 	void *ud)
@@ -206,13 +208,14 @@ static void parse_name(struct mh_schema *s, yaml_node_t *node, void *dst,
 		return;
 	}
 	if (strlen(text) > 64) {
-		node_error(s, node, "\"%s\" is longer than 64 characters", text);
+		node_error(s, node, "\"%s\" is longer than 64 characters", shown(s, text));
 		return;
 	}
 	for (const char *p = text; *p; p++) {
 		if (!isalnum((unsigned char)*p) && !strchr("-_.:", *p)) {
 			node_error(s, node,
-				"\"%s\" may hold only letters, digits, '-', '_', '.' and ':'", text);
+				"\"%s\" may hold only letters, digits, '-', '_', '.' and ':'",
+				shown(s, text));
 			return;
 		}
 	}
@@ -225,7 +228,7 @@ static void parse_file(struct mh_schema *s, yaml_node_t *node, void *dst,
 	if (!expect_scalar(s, node, "a file name"))
 		return;
 	if (access(scalar(node), R_OK) < 0) {
-		node_error(s, node, "cannot read \"%s\": %s", scalar(node), strerror(errno));
+		node_error(s, node, "cannot read \"%s\": %s", shown(s, scalar(node)), strerror(errno));
 		return;
 	}
 	*(const char **)dst = mh_schema_strdup(s, scalar(node));
@@ -242,11 +245,12 @@ static void parse_uint(struct mh_schema *s, yaml_node_t *node, void *dst,
 	if (!expect_scalar(s, node, "a whole number"))
 		return;
 	if (mh_config_parse_uint(scalar(node), &v) < 0) {
-		node_error(s, node, "\"%s\" is not a whole number", scalar(node));
+		node_error(s, node, "\"%s\" is not a whole number", shown(s, scalar(node)));
 		return;
 	}
 	if (v < r->min || v > r->max) {
-		node_error(s, node, "%s is out of range (%" PRIu64 " to %" PRIu64 ")", scalar(node),
+		node_error(s, node, "%s is out of range (%" PRIu64 " to %" PRIu64 ")",
+			shown(s, scalar(node)),
 			r->min, r->max);
 		return;
 	}
@@ -264,7 +268,7 @@ static void parse_double(struct mh_schema *s, yaml_node_t *node, void *dst,
 	errno = 0;
 	v = strtod(scalar(node), &end);
 	if (errno || *end || !isfinite(v) || end == scalar(node)) {
-		node_error(s, node, "\"%s\" is not a number", scalar(node));
+		node_error(s, node, "\"%s\" is not a number", shown(s, scalar(node)));
 		return;
 	}
 	*(double *)dst = v;
@@ -282,12 +286,12 @@ static void parse_duration(struct mh_schema *s, yaml_node_t *node, void *dst,
 	if (mh_config_parse_duration(scalar(node), &ms) < 0) {
 		node_error(s, node,
 			"\"%s\" is not a duration (a whole number with ms, s, m or h, e.g. 500ms, 15m)",
-			scalar(node));
+			shown(s, scalar(node)));
 		return;
 	}
 	if (ms < r->min || ms > r->max) {
 		node_error(s, node, "%s is out of range (%" PRIu64 "ms to %" PRIu64 "ms)",
-			scalar(node), r->min, r->max);
+			shown(s, scalar(node)), r->min, r->max);
 		return;
 	}
 	*(unsigned *)dst = (unsigned)ms;
@@ -319,7 +323,7 @@ static void parse_timezone(struct mh_schema *s, yaml_node_t *node, void *dst,
 	if (strstr(scalar(node), "..") || !is_tzif(zone)) {
 		node_error(s, node,
 			"unknown time zone \"%s\" (expected a tz database name such as Asia/Shanghai)",
-			scalar(node));
+			shown(s, scalar(node)));
 		return;
 	}
 	*(const char **)dst = mh_schema_strdup(s, scalar(node));
@@ -336,7 +340,7 @@ static void parse_interval(struct mh_schema *s, yaml_node_t *node, void *dst,
 	if (86400000u % ms) {
 		node_error(s, node,
 			"%s does not divide a day evenly, so boundaries could not be counted from midnight",
-			scalar(node));
+			shown(s, scalar(node)));
 		return;
 	}
 	*(unsigned *)dst = ms;
@@ -356,7 +360,7 @@ static void parse_uri(struct mh_schema *s, yaml_node_t *node, void *dst,
 		}
 	}
 	node_error(s, node, "\"%s\" must start with tcp://, mqtt://, ssl:// or mqtts://",
-		scalar(node));
+		shown(s, scalar(node)));
 }
 
 static void parse_di(struct mh_schema *s, yaml_node_t *node, void *dst,
@@ -373,7 +377,7 @@ static void parse_di(struct mh_schema *s, yaml_node_t *node, void *dst,
 		return;
 	if (mh_dlt645_di_parse(scalar(node), &di) < 0) {
 		node_error(s, node, "\"%s\" is not a data identifier (8 hex digits, e.g. \"00010000\")",
-			scalar(node));
+			shown(s, scalar(node)));
 		return;
 	}
 	info = mh_dlt645_di_lookup(di);
@@ -400,12 +404,12 @@ static void parse_size(struct mh_schema *s, yaml_node_t *node, void *dst,
 	if (mh_config_parse_size(scalar(node), &v) < 0) {
 		node_error(s, node,
 			"\"%s\" is not a size (a whole number of bytes, or with KiB, MiB, GiB)",
-			scalar(node));
+			shown(s, scalar(node)));
 		return;
 	}
 	if (v < r->min || v > r->max) {
 		node_error(s, node, "%s is out of range (%" PRIu64 " to %" PRIu64 " bytes)",
-			scalar(node), r->min, r->max);
+			shown(s, scalar(node)), r->min, r->max);
 		return;
 	}
 	*(uint64_t *)dst = v;
@@ -430,7 +434,7 @@ static void parse_enum(struct mh_schema *s, yaml_node_t *node, void *dst,
 		if (n >= sizeof(choices))
 			n = sizeof(choices) - 1;
 	}
-	node_error(s, node, "\"%s\" is not one of %s", scalar(node), choices);
+	node_error(s, node, "\"%s\" is not one of %s", shown(s, scalar(node)), choices);
 	/* Marks the key as present but wrong, so validation does not call it missing. */
 	*(int *)dst = -2;
 }
@@ -807,6 +811,16 @@ struct restart_walk {
 	char path[64];
 };
 
+static void quote(char *buf, size_t size, const char *text)
+{
+	char shown[MH_YAMLDOC_EXCERPT_SIZE];
+
+	if (text)
+		snprintf(buf, size, "\"%s\"", mh_yamldoc_excerpt(shown, text));
+	else
+		snprintf(buf, size, "nothing");
+}
+
 /* Whether the values at @offset differ; writes both, as a message shows them, when they do. */
 static bool value_differs(const struct key_spec *spec, const void *a, const void *b, char *was,
 	char *now, size_t size)
@@ -819,8 +833,8 @@ static bool value_differs(const struct key_spec *spec, const void *a, const void
 		sb = *(const char *const *)b;
 		if ((!sa && !sb) || (sa && sb && !strcmp(sa, sb)))
 			return false;
-		snprintf(was, size, sa ? "\"%s\"" : "nothing", sa);
-		snprintf(now, size, sb ? "\"%s\"" : "nothing", sb);
+		quote(was, size, sa);
+		quote(now, size, sb);
 		return true;
 	case STORE_UINT:
 		if (*(const unsigned *)a == *(const unsigned *)b)
@@ -855,7 +869,8 @@ static void restart_walk_table(struct restart_walk *w, const struct key_spec *sp
 {
 	for (const struct key_spec *spec = specs; spec->key; spec++) {
 		size_t len = strlen(w->path);
-		char was[96], now[96], line[320];
+		char was[MH_YAMLDOC_EXCERPT_SIZE + 2], now[MH_YAMLDOC_EXCERPT_SIZE + 2];
+		char line[sizeof(was) + sizeof(now) + 128];
 
 		if (!spec->type)
 			continue;

@@ -38,7 +38,7 @@
 
 /* ---- error collection ------------------------------------------------ */
 
-#define MAX_ERRS 32
+#define MAX_ERRS 64
 
 struct errs {
 	char *line[MAX_ERRS];
@@ -1449,6 +1449,244 @@ static void test_load_file(void **state)
 	assert_int_equal(e.n, 0);
 }
 
+/* ---- text the parser must refuse, and how -------------------------- */
+
+/* libyaml reports a bad byte by offset; the line and column must still be the byte's own. */
+static void test_bad_bytes_positioned(void **state)
+{
+	/* "  id: gw" is 8 characters, so the byte after it is at column 9. */
+	expect_errors("gateway:\n  id: gw\xff-001\n  timezone: Asia/Shanghai\n" MQTT SCHEDULE BUS
+			      METER1,
+		1,
+		"t.yaml:2:9: invalid character: invalid leading UTF-8 octet (0xFF); the file must "
+		"be UTF-8");
+	/* Columns count characters: "# " and two three-byte characters, then a space. */
+	expect_errors(MINIMAL "# \xe7\x94\xb5\xe8\xa1\xa8 \xfe\n", 1,
+		"t.yaml:14:6: invalid character: invalid leading UTF-8 octet (0xFE); the file must "
+		"be UTF-8");
+	/* CR LF is one line break. */
+	expect_errors("gateway:\r\n  id: gw-001\r\n  timezone: Asia\x01\r\n", 1,
+		"t.yaml:3:17: invalid character: control characters are not allowed (0x01)");
+
+	/* A NUL byte in the file, given with its length as a file would be. */
+	static const char nul[] = "gateway:\n  id: gw\0-001\n";
+	struct errs e = {0};
+	struct mh_config *cfg = NULL;
+	int rc = mh_config_load_string("t.yaml", nul, sizeof(nul) - 1, on_error, &e, &cfg);
+	bool placed = e.n == 1 && !strcmp(e.line[0], "t.yaml:2:9: invalid character: control "
+						     "characters are not allowed (0x00)");
+
+	if (!placed)
+		errs_dump(&e);
+	errs_free(&e);
+	mh_config_free(cfg);
+	assert_int_equal(rc, -EINVAL);
+	assert_true(placed);
+}
+
+/* "\0" in a quoted scalar would silently cut the value short. */
+static void test_nul_in_value(void **state)
+{
+	expect_errors("gateway:\n  id: \"gw\\0-001\"\n  timezone: Asia/Shanghai\n" MQTT SCHEDULE
+			      BUS METER1,
+		1,
+		"t.yaml:2:7: gateway.id: \"gw\" is followed by a NUL character (\\0), which no value "
+		"may hold");
+	/* A control character in a key is escaped: the error stays one line. */
+	expect_errors(MINIMAL "\"col\\tour\\n\": red\n", 1, "t.yaml:14:1: col\\tour\\n: unknown key");
+}
+
+/*
+ * A value is quoted up to 60 characters, so the reason after it survives a
+ * value of any length.
+ */
+static void test_long_values_cut_short(void **state)
+{
+	const size_t n = 1 << 20;
+	const char *tail = "\n  timezone: Asia/Shanghai\n" MQTT SCHEDULE BUS METER1;
+	char *text = malloc(n + 1024);
+	char want[256];
+
+	assert_non_null(text);
+	strcpy(text, "gateway:\n  id: ");
+	memset(text + strlen(text), 'x', n);
+	strcpy(text + strlen("gateway:\n  id: ") + n, tail);
+	snprintf(want, sizeof(want),
+		"t.yaml:2:7: gateway.id: \"%.60s...\" is longer than 64 characters",
+		text + strlen("gateway:\n  id: "));
+	expect_errors(text, 1, want);
+
+	/* A megabyte of digits is not a number, and says so. */
+	strcpy(text, HEAD "buses:\n  - name: rs485-1\n    device: /dev/ttyS1\n    protocol: "
+			  "modbus\n    baud: ");
+	size_t at = strlen(text);
+	memset(text + at, '9', n);
+	strcpy(text + at + n, "\n    meters:\n" METER1);
+	snprintf(want, sizeof(want), "t.yaml:12:11: buses[0].baud: \"%.60s...\" is not a whole number",
+		text + at);
+	expect_errors(text, 1, want);
+
+	/* Exactly 60 characters are quoted whole. */
+	strcpy(text, HEAD "buses:\n  - name: rs485-1\n    device: /dev/ttyS1\n    protocol: "
+			  "modbus\n    baud: ");
+	at = strlen(text);
+	memset(text + at, '9', 60);
+	strcpy(text + at + 60, "\n    meters:\n" METER1);
+	snprintf(want, sizeof(want), "t.yaml:12:11: buses[0].baud: \"%.60s\" is not a whole number",
+		text + at);
+	expect_errors(text, 1, want);
+	free(text);
+}
+
+/* A file of more than 4 MiB is some other file; at 4 MiB it still loads. */
+static void test_file_size_limit(void **state)
+{
+	const size_t limit = 4u << 20;
+	char *text = malloc(limit + 2);
+	size_t head = strlen(MINIMAL);
+	struct errs e = {0};
+	struct mh_config *cfg = NULL;
+
+	assert_non_null(text);
+	memcpy(text, MINIMAL, head);
+	/* A comment to the limit: "#xxx...x\n". */
+	text[head] = '#';
+	memset(text + head + 1, 'x', limit - head - 2);
+	text[limit - 1] = '\n';
+	text[limit] = '\0';
+	assert_int_equal(mh_config_load_string("t.yaml", text, limit, on_error, &e, &cfg), 0);
+	assert_int_equal(e.n, 0);
+	mh_config_free(cfg);
+
+	text[limit - 1] = 'x';
+	text[limit] = '\n';
+	text[limit + 1] = '\0';
+	expect_errors(text, 1,
+		"t.yaml:1:1: the file is larger than 4 MiB, far more than a configuration needs; is "
+		"it the right file?");
+
+	/* From a file, without reading all of it: 50 MB of a comment. */
+	char path[] = "/tmp/mh-test-config-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, MINIMAL "#", head + 1), (ssize_t)(head + 1));
+	assert_int_equal(ftruncate(fd, 50 * 1000 * 1000), 0);
+	close(fd);
+	cfg = NULL;
+	int rc = mh_config_load(path, on_error, &e, &cfg);
+	char want[128];
+	snprintf(want, sizeof(want),
+		"%s:1:1: the file is larger than 4 MiB, far more than a configuration needs; is it "
+		"the right file?",
+		path);
+	bool said = e.n == 1 && !strcmp(e.line[0], want);
+	if (!said)
+		errs_dump(&e);
+	errs_free(&e);
+	unlink(path);
+	free(text);
+	assert_int_equal(rc, -EINVAL);
+	assert_null(cfg);
+	assert_true(said);
+}
+
+/*
+ * libyaml 0.2.5 has no depth limit and slows down more than linearly with
+ * depth (100000 '[' took 46 s): more than 64 levels are refused at the
+ * first level too deep, before the rest is scanned.
+ */
+static void test_deep_nesting(void **state)
+{
+	const size_t n = 100000;
+	char *text = malloc(2 * n + 64);
+	char *p;
+
+	assert_non_null(text);
+	/* The root mapping is level 1, so the 64th '[' (at column 9 + 64) is level 65. */
+	p = text + sprintf(text, "gateway: ");
+	memset(p, '[', n);
+	p[n] = '\0';
+	expect_errors(text, 1,
+		"t.yaml:1:73: lists and mappings nested more than 64 deep; a configuration needs a "
+		"handful");
+
+	/* 64 levels are still YAML; the schema has its own say. */
+	p = text + sprintf(text, "gateway: ");
+	memset(p, '[', 63);
+	memset(p + 63, ']', 63);
+	strcpy(p + 126, "\n");
+	expect_errors(text, 4, "t.yaml:1:10: gateway: expected a mapping, found a list",
+		"t.yaml:1:1: mqtt: missing required key", "t.yaml:1:1: schedule: missing required key",
+		"t.yaml:1:1: buses: missing required key");
+
+	/* Block mappings count the same: line N opens level N, two columns further in. */
+	p = text;
+	for (int level = 1; level <= 70; level++)
+		p += sprintf(p, "%*sk:\n", 2 * (level - 1), "");
+	expect_errors(text, 1,
+		"t.yaml:65:129: lists and mappings nested more than 64 deep; a configuration needs "
+		"a handful");
+	free(text);
+}
+
+/* libyaml loads the first document of a stream; a second one would vanish without a word. */
+static void test_second_document(void **state)
+{
+	expect_errors(MINIMAL "---\nstore: { path: /data/mh }\n", 1,
+		"t.yaml:14:1: a second YAML document; a configuration is one document (remove the "
+		"\"---\" or what follows it)");
+	/* One document, marked, is fine. */
+	struct mh_config *cfg = expect_ok("---\n" MINIMAL "...\n");
+	mh_config_free(cfg);
+}
+
+/* A file with a thousand mistakes prints fifty, then one line for the rest. */
+static void test_error_cap(void **state)
+{
+	char *text = malloc(8192);
+	char *p = text;
+	struct errs e = {0};
+	struct mh_config *cfg;
+
+	assert_non_null(text);
+	p += sprintf(p, "gateway:\n  id: gw-001\n  timezone: Asia/Shanghai\n");
+	/* Lines 4-63: sixty unknown keys. */
+	for (int i = 0; i < 60; i++)
+		p += sprintf(p, "  k%d: 1\n", i);
+	strcpy(p, MQTT SCHEDULE BUS METER1);
+	int rc = load(text, &e, &cfg);
+	size_t n = e.n;
+	bool first = n > 0 && !strcmp(e.line[0], "t.yaml:4:3: gateway.k0: unknown key");
+	bool last = n > 49 && !strcmp(e.line[49], "t.yaml:53:3: gateway.k49: unknown key");
+	bool trailer = n > 50 && !strcmp(e.line[50], "t.yaml: ... 10 more errors not shown");
+
+	if (n != 51 || !first || !last || !trailer)
+		errs_dump(&e);
+	errs_free(&e);
+	free(text);
+	assert_int_equal(rc, -EINVAL);
+	assert_null(cfg);
+	assert_int_equal(n, 51);
+	assert_true(first);
+	assert_true(last);
+	assert_true(trailer);
+}
+
+/* fopen() opens a directory, so without a check the error was "Input/output error". */
+static void test_directory_as_file(void **state)
+{
+	char dir[] = "/tmp/mh-test-config-dir-XXXXXX";
+	struct errs e = {0};
+	struct mh_config *cfg = NULL;
+
+	assert_non_null(mkdtemp(dir));
+	int rc = mh_config_load(dir, on_error, &e, &cfg);
+	rmdir(dir);
+	assert_int_equal(rc, -EISDIR);
+	assert_int_equal(e.n, 0);
+	assert_null(cfg);
+}
+
 /* ---- the parsers on their own ---------------------------------------- */
 
 static void test_parse_duration(void **state)
@@ -1607,6 +1845,14 @@ int main(void)
 		cmocka_unit_test(test_builtin_profiles),
 		cmocka_unit_test(test_restart_keys),
 		cmocka_unit_test(test_load_file),
+		cmocka_unit_test(test_bad_bytes_positioned),
+		cmocka_unit_test(test_nul_in_value),
+		cmocka_unit_test(test_long_values_cut_short),
+		cmocka_unit_test(test_file_size_limit),
+		cmocka_unit_test(test_deep_nesting),
+		cmocka_unit_test(test_second_document),
+		cmocka_unit_test(test_error_cap),
+		cmocka_unit_test(test_directory_as_file),
 		cmocka_unit_test(test_parse_duration),
 		cmocka_unit_test(test_parse_size),
 		cmocka_unit_test(test_no_callback),
