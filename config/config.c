@@ -17,6 +17,7 @@
 
 #include "arena.h"
 #include "dlt645.h"
+#include "nameset.h"
 #include "profile.h"
 #include "profiles.h"
 #include "schema.h"
@@ -95,43 +96,174 @@ int mh_config_parse_size(const char *text, uint64_t *bytes)
 	return parse_with_unit(text, units, sizeof(units) / sizeof(units[0]), bytes);
 }
 
+/* The rates the serial links can set (the termios B* constants both know). */
+static const unsigned standard_bauds[] = {
+	300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200,
+};
+const char mh_config_baud_names[] =
+	"300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600 or 115200";
+
+int mh_config_parse_baud(const char *text, unsigned *baud)
+{
+	uint64_t v;
+
+	if (mh_config_parse_uint(text, &v) < 0)
+		return -EINVAL;
+	for (size_t i = 0; i < sizeof(standard_bauds) / sizeof(standard_bauds[0]); i++) {
+		if (v == standard_bauds[i]) {
+			*baud = standard_bauds[i];
+			return 0;
+		}
+	}
+	return -ERANGE;
+}
+
+uint64_t mh_config_store_limit(uint64_t size_max)
+{
+	/*
+	 * The store maps max_bytes and a quarter more in one piece. A 32-bit
+	 * process has 2 to 3 GiB of address space for everything, so past 1 GiB
+	 * the map would fail at start, or leave too little for the rest.
+	 */
+	if (size_max <= UINT32_MAX)
+		return 1ull << 30;
+	return 1ull << 40;
+}
+
 /* ---- checks across keys ---------------------------------------------- */
 
-static void validate_meter_address(struct mh_schema *s, const struct mh_bus_config *bus,
+/* Whether @m's address suits @bus; sets m->unit or m->dlt645_addr when it does. */
+static bool validate_meter_address(struct mh_schema *s, const struct mh_bus_config *bus,
 	struct mh_meter *m, const char *path)
 {
 	uint64_t unit;
 
 	if (bus->protocol == MH_PROTO_MODBUS) {
-		if (mh_config_parse_uint(m->address, &unit) < 0 || unit < 1 || unit > 247)
+		if (mh_config_parse_uint(m->address, &unit) < 0 || unit < 1 || unit > 247) {
 			mh_yamldoc_error_at(&s->doc, &m->pos, path,
 				"\"%s\" is not a Modbus slave address (1 to 247)",
 				mh_yamldoc_show(&s->doc, m->address));
-		else
-			m->unit = (unsigned)unit;
-	} else if (strlen(m->address) != 12 || strspn(m->address, "0123456789") != 12 ||
-		   mh_dlt645_addr_parse(m->address, m->dlt645_addr) < 0) {
+			return false;
+		}
+		m->unit = (unsigned)unit;
+		return true;
+	}
+	/* Decimal digits only, so the AA wildcard bytes of the protocol cannot be written. */
+	if (strlen(m->address) != 12 || strspn(m->address, "0123456789") != 12 ||
+		mh_dlt645_addr_parse(m->address, m->dlt645_addr) < 0) {
 		mh_yamldoc_error_at(&s->doc, &m->pos, path,
 			"\"%s\" is not a DL/T 645 address (12 decimal digits, as on the nameplate; quote it)",
 			mh_yamldoc_show(&s->doc, m->address));
+		return false;
 	}
+	if (!strcmp(m->address, "999999999999")) {
+		mh_yamldoc_error_at(&s->doc, &m->pos, path,
+			"999999999999 is the DL/T 645 broadcast address, which every meter on the "
+			"bus obeys and none answers; give this meter's own address");
+		return false;
+	}
+	return true;
 }
 
-static void validate(struct mh_schema *s)
+/* An encrypted-looking block on a plain URI would send the password in clear. */
+static void validate_mqtt(struct mh_schema *s)
 {
-	struct mh_config *cfg = s->cfg;
+	const struct mh_config *cfg = s->cfg;
+	const char *uri = cfg->mqtt.uri, *rest;
+
+	if (!s->tls_pos.line || !uri)
+		return;
+	if (!strncmp(uri, "tcp://", 6))
+		rest = uri + 6;
+	else if (!strncmp(uri, "mqtt://", 7))
+		rest = uri + 7;
+	else
+		return;
+	mh_yamldoc_error_at(&s->doc, &s->tls_pos, "mqtt.tls",
+		"TLS settings, but \"%s\" does not use TLS: the password and every reading would "
+		"go in clear; write the URI as \"ssl://%s\" (with the broker's TLS port)",
+		mh_yamldoc_show(&s->doc, uri), mh_yamldoc_show(&s->doc, rest));
+}
+
+/* The meters of bus @b: addresses, profiles, and ids unique across the gateway (@ids). */
+static void validate_meters(struct mh_schema *s, struct mh_bus_config *bus, size_t b,
+	struct mh_nameset *ids)
+{
+	const struct mh_config *cfg = s->cfg;
+	/* Modbus units are few: the first meter at each, by number ("1" and "0x01" are one). */
+	const struct mh_meter *by_unit[248] = { NULL };
+	bool known = (int)bus->protocol >= 0;
+	struct mh_nameset addresses;
 	char path[128], path2[160];
 
-	for (size_t p = 0; p < cfg->n_profiles; p++)
-		if (!cfg->profiles[p].builtin &&
-			mh_profile_validate(&s->doc, &cfg->arena, &cfg->profiles[p]) < 0)
-			s->oom = true;
+	if (mh_nameset_init(&addresses, bus->n_meters) < 0) {
+		s->oom = true;
+		return;
+	}
+	for (size_t i = 0; i < bus->n_meters; i++) {
+		struct mh_meter *m = &bus->meters[i];
+		const struct mh_meter *twin = NULL, *first_id = NULL;
+		bool valid;
 
+		/* An incomplete meter (reported) still claims its id. */
+		if (m->id)
+			first_id = mh_nameset_add(ids, m->id, m);
+		if (!m->id || !m->address || !m->profile_name)
+			continue;
+		snprintf(path, sizeof(path), "buses[%zu].meters[%zu]", b, i);
+		valid = known && validate_meter_address(s, bus, m, path);
+		m->profile = mh_config_profile(cfg, m->profile_name);
+		snprintf(path2, sizeof(path2), "%s.profile", path);
+		if (!m->profile)
+			mh_yamldoc_error_at(&s->doc, &m->pos, path2, "no profile named \"%s\"",
+				mh_yamldoc_show(&s->doc, m->profile_name));
+		else if (known && m->profile->protocol != bus->protocol)
+			mh_yamldoc_error_at(&s->doc, &m->pos, path2,
+				"profile \"%s\" is for %s meters, but this bus speaks %s",
+				mh_yamldoc_show(&s->doc, m->profile_name),
+				m->profile->protocol == MH_PROTO_MODBUS ? "modbus" : "dlt645",
+				bus->protocol == MH_PROTO_MODBUS ? "modbus" : "dlt645");
+
+		/* Meter ids are unique across the gateway: they name MQTT topics. */
+		if (first_id)
+			mh_yamldoc_error_at(&s->doc, &m->pos, path,
+				"meter id \"%s\" is used twice (first at line %u)", m->id,
+				first_id->pos.line);
+		if (!valid)
+			continue;
+		if (bus->protocol == MH_PROTO_MODBUS) {
+			twin = by_unit[m->unit];
+			if (!twin)
+				by_unit[m->unit] = m;
+		} else {
+			twin = mh_nameset_add(&addresses, m->address, m);
+		}
+		if (twin)
+			mh_yamldoc_error_at(&s->doc, &m->pos, path,
+				"address %s is used twice on bus %s (first at line %u)",
+				mh_yamldoc_show(&s->doc, m->address), bus->name ? bus->name : "?",
+				twin->pos.line);
+	}
+	mh_nameset_deinit(&addresses);
+}
+
+static void validate_buses(struct mh_schema *s)
+{
+	struct mh_config *cfg = s->cfg;
+	struct mh_nameset ids = { 0 }, names = { 0 }, devices = { 0 };
+	size_t n_meters = 0;
+	char path[64];
+
+	for (size_t b = 0; b < cfg->n_buses; b++)
+		n_meters += cfg->buses[b].n_meters;
+	if (mh_nameset_init(&ids, n_meters) < 0 || mh_nameset_init(&names, cfg->n_buses) < 0 ||
+		mh_nameset_init(&devices, cfg->n_buses) < 0) {
+		s->oom = true;
+		goto out;
+	}
 	for (size_t b = 0; b < cfg->n_buses; b++) {
 		struct mh_bus_config *bus = &cfg->buses[b];
-
-		/* A bus whose protocol is missing or wrong has been reported; its meters are still checked. */
-		bool known = (int)bus->protocol >= 0;
+		const struct mh_bus_config *twin;
 
 		if (!bus->baud)
 			/* The usual factory settings: DL/T 645 meters at 2400 8E1, Modbus at 9600. */
@@ -147,62 +279,33 @@ static void validate(struct mh_schema *s)
 								: t35;
 		}
 		snprintf(path, sizeof(path), "buses[%zu]", b);
-		for (size_t o = 0; o < b; o++) {
-			if (cfg->buses[o].name && bus->name && !strcmp(cfg->buses[o].name, bus->name))
-				mh_yamldoc_error_at(&s->doc, &bus->pos, path,
-					"bus name \"%s\" is used twice (first at line %u)", bus->name,
-					cfg->buses[o].pos.line);
-			if (cfg->buses[o].device && bus->device &&
-				!strcmp(cfg->buses[o].device, bus->device))
-				mh_yamldoc_error_at(&s->doc, &bus->pos, path,
-					"device %s is used by two buses (first at line %u)",
-					mh_yamldoc_show(&s->doc, bus->device), cfg->buses[o].pos.line);
-		}
-
-		for (size_t i = 0; i < bus->n_meters; i++) {
-			struct mh_meter *m = &bus->meters[i];
-
-			snprintf(path, sizeof(path), "buses[%zu].meters[%zu]", b, i);
-			if (!m->id || !m->address || !m->profile_name)
-				continue;
-			if (known)
-				validate_meter_address(s, bus, m, path);
-			m->profile = mh_config_profile(cfg, m->profile_name);
-			snprintf(path2, sizeof(path2), "%s.profile", path);
-			if (!m->profile)
-				mh_yamldoc_error_at(&s->doc, &m->pos, path2, "no profile named \"%s\"",
-					mh_yamldoc_show(&s->doc, m->profile_name));
-			else if (known && m->profile->protocol != bus->protocol)
-				mh_yamldoc_error_at(&s->doc, &m->pos, path2,
-					"profile \"%s\" is for %s meters, but this bus speaks %s",
-					mh_yamldoc_show(&s->doc, m->profile_name),
-					m->profile->protocol == MH_PROTO_MODBUS ? "modbus" : "dlt645",
-					bus->protocol == MH_PROTO_MODBUS ? "modbus" : "dlt645");
-
-			/* Meter ids are unique across the gateway: they name MQTT topics. */
-			for (size_t ob = 0; ob <= b; ob++) {
-				const struct mh_bus_config *other = &cfg->buses[ob];
-				size_t end = ob == b ? i : other->n_meters;
-				for (size_t j = 0; j < end; j++) {
-					const struct mh_meter *q = &other->meters[j];
-					if (q->id && !strcmp(q->id, m->id))
-						mh_yamldoc_error_at(&s->doc, &m->pos, path,
-							"meter id \"%s\" is used twice (first at line %u)",
-							m->id, q->pos.line);
-					if (ob == b && known && q->address &&
-						((bus->protocol == MH_PROTO_MODBUS && q->unit &&
-							 q->unit == m->unit) ||
-							(bus->protocol != MH_PROTO_MODBUS &&
-								!strcmp(q->address, m->address))))
-						mh_yamldoc_error_at(&s->doc, &m->pos, path,
-							"address %s is used twice on bus %s (first at line %u)",
-							mh_yamldoc_show(&s->doc, m->address),
-							bus->name ? bus->name : "?",
-							q->pos.line);
-				}
-			}
-		}
+		if (bus->name && (twin = mh_nameset_add(&names, bus->name, bus)))
+			mh_yamldoc_error_at(&s->doc, &bus->pos, path,
+				"bus name \"%s\" is used twice (first at line %u)", bus->name,
+				twin->pos.line);
+		if (bus->device && (twin = mh_nameset_add(&devices, bus->device, bus)))
+			mh_yamldoc_error_at(&s->doc, &bus->pos, path,
+				"device %s is used by two buses (first at line %u)",
+				mh_yamldoc_show(&s->doc, bus->device), twin->pos.line);
+		/* A bus whose protocol is missing or wrong has been reported; its meters are still checked. */
+		validate_meters(s, bus, b, &ids);
 	}
+out:
+	mh_nameset_deinit(&ids);
+	mh_nameset_deinit(&names);
+	mh_nameset_deinit(&devices);
+}
+
+static void validate(struct mh_schema *s)
+{
+	struct mh_config *cfg = s->cfg;
+
+	validate_mqtt(s);
+	for (size_t p = 0; p < cfg->n_profiles; p++)
+		if (!cfg->profiles[p].builtin &&
+			mh_profile_validate(&s->doc, &cfg->arena, &cfg->profiles[p]) < 0)
+			s->oom = true;
+	validate_buses(s);
 }
 
 static void apply_defaults(struct mh_schema *s)

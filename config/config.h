@@ -142,6 +142,22 @@ int mh_config_restart_keys(const struct mh_config *old, const struct mh_config *
 /* Parse a whole number as the config writes one ("247", "0x00F7"). Returns 0 or -EINVAL. */
 int mh_config_parse_uint(const char *text, uint64_t *out);
 
+/*
+ * Parse a bus's baud rate. Returns 0, -EINVAL when @text is not a whole
+ * number, or -ERANGE when it is not one of mh_config_baud_names (a serial
+ * line set to another rate runs at some other speed without a word).
+ */
+int mh_config_parse_baud(const char *text, unsigned *baud);
+
+/* The standard baud rates, for messages: "300, 600, ... or 115200". */
+extern const char mh_config_baud_names[];
+
+/*
+ * The largest store.max_bytes a process can map when its size_t ends at
+ * @size_max (SIZE_MAX for this one): 1 GiB on a 32-bit system, else 1 TiB.
+ */
+uint64_t mh_config_store_limit(uint64_t size_max);
+
 /* Parse "500ms", "15m", "2h" into milliseconds. Returns 0 or -EINVAL. */
 int mh_config_parse_duration(const char *text, uint64_t *ms);
 

@@ -5,9 +5,12 @@
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "dlt645_di.h"
+#include "log.h"
+#include "nameset.h"
 
 /* A Modbus point: table, address and type make sense together. Returns false when unusable. */
 static bool check_modbus_point(struct mh_yamldoc *doc, struct mh_point *p, const char *path)
@@ -119,6 +122,70 @@ static int expand_blocks(struct mh_arena **arena, struct mh_profile *profile)
 	return 0;
 }
 
+/*
+ * Names are unique, and Modbus points own their registers alone. Each clash
+ * is reported once, against the first point it clashes with, so N copies of
+ * a line give N - 1 errors. Registers are looked up in a map of owners per
+ * table, so a long profile costs no more than a short one per point.
+ */
+static int check_unique(struct mh_yamldoc *doc, const struct mh_profile *profile)
+{
+	/* Index + 1 of the first point on each register of each table; 0 is free. */
+	uint32_t *owner[4] = { NULL };
+	struct mh_nameset names;
+	char path[128];
+	int rc = 0;
+
+	if (mh_nameset_init(&names, profile->n_points) < 0)
+		return -ENOMEM;
+	for (size_t i = 0; i < profile->n_points; i++) {
+		const struct mh_point *p = &profile->points[i];
+		const struct mh_point *twin = mh_nameset_add(&names, p->name, p);
+		uint32_t first = 0;
+		unsigned a0, a1;
+		uint32_t *regs;
+
+		snprintf(path, sizeof(path), "profiles.%s.points[%zu]", profile->name, i);
+		if (twin)
+			mh_yamldoc_error_at(doc, &p->pos, path,
+				"point \"%s\" is named twice (first at line %u)", p->name,
+				twin->pos.line);
+		if (profile->protocol != MH_PROTO_MODBUS)
+			continue;
+		mh_require((size_t)p->modbus.table < sizeof(owner) / sizeof(owner[0]));
+		regs = owner[p->modbus.table];
+		if (!regs) {
+			regs = owner[p->modbus.table] = calloc(0x10000, sizeof(*regs));
+			if (!regs) {
+				rc = -ENOMEM;
+				break;
+			}
+		}
+		a0 = p->modbus.address;
+		a1 = a0 + mh_modbus_type_width(p->modbus.type);
+		for (unsigned r = a0; r < a1; r++) {
+			if (regs[r] && (!first || regs[r] < first))
+				first = regs[r];
+			if (!regs[r])
+				regs[r] = (uint32_t)i + 1;
+		}
+		if (first) {
+			const struct mh_point *q = &profile->points[first - 1];
+			unsigned b0 = q->modbus.address,
+				 b1 = b0 + mh_modbus_type_width(q->modbus.type);
+
+			mh_yamldoc_error_at(doc, &p->pos, path,
+				"\"%s\" (%s 0x%04X-0x%04X) overlaps \"%s\" (0x%04X-0x%04X, line %u)",
+				p->name, mh_modbus_table_name(p->modbus.table), a0, a1 - 1, q->name,
+				b0, b1 - 1, q->pos.line);
+		}
+	}
+	for (size_t t = 0; t < sizeof(owner) / sizeof(owner[0]); t++)
+		free(owner[t]);
+	mh_nameset_deinit(&names);
+	return rc;
+}
+
 int mh_profile_validate(struct mh_yamldoc *doc, struct mh_arena **arena,
 	struct mh_profile *profile)
 {
@@ -149,27 +216,5 @@ int mh_profile_validate(struct mh_yamldoc *doc, struct mh_arena **arena,
 	if (profile->protocol == MH_PROTO_DLT645 && expand_blocks(arena, profile) < 0)
 		return -ENOMEM;
 
-	for (size_t i = 0; i < profile->n_points; i++) {
-		const struct mh_point *p = &profile->points[i];
-
-		snprintf(path, sizeof(path), "profiles.%s.points[%zu]", profile->name, i);
-		for (size_t j = 0; j < i; j++) {
-			const struct mh_point *q = &profile->points[j];
-			if (!strcmp(q->name, p->name))
-				mh_yamldoc_error_at(doc, &p->pos, path,
-					"point \"%s\" is named twice (first at line %u)", p->name,
-					q->pos.line);
-			if (profile->protocol != MH_PROTO_MODBUS || q->modbus.table != p->modbus.table)
-				continue;
-			unsigned a0 = p->modbus.address, a1 = a0 + mh_modbus_type_width(p->modbus.type);
-			unsigned b0 = q->modbus.address,
-				 b1 = b0 + mh_modbus_type_width(q->modbus.type);
-			if (a0 < b1 && b0 < a1)
-				mh_yamldoc_error_at(doc, &p->pos, path,
-					"\"%s\" (%s 0x%04X-0x%04X) overlaps \"%s\" (0x%04X-0x%04X, line %u)",
-					p->name, mh_modbus_table_name(p->modbus.table), a0, a1 - 1,
-					q->name, b0, b1 - 1, q->pos.line);
-		}
-	}
-	return 0;
+	return check_unique(doc, profile);
 }

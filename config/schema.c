@@ -257,23 +257,6 @@ static void parse_uint(struct mh_schema *s, yaml_node_t *node, void *dst,
 	*(unsigned *)dst = (unsigned)v;
 }
 
-static void parse_double(struct mh_schema *s, yaml_node_t *node, void *dst,
-	const struct key_spec *spec)
-{
-	char *end;
-	double v;
-
-	if (!expect_scalar(s, node, "a number"))
-		return;
-	errno = 0;
-	v = strtod(scalar(node), &end);
-	if (errno || *end || !isfinite(v) || end == scalar(node)) {
-		node_error(s, node, "\"%s\" is not a number", shown(s, scalar(node)));
-		return;
-	}
-	*(double *)dst = v;
-}
-
 /* Durations are stored in milliseconds; spec->arg gives the allowed range. */
 static void parse_duration(struct mh_schema *s, yaml_node_t *node, void *dst,
 	const struct key_spec *spec)
@@ -393,28 +376,6 @@ static void parse_di(struct mh_schema *s, yaml_node_t *node, void *dst,
 	point->di = di;
 }
 
-static void parse_size(struct mh_schema *s, yaml_node_t *node, void *dst,
-	const struct key_spec *spec)
-{
-	const struct uint_range *r = spec->arg;
-	uint64_t v;
-
-	if (!expect_scalar(s, node, "a size"))
-		return;
-	if (mh_config_parse_size(scalar(node), &v) < 0) {
-		node_error(s, node,
-			"\"%s\" is not a size (a whole number of bytes, or with KiB, MiB, GiB)",
-			shown(s, scalar(node)));
-		return;
-	}
-	if (v < r->min || v > r->max) {
-		node_error(s, node, "%s is out of range (%" PRIu64 " to %" PRIu64 " bytes)",
-			shown(s, scalar(node)), r->min, r->max);
-		return;
-	}
-	*(uint64_t *)dst = v;
-}
-
 static void parse_enum(struct mh_schema *s, yaml_node_t *node, void *dst,
 	const struct key_spec *spec)
 {
@@ -445,6 +406,185 @@ static void parse_map(struct mh_schema *s, yaml_node_t *node, void *dst,
 	walk_map(s, node, spec->arg, dst);
 }
 
+static void parse_baud(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	unsigned baud;
+	int rc;
+
+	/* Marks the key as present but wrong, so validation does not call it missing. */
+	*(unsigned *)dst = UINT_MAX - 1;
+	if (!expect_scalar(s, node, "a whole number"))
+		return;
+	rc = mh_config_parse_baud(scalar(node), &baud);
+	if (rc == -EINVAL) {
+		node_error(s, node, "\"%s\" is not a whole number", shown(s, scalar(node)));
+		return;
+	}
+	/* libmodbus takes any number and quietly runs the line at 9600 instead. */
+	if (rc < 0) {
+		node_error(s, node, "%s is not a standard baud rate; use one of %s",
+			shown(s, scalar(node)), mh_config_baud_names);
+		return;
+	}
+	*(unsigned *)dst = baud;
+}
+
+/*
+ * Every topic is "PREFIX/kind/meter" (status, reading/m-0001, ...). The
+ * uplink builds them in fixed buffers, the shortest of 256 bytes for the
+ * status topic, so a longer prefix would be cut without a word.
+ */
+#define MAX_TOPIC_PREFIX 200
+
+static void parse_topic_prefix(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	const char *text, *bad;
+
+	if (!expect_scalar(s, node, "a topic prefix"))
+		return;
+	text = scalar(node);
+	for (bad = text; *bad && (unsigned char)*bad >= 0x20 && *bad != 0x7F; bad++)
+		;
+	if (!*text) {
+		node_error(s, node, "a topic prefix cannot be empty: topics need a level of their own");
+	} else if (strpbrk(text, "+#")) {
+		/* A broker disconnects a client that publishes to a wildcard. */
+		node_error(s, node,
+			"\"%s\" holds '%c', an MQTT wildcard, which a topic to publish to may not hold",
+			shown(s, text), *strpbrk(text, "+#"));
+	} else if (*bad) {
+		node_error(s, node, "\"%s\" holds a control character, which a topic may not hold",
+			shown(s, text));
+	} else if (text[0] == '/' || text[strlen(text) - 1] == '/' || strstr(text, "//")) {
+		node_error(s, node,
+			"\"%s\" has an empty topic level (a '/' at the start, at the end or twice); "
+			"write it as levels joined by single '/', e.g. meterhub/gw-001",
+			shown(s, text));
+	} else if (strlen(text) > MAX_TOPIC_PREFIX) {
+		node_error(s, node, "\"%s\" is longer than %d bytes", shown(s, text),
+			MAX_TOPIC_PREFIX);
+	} else {
+		*(const char **)dst = mh_schema_strdup(s, text);
+	}
+}
+
+static void parse_client_id(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	const char *text;
+
+	if (!expect_scalar(s, node, "a client id"))
+		return;
+	text = scalar(node);
+	if (!*text) {
+		/* An empty id asks the broker to make one up, and to forget the session. */
+		node_error(s, node, "a client id cannot be empty: the broker keeps the session under it");
+		return;
+	}
+	/* MQTT strings carry a 16-bit length. */
+	if (strlen(text) > 65535) {
+		node_error(s, node, "\"%s\" is longer than 65535 bytes, the most MQTT can carry",
+			shown(s, text));
+		return;
+	}
+	*(const char **)dst = mh_schema_strdup(s, text);
+}
+
+/* Remembers where the block stands: whether the URI uses TLS is checked once both are known. */
+static void parse_tls(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	s->tls_pos = mh_yamldoc_pos(&s->doc, node);
+	walk_map(s, node, spec->arg, dst);
+}
+
+/* YAML's own spellings of infinity and not-a-number, which strtod() does not read. */
+static bool is_yaml_non_finite(const char *text)
+{
+	static const char *const words[] = { ".inf", ".Inf", ".INF", ".nan", ".NaN", ".NAN" };
+
+	if (*text == '+' || *text == '-')
+		text++;
+	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+		if (!strcmp(text, words[i]))
+			return true;
+	return false;
+}
+
+static void parse_scale(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	char *end;
+	double v;
+
+	if (!expect_scalar(s, node, "a number"))
+		return;
+	errno = 0;
+	v = strtod(scalar(node), &end);
+	if (is_yaml_non_finite(scalar(node)) ||
+		(end != scalar(node) && !*end && !isfinite(v))) {
+		node_error(s, node, "\"%s\" is not a finite number", shown(s, scalar(node)));
+		return;
+	}
+	if (errno || *end || end == scalar(node)) {
+		node_error(s, node, "\"%s\" is not a number", shown(s, scalar(node)));
+		return;
+	}
+	if (v == 0) {
+		node_error(s, node, "a scale of %s would publish every value of this point as 0",
+			shown(s, scalar(node)));
+		return;
+	}
+	*(double *)dst = v;
+}
+
+static void parse_absolute_path(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	if (!expect_scalar(s, node, "a directory"))
+		return;
+	/* systemd starts a service in /, a shell wherever it is: the store must not move with it. */
+	if (scalar(node)[0] != '/') {
+		node_error(s, node,
+			"\"%s\" is not an absolute path; write the directory from /, e.g. "
+			"/var/lib/meterhub",
+			shown(s, scalar(node)));
+		return;
+	}
+	*(const char **)dst = mh_schema_strdup(s, scalar(node));
+}
+
+static void parse_store_size(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	const struct uint_range *r = spec->arg;
+	uint64_t limit = mh_config_store_limit(SIZE_MAX);
+	uint64_t v;
+
+	if (!expect_scalar(s, node, "a size"))
+		return;
+	if (mh_config_parse_size(scalar(node), &v) < 0) {
+		node_error(s, node,
+			"\"%s\" is not a size (a whole number of bytes, or with KiB, MiB, GiB)",
+			shown(s, scalar(node)));
+		return;
+	}
+	if (v > limit && limit < r->max) {
+		node_error(s, node,
+			"%s is more than a 32-bit system can map; at most %" PRIu64 "MiB here",
+			shown(s, scalar(node)), limit >> 20);
+		return;
+	}
+	if (v < r->min || v > r->max) {
+		node_error(s, node, "%s is out of range (%" PRIu64 " to %" PRIu64 " bytes)",
+			shown(s, scalar(node)), r->min, r->max);
+		return;
+	}
+	*(uint64_t *)dst = v;
+}
+
 static const struct key_type t_string = { parse_string, STORE_STRING };
 static const struct key_type t_name = { parse_name, STORE_STRING };
 static const struct key_type t_file = { parse_file, STORE_STRING };
@@ -453,9 +593,14 @@ static const struct key_type t_uri = { parse_uri, STORE_STRING };
 static const struct key_type t_uint = { parse_uint, STORE_UINT };
 static const struct key_type t_duration = { parse_duration, STORE_UINT };
 static const struct key_type t_interval = { parse_interval, STORE_UINT };
-static const struct key_type t_size = { parse_size, STORE_U64 };
 static const struct key_type t_enum = { parse_enum, STORE_INT };
-static const struct key_type t_double = { parse_double, STORE_DOUBLE };
+static const struct key_type t_scale = { parse_scale, STORE_DOUBLE };
+static const struct key_type t_baud = { parse_baud, STORE_UINT };
+static const struct key_type t_topic_prefix = { parse_topic_prefix, STORE_STRING };
+static const struct key_type t_client_id = { parse_client_id, STORE_STRING };
+static const struct key_type t_tls = { parse_tls, STORE_MAP };
+static const struct key_type t_absolute_path = { parse_absolute_path, STORE_STRING };
+static const struct key_type t_store_size = { parse_store_size, STORE_U64 };
 static const struct key_type t_di = { parse_di, STORE_NONE };
 static const struct key_type t_map = { parse_map, STORE_MAP };
 
@@ -546,7 +691,6 @@ static const struct uint_range range_gap = { 0, 10000 };
 static const struct uint_range range_interval = { 1000, 86400000 };
 static const struct uint_range range_health = { 1000, 86400000 };
 static const struct uint_range range_store = { 64ull << 10, 1ull << 40 };
-static const struct uint_range range_baud = { 300, 4000000 };
 static const struct uint_range range_window = { 1, 65535 };
 static const struct uint_range range_keepalive = { 5, 3600 };
 static const struct uint_range range_max_gap = { 0, MH_MODBUS_MAX_REGS };
@@ -602,8 +746,8 @@ static const struct key_spec gateway_keys[] = {
 };
 
 static const struct key_spec store_keys[] = {
-	{ "path", &t_string, CFG(store.path), KEY_RESTART, NULL },
-	{ "max_bytes", &t_size, CFG(store.max_bytes), KEY_RESTART, &range_store },
+	{ "path", &t_absolute_path, CFG(store.path), KEY_RESTART, NULL },
+	{ "max_bytes", &t_store_size, CFG(store.max_bytes), KEY_RESTART, &range_store },
 	{ NULL, NULL, 0, 0, NULL },
 };
 
@@ -616,9 +760,9 @@ static const struct key_spec tls_keys[] = {
 
 static const struct key_spec mqtt_keys[] = {
 	{ "uri", &t_uri, CFG(mqtt.uri), KEY_REQUIRED | KEY_LIVE, NULL },
-	{ "client_id", &t_string, CFG(mqtt.client_id), KEY_LIVE, NULL },
-	{ "topic_prefix", &t_string, CFG(mqtt.topic_prefix), KEY_LIVE, NULL },
-	{ "tls", &t_map, 0, KEY_LIVE, tls_keys },
+	{ "client_id", &t_client_id, CFG(mqtt.client_id), KEY_LIVE, NULL },
+	{ "topic_prefix", &t_topic_prefix, CFG(mqtt.topic_prefix), KEY_LIVE, NULL },
+	{ "tls", &t_tls, 0, KEY_LIVE, tls_keys },
 	{ "username", &t_string, CFG(mqtt.username), KEY_LIVE, NULL },
 	{ "password_file", &t_file, CFG(mqtt.password_file), KEY_LIVE, NULL },
 	{ "keepalive", &t_uint, CFG(mqtt.keepalive_s), KEY_LIVE, &range_keepalive },
@@ -645,7 +789,7 @@ static const struct key_spec point_keys[] = {
 	{ "address", &t_uint, POINT(raw_address), KEY_LIVE, &range_reg },
 	{ "type", &t_enum, POINT(modbus.type), KEY_LIVE, type_names },
 	{ "word_order", &t_enum, POINT(modbus.word_order), KEY_LIVE, word_order_names },
-	{ "scale", &t_double, POINT(modbus.scale), KEY_LIVE, NULL },
+	{ "scale", &t_scale, POINT(modbus.scale), KEY_LIVE, NULL },
 	{ "di", &t_di, POINT(di), KEY_LIVE, NULL },
 	{ NULL, NULL, 0, 0, NULL },
 };
@@ -664,6 +808,7 @@ static const struct key_spec meter_keys[] = {
 	{ "id", &t_name, METER(id), KEY_REQUIRED | KEY_LIVE, NULL },
 	{ "address", &t_string, METER(address), KEY_REQUIRED | KEY_LIVE, NULL },
 	{ "profile", &t_string, METER(profile_name), KEY_REQUIRED | KEY_LIVE, NULL },
+	{ "tariff", NULL, 0, KEY_UNSUPPORTED | KEY_LIVE, NULL },
 	{ NULL, NULL, 0, 0, NULL },
 };
 
@@ -671,7 +816,7 @@ static const struct key_spec meter_keys[] = {
 static const struct key_spec bus_keys[] = {
 	{ "name", &t_name, BUS(name), KEY_REQUIRED | KEY_LIVE, NULL },
 	{ "device", &t_string, BUS(device), KEY_REQUIRED | KEY_LIVE, NULL },
-	{ "baud", &t_uint, BUS(baud), KEY_LIVE, &range_baud },
+	{ "baud", &t_baud, BUS(baud), KEY_LIVE, NULL },
 	{ "parity", &t_enum, BUS(parity), KEY_LIVE, parity_names },
 	{ "protocol", &t_enum, BUS(protocol), KEY_REQUIRED | KEY_LIVE, protocol_names },
 	{ "timeout", &t_duration, BUS(timeout_ms), KEY_LIVE, &range_timeout },
@@ -687,6 +832,7 @@ static const struct key_spec root_keys[] = {
 	{ "schedule", &t_map, 0, KEY_REQUIRED | KEY_LIVE, schedule_keys },
 	{ "health", &t_map, 0, KEY_LIVE, health_keys },
 	{ "tariff", NULL, 0, KEY_UNSUPPORTED | KEY_LIVE, NULL },
+	{ "tariffs", NULL, 0, KEY_UNSUPPORTED | KEY_LIVE, NULL },
 	{ "commands", NULL, 0, KEY_UNSUPPORTED | KEY_LIVE, NULL },
 	{ "buses", &t_buses, 0, KEY_REQUIRED | KEY_LIVE, NULL },
 	{ "profiles", &t_profiles, 0, KEY_LIVE, NULL },

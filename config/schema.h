@@ -21,6 +21,7 @@ struct mh_schema {
 	struct mh_config *cfg;
 	bool builtin; /* the document is a built-in profile file */
 	bool oom;     /* an allocation failed; the result is not to be trusted */
+	struct mh_pos tls_pos; /* where mqtt.tls was given; line 0 when it was not */
 };
 
 /* Prepare @s to fill @cfg (zeroed by the caller); errors go to @on_error. */
