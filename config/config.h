@@ -105,7 +105,7 @@ struct mh_config {
 	size_t n_buses;
 	struct mh_profile *profiles; /* built-in first, then the user's */
 	size_t n_profiles;
-	struct mh_config_arena *arena;
+	struct mh_arena *arena; /* owns every pointer above */
 };
 
 /* Receives one formatted error line ("FILE:LINE:COL: key.path: what is wrong"). */
@@ -128,6 +128,35 @@ void mh_config_free(struct mh_config *cfg);
 
 /* Find a profile by name, or NULL. */
 const struct mh_profile *mh_config_profile(const struct mh_config *cfg, const char *name);
+
+/*
+ * Call @fn (when not NULL) with one line ("store.path: changed from ... to
+ * ...") for each key that differs between @old and @fresh but that a
+ * running daemon cannot take on reload: store.path, store.max_bytes,
+ * gateway.id and gateway.timezone. Returns how many keys there were, so a
+ * reload can refuse @fresh (or keep those keys) when it is not 0.
+ */
+int mh_config_restart_keys(const struct mh_config *old, const struct mh_config *fresh,
+	mh_config_error_fn fn, void *ud);
+
+/* Parse a whole number as the config writes one ("247", "0x00F7"). Returns 0 or -EINVAL. */
+int mh_config_parse_uint(const char *text, uint64_t *out);
+
+/*
+ * Parse a bus's baud rate. Returns 0, -EINVAL when @text is not a whole
+ * number, or -ERANGE when it is not one of mh_config_baud_names (a serial
+ * line set to another rate runs at some other speed without a word).
+ */
+int mh_config_parse_baud(const char *text, unsigned *baud);
+
+/* The standard baud rates, for messages: "300, 600, ... or 115200". */
+extern const char mh_config_baud_names[];
+
+/*
+ * The largest store.max_bytes a process can map when its size_t ends at
+ * @size_max (SIZE_MAX for this one): 1 GiB on a 32-bit system, else 1 TiB.
+ */
+uint64_t mh_config_store_limit(uint64_t size_max);
 
 /* Parse "500ms", "15m", "2h" into milliseconds. Returns 0 or -EINVAL. */
 int mh_config_parse_duration(const char *text, uint64_t *ms);

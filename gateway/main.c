@@ -1,9 +1,12 @@
 // SPDX-License-Identifier: MIT
 #include <errno.h>
 #include <getopt.h>
+#include <libgen.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "config.h"
@@ -13,19 +16,37 @@
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: meterhub -c FILE [--check-config] [-v]\n"
+	fprintf(out, "usage: meterhub -c FILE [--check-config] [--log-level LEVEL | -v]\n"
 		     "       meterhub --discover DEVICE [--baud N] [--parity none|even|odd]\n"
 		     "\n"
 		     "  -c, --config FILE   the YAML configuration\n"
-		     "      --check-config  validate the configuration and exit\n"
+		     "      --check-config  validate the configuration and exit; warn about\n"
+		     "                      devices and directories that do not exist yet\n"
 		     "      --discover DEVICE  print the address of the one DL/T 645 meter\n"
 		     "                      on DEVICE (default 2400 baud, even parity)\n"
-		     "  -v, --verbose       log debug messages\n"
+		     "      --log-level LEVEL  the most verbose level logged: err, warning,\n"
+		     "                      notice, info (the default) or debug\n"
+		     "  -v, --verbose       log debug messages (--log-level debug)\n"
 		     "  -V, --version       print the version and exit\n"
 		     "  -h, --help          this text\n"
 		     "\n"
 		     "Exit status: 0 on a clean shutdown or a valid configuration,\n"
-		     "1 when the configuration has errors, 2 on a start-up failure.\n");
+		     "1 when the configuration has errors, 2 on a start-up failure\n"
+		     "(bad options, a store that cannot be opened).\n");
+}
+
+/* A bad option: say which and why, then how to get help. Returns the exit status. */
+__attribute__((format(printf, 2, 3))) static int bad_option(const char *option,
+	const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "meterhub: %s: ", option);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry 'meterhub --help' for more information.\n");
+	return 2;
 }
 
 /* Commissioning: find the address of a lone DL/T 645 meter. Exit 0 when found. */
@@ -59,12 +80,62 @@ static int discover(const char *device, unsigned baud, enum mh_parity parity)
 	return 0;
 }
 
+/*
+ * What the configuration names but this machine lacks right now. None of it
+ * is an error: a USB adapter or a data partition may appear after the check
+ * (the buses retry their device; the store is made at start if its parent
+ * exists), so --check-config warns and still passes.
+ */
+static void warn_missing_paths(const struct mh_config *cfg)
+{
+	struct stat st;
+
+	for (size_t b = 0; b < cfg->n_buses; b++) {
+		const struct mh_bus_config *bus = &cfg->buses[b];
+
+		if (stat(bus->device, &st) == 0)
+			continue;
+		fprintf(stderr,
+			"warning: %s:%u:%u: buses[%zu]: device %s %s; bus %s will keep trying to "
+			"open it\n",
+			bus->pos.file, bus->pos.line, bus->pos.col, b, bus->device,
+			errno == ENOENT ? "does not exist yet" : strerror(errno), bus->name);
+	}
+
+	if (stat(cfg->store.path, &st) == 0) {
+		if (!S_ISDIR(st.st_mode))
+			fprintf(stderr,
+				"warning: %s: store.path: %s is not a directory; meterhub cannot start "
+				"with it\n",
+				cfg->file, cfg->store.path);
+	} else if (errno == ENOENT) {
+		char *copy = strdup(cfg->store.path);
+		const char *parent = copy ? dirname(copy) : "its parent";
+
+		if (copy && stat(parent, &st) == 0 && S_ISDIR(st.st_mode))
+			fprintf(stderr,
+				"warning: %s: store.path: %s does not exist yet; meterhub creates it "
+				"at start\n",
+				cfg->file, cfg->store.path);
+		else
+			fprintf(stderr,
+				"warning: %s: store.path: %s does not exist yet, nor does %s; meterhub "
+				"cannot start until %s exists\n",
+				cfg->file, cfg->store.path, parent, parent);
+		free(copy);
+	} else {
+		fprintf(stderr, "warning: %s: store.path: %s: %s\n", cfg->file, cfg->store.path,
+			strerror(errno));
+	}
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option options[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "check-config", no_argument, NULL, 'C' },
 		{ "verbose", no_argument, NULL, 'v' },
+		{ "log-level", required_argument, NULL, 'L' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "discover", required_argument, NULL, 'D' },
@@ -72,13 +143,21 @@ int main(int argc, char **argv)
 		{ "parity", required_argument, NULL, 'P' },
 		{ NULL, 0, NULL, 0 },
 	};
+	static const struct {
+		const char *name;
+		enum mh_parity parity;
+	} parities[] = {
+		{ "none", MH_PARITY_NONE },
+		{ "even", MH_PARITY_EVEN },
+		{ "odd", MH_PARITY_ODD },
+	};
 	const char *file = NULL, *device = NULL;
 	unsigned baud = 2400;
 	enum mh_parity parity = MH_PARITY_EVEN;
 	bool check_only = false;
 	struct mh_config *cfg;
-	size_t meters = 0;
-	int opt, rc;
+	size_t meters = 0, i;
+	int opt, rc, level;
 
 	while ((opt = getopt_long(argc, argv, "c:vVh", options, NULL)) != -1) {
 		switch (opt) {
@@ -91,6 +170,13 @@ int main(int argc, char **argv)
 		case 'v':
 			mh_log_set_level(LOG_DEBUG);
 			break;
+		case 'L':
+			level = mh_log_level_parse(optarg);
+			if (level < 0)
+				return bad_option("--log-level", "\"%s\" is not one of %s", optarg,
+					mh_log_level_names);
+			mh_log_set_level(level);
+			break;
 		case 'V':
 			printf("meterhub %s\n", MH_VERSION);
 			return 0;
@@ -101,24 +187,30 @@ int main(int argc, char **argv)
 			device = optarg;
 			break;
 		case 'B':
-			baud = (unsigned)strtoul(optarg, NULL, 10);
+			/* strtoul() made "abc" 0, and 0 meant the default: a typo ran at 2400. */
+			rc = mh_config_parse_baud(optarg, &baud);
+			if (rc == -EINVAL)
+				return bad_option("--baud", "\"%s\" is not a whole number", optarg);
+			if (rc < 0)
+				return bad_option("--baud", "%s is not a standard baud rate; use one of %s",
+					optarg, mh_config_baud_names);
 			break;
 		case 'P':
-			if (!strcmp(optarg, "none") || !strcmp(optarg, "even") || !strcmp(optarg, "odd")) {
-				parity = optarg[0] == 'n' ? MH_PARITY_NONE
-					 : optarg[0] == 'e' ? MH_PARITY_EVEN
-							    : MH_PARITY_ODD;
-				break;
-			}
-			usage(stderr);
-			return 2;
+			for (i = 0; i < sizeof(parities) / sizeof(parities[0]); i++)
+				if (!strcmp(optarg, parities[i].name))
+					break;
+			if (i == sizeof(parities) / sizeof(parities[0]))
+				return bad_option("--parity", "\"%s\" is not one of none, even or odd",
+					optarg);
+			parity = parities[i].parity;
+			break;
 		default:
 			usage(stderr);
 			return 2;
 		}
 	}
 	if (device && optind == argc)
-		return discover(device, baud ? baud : 2400, parity);
+		return discover(device, baud, parity);
 	if (!file || optind != argc) {
 		usage(stderr);
 		return 2;
@@ -130,12 +222,13 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (rc < 0) {
-		fprintf(stderr, "%s: %s\n", file, strerror(-rc));
+		fprintf(stderr, "%s: cannot read the configuration: %s\n", file, strerror(-rc));
 		return 1;
 	}
 	for (size_t b = 0; b < cfg->n_buses; b++)
 		meters += cfg->buses[b].n_meters;
 	if (check_only) {
+		warn_missing_paths(cfg);
 		printf("%s: configuration is valid: %zu buses, %zu meters, %zu profiles\n", file,
 			cfg->n_buses, meters, cfg->n_profiles);
 		mh_config_free(cfg);

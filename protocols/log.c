@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: MIT
 #include "log.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 static atomic_int max_level = LOG_INFO;
@@ -29,6 +31,29 @@ static const char *const level_names[] = {
 void mh_log_set_level(int level)
 {
 	max_level = level;
+}
+
+const char mh_log_level_names[] = "err, warning, notice, info or debug";
+
+int mh_log_level_parse(const char *name)
+{
+	/* The levels worth choosing; emerg, alert and crit would hide the errors too. */
+	static const struct {
+		const char *name;
+		int level;
+	} levels[] = {
+		{ "err", LOG_ERR },
+		{ "error", LOG_ERR },
+		{ "warning", LOG_WARNING },
+		{ "notice", LOG_NOTICE },
+		{ "info", LOG_INFO },
+		{ "debug", LOG_DEBUG },
+	};
+
+	for (size_t i = 0; i < sizeof(levels) / sizeof(levels[0]); i++)
+		if (!strcmp(name, levels[i].name))
+			return levels[i].level;
+	return -EINVAL;
 }
 
 bool mh_log_enabled(int level)

@@ -23,6 +23,16 @@ enum mh_log_sub {
 /* Set the most verbose syslog level that is printed (default LOG_INFO). */
 void mh_log_set_level(int level);
 
+/*
+ * The syslog level named @name: "err" (or "error", as lines print it),
+ * "warning", "notice", "info" or "debug". Returns the LOG_* value, or
+ * -EINVAL for any other name.
+ */
+int mh_log_level_parse(const char *name);
+
+/* The names mh_log_level_parse() takes, for messages: "err, warning, ... or debug". */
+extern const char mh_log_level_names[];
+
 /* Whether a line of @level would be printed; lets callers skip expensive formatting. */
 bool mh_log_enabled(int level);
 

@@ -1,0 +1,1047 @@
+// SPDX-License-Identifier: MIT
+#include "schema.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "arena.h"
+#include "dlt645_di.h"
+#include "log.h"
+
+#define node_error(s, node, ...) mh_yamldoc_error(&(s)->doc, node, __VA_ARGS__)
+/* A value from the file as a message quotes it. */
+#define shown(s, text) mh_yamldoc_show(&(s)->doc, text)
+
+void mh_schema_init(struct mh_schema *s, struct mh_config *cfg, mh_config_error_fn on_error,
+	void *ud)
+{
+	memset(s, 0, sizeof(*s));
+	mh_yamldoc_init(&s->doc, on_error, ud);
+	s->cfg = cfg;
+}
+
+void mh_schema_deinit(struct mh_schema *s)
+{
+	mh_yamldoc_unload(&s->doc);
+}
+
+void *mh_schema_alloc(struct mh_schema *s, size_t size)
+{
+	void *p = mh_arena_alloc(&s->cfg->arena, size);
+
+	if (!p)
+		s->oom = true;
+	return p;
+}
+
+const char *mh_schema_strdup(struct mh_schema *s, const char *text)
+{
+	const char *p = mh_arena_strdup(&s->cfg->arena, text);
+
+	if (!p)
+		s->oom = true;
+	return p;
+}
+
+static const char *scalar(const yaml_node_t *node)
+{
+	return mh_yamldoc_scalar(node);
+}
+
+static bool expect_scalar(struct mh_schema *s, const yaml_node_t *node, const char *what)
+{
+	return mh_yamldoc_expect_scalar(&s->doc, node, what);
+}
+
+/* ---- what a table entry is ------------------------------------------- */
+
+struct key_spec;
+typedef void (*parse_fn)(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec);
+
+/* How a parsed value is stored, so two configurations can be compared key by key. */
+enum store_kind {
+	STORE_NONE,   /* lists and keys parsed into several fields: not compared */
+	STORE_STRING, /* const char * */
+	STORE_UINT,   /* unsigned */
+	STORE_U64,    /* uint64_t */
+	STORE_INT,    /* an enum */
+	STORE_DOUBLE, /* double */
+	STORE_MAP,    /* a nested table (spec->arg), its offsets from the same base */
+};
+
+struct key_type {
+	parse_fn parse;
+	enum store_kind store;
+};
+
+enum {
+	KEY_REQUIRED = 1 << 0,
+	/* Part of the public contract, but this version does not implement it yet. */
+	KEY_UNSUPPORTED = 1 << 1,
+	/*
+	 * Every entry says what a reload (SIGHUP) may do with it, as mosquitto's
+	 * "if (reload) continue" says it in code: KEY_LIVE values can be taken
+	 * by a running daemon; a KEY_RESTART value is fixed once the daemon runs
+	 * (the store is mapped at its path and size, every record and topic
+	 * carries the gateway's id, every boundary its time zone). A mapping is
+	 * KEY_LIVE and its keys speak for themselves.
+	 */
+	KEY_LIVE = 1 << 2,
+	KEY_RESTART = 1 << 3,
+};
+
+struct key_spec {
+	const char *key;
+	const struct key_type *type; /* NULL for KEY_UNSUPPORTED */
+	size_t offset;
+	unsigned flags;
+	const void *arg; /* nested table, enum names, or limits */
+};
+
+struct enum_name {
+	const char *name;
+	int value;
+};
+
+struct uint_range {
+	uint64_t min, max;
+};
+
+/* Keys in a mapping are tracked in a 64-bit mask. */
+#define MAX_KEYS 64
+
+static void check_table(const struct key_spec *specs, size_t n)
+{
+	mh_require(n <= MAX_KEYS);
+	for (size_t i = 0; i < n; i++) {
+		const struct key_spec *spec = &specs[i];
+		bool live = spec->flags & KEY_LIVE, restart = spec->flags & KEY_RESTART;
+
+		mh_require(live != restart);
+		mh_require(spec->type || (spec->flags & KEY_UNSUPPORTED));
+		/* A restart key must be comparable, or no reload could ever notice it changed. */
+		mh_require(!restart || (spec->type->store != STORE_NONE &&
+					       spec->type->store != STORE_MAP));
+	}
+}
+
+static void walk_map(struct mh_schema *s, yaml_node_t *node, const struct key_spec *specs,
+	void *obj)
+{
+	const struct key_spec *spec;
+	uint64_t seen = 0;
+	size_t n_specs = 0;
+
+	for (spec = specs; spec->key; spec++)
+		n_specs++;
+	check_table(specs, n_specs);
+
+	if (node->type != YAML_MAPPING_NODE) {
+		node_error(s, node, "expected a mapping, found %s", mh_yamldoc_kind(node));
+		return;
+	}
+	for (yaml_node_pair_t *pair = node->data.mapping.pairs.start;
+		pair < node->data.mapping.pairs.top; pair++) {
+		yaml_node_t *k = mh_yamldoc_node(&s->doc, pair->key);
+		yaml_node_t *v = mh_yamldoc_node(&s->doc, pair->value);
+		const char *key;
+
+		if (k->type != YAML_SCALAR_NODE) {
+			node_error(s, k, "a key must be a plain word, found %s", mh_yamldoc_kind(k));
+			continue;
+		}
+		key = scalar(k);
+		for (spec = specs; spec->key && strcmp(spec->key, key); spec++)
+			;
+		size_t saved = mh_yamldoc_path_push_key(&s->doc, key);
+		if (!spec->key) {
+			node_error(s, k, "unknown key");
+		} else if (seen & (1ull << (spec - specs))) {
+			node_error(s, k, "key given twice");
+		} else if (spec->flags & KEY_UNSUPPORTED) {
+			seen |= 1ull << (spec - specs);
+			node_error(s, k, "not supported by this version of meterhub yet; remove it");
+		} else {
+			seen |= 1ull << (spec - specs);
+			spec->type->parse(s, v, (char *)obj + spec->offset, spec);
+		}
+		mh_yamldoc_path_pop(&s->doc, saved);
+	}
+	for (spec = specs; spec->key; spec++) {
+		if ((spec->flags & KEY_REQUIRED) && !(seen & (1ull << (spec - specs)))) {
+			size_t saved = mh_yamldoc_path_push_key(&s->doc, spec->key);
+			node_error(s, node, "missing required key");
+			mh_yamldoc_path_pop(&s->doc, saved);
+		}
+	}
+}
+
+/* ---- values ---------------------------------------------------------- */
+
+static void parse_string(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	if (!expect_scalar(s, node, "a string"))
+		return;
+	*(const char **)dst = mh_schema_strdup(s, scalar(node));
+}
+
+/* A name that can stand in an MQTT topic level and a log line. */
+static void parse_name(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	const char *text;
+
+	if (!expect_scalar(s, node, "a name"))
+		return;
+	text = scalar(node);
+	if (!*text) {
+		node_error(s, node, "a name cannot be empty");
+		return;
+	}
+	if (strlen(text) > 64) {
+		node_error(s, node, "\"%s\" is longer than 64 characters", shown(s, text));
+		return;
+	}
+	for (const char *p = text; *p; p++) {
+		if (!isalnum((unsigned char)*p) && !strchr("-_.:", *p)) {
+			node_error(s, node,
+				"\"%s\" may hold only letters, digits, '-', '_', '.' and ':'",
+				shown(s, text));
+			return;
+		}
+	}
+	*(const char **)dst = mh_schema_strdup(s, text);
+}
+
+static void parse_file(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	if (!expect_scalar(s, node, "a file name"))
+		return;
+	if (access(scalar(node), R_OK) < 0) {
+		node_error(s, node, "cannot read \"%s\": %s", shown(s, scalar(node)), strerror(errno));
+		return;
+	}
+	*(const char **)dst = mh_schema_strdup(s, scalar(node));
+}
+
+static void parse_uint(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	const struct uint_range *r = spec->arg;
+	uint64_t v;
+
+	/* Marks the key as present but wrong, so validation does not call it missing. */
+	*(unsigned *)dst = UINT_MAX - 1;
+	if (!expect_scalar(s, node, "a whole number"))
+		return;
+	if (mh_config_parse_uint(scalar(node), &v) < 0) {
+		node_error(s, node, "\"%s\" is not a whole number", shown(s, scalar(node)));
+		return;
+	}
+	if (v < r->min || v > r->max) {
+		node_error(s, node, "%s is out of range (%" PRIu64 " to %" PRIu64 ")",
+			shown(s, scalar(node)),
+			r->min, r->max);
+		return;
+	}
+	*(unsigned *)dst = (unsigned)v;
+}
+
+/* Durations are stored in milliseconds; spec->arg gives the allowed range. */
+static void parse_duration(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	const struct uint_range *r = spec->arg;
+	uint64_t ms;
+
+	if (!expect_scalar(s, node, "a duration"))
+		return;
+	if (mh_config_parse_duration(scalar(node), &ms) < 0) {
+		node_error(s, node,
+			"\"%s\" is not a duration (a whole number with ms, s, m or h, e.g. 500ms, 15m)",
+			shown(s, scalar(node)));
+		return;
+	}
+	if (ms < r->min || ms > r->max) {
+		node_error(s, node, "%s is out of range (%" PRIu64 "ms to %" PRIu64 "ms)",
+			shown(s, scalar(node)), r->min, r->max);
+		return;
+	}
+	*(unsigned *)dst = (unsigned)ms;
+}
+
+/* Whether @path is a compiled time zone (glibc falls back to UTC, silently, on anything else). */
+static bool is_tzif(const char *path)
+{
+	char magic[4];
+	FILE *f = fopen(path, "rb");
+	bool ok;
+
+	if (!f)
+		return false;
+	ok = fread(magic, 1, sizeof(magic), f) == sizeof(magic) && !memcmp(magic, "TZif", 4);
+	fclose(f);
+	return ok;
+}
+
+static void parse_timezone(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	const char *dir = getenv("TZDIR");
+	char zone[512];
+
+	if (!expect_scalar(s, node, "a time zone name"))
+		return;
+	snprintf(zone, sizeof(zone), "%s/%s", dir ? dir : "/usr/share/zoneinfo", scalar(node));
+	if (strstr(scalar(node), "..") || !is_tzif(zone)) {
+		node_error(s, node,
+			"unknown time zone \"%s\" (expected a tz database name such as Asia/Shanghai)",
+			shown(s, scalar(node)));
+		return;
+	}
+	*(const char **)dst = mh_schema_strdup(s, scalar(node));
+}
+
+static void parse_interval(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	unsigned ms = 0;
+
+	parse_duration(s, node, &ms, spec);
+	if (!ms)
+		return;
+	if (86400000u % ms) {
+		node_error(s, node,
+			"%s does not divide a day evenly, so boundaries could not be counted from midnight",
+			shown(s, scalar(node)));
+		return;
+	}
+	*(unsigned *)dst = ms;
+}
+
+static void parse_uri(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	static const char *const schemes[] = { "tcp://", "mqtt://", "ssl://", "mqtts://" };
+
+	if (!expect_scalar(s, node, "a broker URI"))
+		return;
+	for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
+		if (!strncmp(scalar(node), schemes[i], strlen(schemes[i]))) {
+			*(const char **)dst = mh_schema_strdup(s, scalar(node));
+			return;
+		}
+	}
+	node_error(s, node, "\"%s\" must start with tcp://, mqtt://, ssl:// or mqtts://",
+		shown(s, scalar(node)));
+}
+
+static void parse_di(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	struct mh_point *point = (struct mh_point *)((char *)dst - offsetof(struct mh_point, di));
+	const struct mh_dlt645_di_info *info;
+	uint32_t di;
+
+	/* Even a wrong identifier makes this a DL/T 645 point, for the checks that follow. */
+	point->has_di = true;
+	point->di = UINT32_MAX;
+	if (!expect_scalar(s, node, "a data identifier"))
+		return;
+	if (mh_dlt645_di_parse(scalar(node), &di) < 0) {
+		node_error(s, node, "\"%s\" is not a data identifier (8 hex digits, e.g. \"00010000\")",
+			shown(s, scalar(node)));
+		return;
+	}
+	info = mh_dlt645_di_lookup(di);
+	if (!info) {
+		node_error(s, node, "data identifier %s is not one meterhub knows", scalar(node));
+		return;
+	}
+	if (!info->names) {
+		node_error(s, node, "data identifier %s (%s) is not a number that can be published",
+			scalar(node), info->description);
+		return;
+	}
+	point->di = di;
+}
+
+static void parse_enum(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	const struct enum_name *e;
+	char choices[256] = "";
+	size_t n = 0;
+
+	if (!expect_scalar(s, node, "one of the listed words"))
+		return;
+	for (e = spec->arg; e->name; e++) {
+		if (!strcmp(e->name, scalar(node))) {
+			*(int *)dst = e->value;
+			return;
+		}
+		n += (size_t)snprintf(choices + n, sizeof(choices) - n, "%s%s",
+			e == spec->arg ? "" : (e[1].name ? ", " : " or "), e->name);
+		if (n >= sizeof(choices))
+			n = sizeof(choices) - 1;
+	}
+	node_error(s, node, "\"%s\" is not one of %s", shown(s, scalar(node)), choices);
+	/* Marks the key as present but wrong, so validation does not call it missing. */
+	*(int *)dst = -2;
+}
+
+static void parse_map(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	walk_map(s, node, spec->arg, dst);
+}
+
+static void parse_baud(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	unsigned baud;
+	int rc;
+
+	/* Marks the key as present but wrong, so validation does not call it missing. */
+	*(unsigned *)dst = UINT_MAX - 1;
+	if (!expect_scalar(s, node, "a whole number"))
+		return;
+	rc = mh_config_parse_baud(scalar(node), &baud);
+	if (rc == -EINVAL) {
+		node_error(s, node, "\"%s\" is not a whole number", shown(s, scalar(node)));
+		return;
+	}
+	/* libmodbus takes any number and quietly runs the line at 9600 instead. */
+	if (rc < 0) {
+		node_error(s, node, "%s is not a standard baud rate; use one of %s",
+			shown(s, scalar(node)), mh_config_baud_names);
+		return;
+	}
+	*(unsigned *)dst = baud;
+}
+
+/*
+ * Every topic is "PREFIX/kind/meter" (status, reading/m-0001, ...). The
+ * uplink builds them in fixed buffers, the shortest of 256 bytes for the
+ * status topic, so a longer prefix would be cut without a word.
+ */
+#define MAX_TOPIC_PREFIX 200
+
+static void parse_topic_prefix(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	const char *text, *bad;
+
+	if (!expect_scalar(s, node, "a topic prefix"))
+		return;
+	text = scalar(node);
+	for (bad = text; *bad && (unsigned char)*bad >= 0x20 && *bad != 0x7F; bad++)
+		;
+	if (!*text) {
+		node_error(s, node, "a topic prefix cannot be empty: topics need a level of their own");
+	} else if (strpbrk(text, "+#")) {
+		/* A broker disconnects a client that publishes to a wildcard. */
+		node_error(s, node,
+			"\"%s\" holds '%c', an MQTT wildcard, which a topic to publish to may not hold",
+			shown(s, text), *strpbrk(text, "+#"));
+	} else if (*bad) {
+		node_error(s, node, "\"%s\" holds a control character, which a topic may not hold",
+			shown(s, text));
+	} else if (text[0] == '/' || text[strlen(text) - 1] == '/' || strstr(text, "//")) {
+		node_error(s, node,
+			"\"%s\" has an empty topic level (a '/' at the start, at the end or twice); "
+			"write it as levels joined by single '/', e.g. meterhub/gw-001",
+			shown(s, text));
+	} else if (strlen(text) > MAX_TOPIC_PREFIX) {
+		node_error(s, node, "\"%s\" is longer than %d bytes", shown(s, text),
+			MAX_TOPIC_PREFIX);
+	} else {
+		*(const char **)dst = mh_schema_strdup(s, text);
+	}
+}
+
+static void parse_client_id(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	const char *text;
+
+	if (!expect_scalar(s, node, "a client id"))
+		return;
+	text = scalar(node);
+	if (!*text) {
+		/* An empty id asks the broker to make one up, and to forget the session. */
+		node_error(s, node, "a client id cannot be empty: the broker keeps the session under it");
+		return;
+	}
+	/* MQTT strings carry a 16-bit length. */
+	if (strlen(text) > 65535) {
+		node_error(s, node, "\"%s\" is longer than 65535 bytes, the most MQTT can carry",
+			shown(s, text));
+		return;
+	}
+	*(const char **)dst = mh_schema_strdup(s, text);
+}
+
+/* Remembers where the block stands: whether the URI uses TLS is checked once both are known. */
+static void parse_tls(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	s->tls_pos = mh_yamldoc_pos(&s->doc, node);
+	walk_map(s, node, spec->arg, dst);
+}
+
+/* YAML's own spellings of infinity and not-a-number, which strtod() does not read. */
+static bool is_yaml_non_finite(const char *text)
+{
+	static const char *const words[] = { ".inf", ".Inf", ".INF", ".nan", ".NaN", ".NAN" };
+
+	if (*text == '+' || *text == '-')
+		text++;
+	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+		if (!strcmp(text, words[i]))
+			return true;
+	return false;
+}
+
+static void parse_scale(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	char *end;
+	double v;
+
+	if (!expect_scalar(s, node, "a number"))
+		return;
+	errno = 0;
+	v = strtod(scalar(node), &end);
+	if (is_yaml_non_finite(scalar(node)) ||
+		(end != scalar(node) && !*end && !isfinite(v))) {
+		node_error(s, node, "\"%s\" is not a finite number", shown(s, scalar(node)));
+		return;
+	}
+	if (errno || *end || end == scalar(node)) {
+		node_error(s, node, "\"%s\" is not a number", shown(s, scalar(node)));
+		return;
+	}
+	if (v == 0) {
+		node_error(s, node, "a scale of %s would publish every value of this point as 0",
+			shown(s, scalar(node)));
+		return;
+	}
+	*(double *)dst = v;
+}
+
+static void parse_absolute_path(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	if (!expect_scalar(s, node, "a directory"))
+		return;
+	/* systemd starts a service in /, a shell wherever it is: the store must not move with it. */
+	if (scalar(node)[0] != '/') {
+		node_error(s, node,
+			"\"%s\" is not an absolute path; write the directory from /, e.g. "
+			"/var/lib/meterhub",
+			shown(s, scalar(node)));
+		return;
+	}
+	*(const char **)dst = mh_schema_strdup(s, scalar(node));
+}
+
+static void parse_store_size(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	const struct uint_range *r = spec->arg;
+	uint64_t limit = mh_config_store_limit(SIZE_MAX);
+	uint64_t v;
+
+	if (!expect_scalar(s, node, "a size"))
+		return;
+	if (mh_config_parse_size(scalar(node), &v) < 0) {
+		node_error(s, node,
+			"\"%s\" is not a size (a whole number of bytes, or with KiB, MiB, GiB)",
+			shown(s, scalar(node)));
+		return;
+	}
+	if (v > limit && limit < r->max) {
+		node_error(s, node,
+			"%s is more than a 32-bit system can map; at most %" PRIu64 "MiB here",
+			shown(s, scalar(node)), limit >> 20);
+		return;
+	}
+	if (v < r->min || v > r->max) {
+		node_error(s, node, "%s is out of range (%" PRIu64 " to %" PRIu64 " bytes)",
+			shown(s, scalar(node)), r->min, r->max);
+		return;
+	}
+	*(uint64_t *)dst = v;
+}
+
+static const struct key_type t_string = { parse_string, STORE_STRING };
+static const struct key_type t_name = { parse_name, STORE_STRING };
+static const struct key_type t_file = { parse_file, STORE_STRING };
+static const struct key_type t_timezone = { parse_timezone, STORE_STRING };
+static const struct key_type t_uri = { parse_uri, STORE_STRING };
+static const struct key_type t_uint = { parse_uint, STORE_UINT };
+static const struct key_type t_duration = { parse_duration, STORE_UINT };
+static const struct key_type t_interval = { parse_interval, STORE_UINT };
+static const struct key_type t_enum = { parse_enum, STORE_INT };
+static const struct key_type t_scale = { parse_scale, STORE_DOUBLE };
+static const struct key_type t_baud = { parse_baud, STORE_UINT };
+static const struct key_type t_topic_prefix = { parse_topic_prefix, STORE_STRING };
+static const struct key_type t_client_id = { parse_client_id, STORE_STRING };
+static const struct key_type t_tls = { parse_tls, STORE_MAP };
+static const struct key_type t_absolute_path = { parse_absolute_path, STORE_STRING };
+static const struct key_type t_store_size = { parse_store_size, STORE_U64 };
+static const struct key_type t_di = { parse_di, STORE_NONE };
+static const struct key_type t_map = { parse_map, STORE_MAP };
+
+/* ---- lists ----------------------------------------------------------- */
+
+static bool expect_list(struct mh_schema *s, const yaml_node_t *node)
+{
+	if (node->type == YAML_SEQUENCE_NODE && mh_yamldoc_seq_len(node) > 0)
+		return true;
+	node_error(s, node, "expected a list with at least one entry, found %s",
+		node->type == YAML_SEQUENCE_NODE ? "an empty list" : mh_yamldoc_kind(node));
+	return false;
+}
+
+/*
+ * A list of mappings into a fresh array of @size-byte elements: each gets
+ * its position (at @pos_offset), its defaults from @init, then its keys.
+ * Returns the array with its length in *@count, or NULL.
+ */
+static void *parse_list(struct mh_schema *s, yaml_node_t *node, size_t size, size_t pos_offset,
+	void (*init)(void *elem), const struct key_spec *keys, size_t *count)
+{
+	char *array;
+	size_t n;
+
+	if (!expect_list(s, node))
+		return NULL;
+	n = mh_yamldoc_seq_len(node);
+	array = mh_schema_alloc(s, n * size);
+	if (!array)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		yaml_node_t *item = mh_yamldoc_node(&s->doc, node->data.sequence.items.start[i]);
+		char *elem = array + i * size;
+		size_t saved = mh_yamldoc_path_push_index(&s->doc, i);
+
+		*(struct mh_pos *)(elem + pos_offset) = mh_yamldoc_pos(&s->doc, item);
+		if (init)
+			init(elem);
+		walk_map(s, item, keys, elem);
+		mh_yamldoc_path_pop(&s->doc, saved);
+	}
+	*count = n;
+	return array;
+}
+
+static void init_point(void *elem)
+{
+	struct mh_point *pt = elem;
+
+	/* Unset until validation, which knows whether they were given. */
+	pt->modbus.table = (enum mh_modbus_table)-1;
+	pt->modbus.type = (enum mh_modbus_type)-1;
+	pt->modbus.word_order = (enum mh_modbus_word_order)-1;
+	pt->modbus.scale = NAN;
+	pt->raw_address = UINT_MAX;
+}
+
+static void init_bus(void *elem)
+{
+	struct mh_bus_config *bus = elem;
+
+	/* Protocol-dependent defaults are filled in by validation. */
+	bus->parity = (enum mh_parity)-1;
+	bus->protocol = (enum mh_protocol)-1;
+	bus->timeout_ms = 500;
+	bus->frame_gap_ms = UINT_MAX;
+}
+
+static void parse_points(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec);
+static void parse_meters(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec);
+static void parse_buses(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec);
+static void parse_profiles(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec);
+
+static const struct key_type t_points = { parse_points, STORE_NONE };
+static const struct key_type t_meters = { parse_meters, STORE_NONE };
+static const struct key_type t_buses = { parse_buses, STORE_NONE };
+static const struct key_type t_profiles = { parse_profiles, STORE_NONE };
+
+/* ---- the tables ------------------------------------------------------ */
+
+static const struct uint_range range_timeout = { 10, 60000 };
+static const struct uint_range range_gap = { 0, 10000 };
+static const struct uint_range range_interval = { 1000, 86400000 };
+static const struct uint_range range_health = { 1000, 86400000 };
+static const struct uint_range range_store = { 64ull << 10, 1ull << 40 };
+static const struct uint_range range_window = { 1, 65535 };
+static const struct uint_range range_keepalive = { 5, 3600 };
+static const struct uint_range range_max_gap = { 0, MH_MODBUS_MAX_REGS };
+static const struct uint_range range_reg = { 0, 0xffff };
+
+static const struct enum_name parity_names[] = {
+	{ "none", MH_PARITY_NONE },
+	{ "even", MH_PARITY_EVEN },
+	{ "odd", MH_PARITY_ODD },
+	{ NULL, 0 },
+};
+
+static const struct enum_name protocol_names[] = {
+	{ "dlt645", MH_PROTO_DLT645 },
+	{ "modbus", MH_PROTO_MODBUS },
+	{ NULL, 0 },
+};
+
+static const struct enum_name table_names[] = {
+	{ "holding", MH_MODBUS_HOLDING },
+	{ "input", MH_MODBUS_INPUT },
+	{ "coil", MH_MODBUS_COIL },
+	{ "discrete", MH_MODBUS_DISCRETE },
+	{ NULL, 0 },
+};
+
+static const struct enum_name type_names[] = {
+	{ "u16", MH_MODBUS_U16 },
+	{ "s16", MH_MODBUS_S16 },
+	{ "u32", MH_MODBUS_U32 },
+	{ "s32", MH_MODBUS_S32 },
+	{ "u64", MH_MODBUS_U64 },
+	{ "s64", MH_MODBUS_S64 },
+	{ "float32", MH_MODBUS_FLOAT32 },
+	{ "float64", MH_MODBUS_FLOAT64 },
+	{ "bit", MH_MODBUS_BIT },
+	{ NULL, 0 },
+};
+
+static const struct enum_name word_order_names[] = {
+	{ "big", MH_MODBUS_WORDS_BIG },
+	{ "little", MH_MODBUS_WORDS_LITTLE },
+	{ NULL, 0 },
+};
+
+/* The mappings of struct mh_config store straight into it: every offset is from its start. */
+#define CFG(field) offsetof(struct mh_config, field)
+
+static const struct key_spec gateway_keys[] = {
+	{ "id", &t_name, CFG(gateway.id), KEY_REQUIRED | KEY_RESTART, NULL },
+	{ "timezone", &t_timezone, CFG(gateway.timezone), KEY_REQUIRED | KEY_RESTART, NULL },
+	{ NULL, NULL, 0, 0, NULL },
+};
+
+static const struct key_spec store_keys[] = {
+	{ "path", &t_absolute_path, CFG(store.path), KEY_RESTART, NULL },
+	{ "max_bytes", &t_store_size, CFG(store.max_bytes), KEY_RESTART, &range_store },
+	{ NULL, NULL, 0, 0, NULL },
+};
+
+static const struct key_spec tls_keys[] = {
+	{ "ca", &t_file, CFG(mqtt.tls.ca), KEY_LIVE, NULL },
+	{ "cert", &t_file, CFG(mqtt.tls.cert), KEY_LIVE, NULL },
+	{ "key", &t_file, CFG(mqtt.tls.key), KEY_LIVE, NULL },
+	{ NULL, NULL, 0, 0, NULL },
+};
+
+static const struct key_spec mqtt_keys[] = {
+	{ "uri", &t_uri, CFG(mqtt.uri), KEY_REQUIRED | KEY_LIVE, NULL },
+	{ "client_id", &t_client_id, CFG(mqtt.client_id), KEY_LIVE, NULL },
+	{ "topic_prefix", &t_topic_prefix, CFG(mqtt.topic_prefix), KEY_LIVE, NULL },
+	{ "tls", &t_tls, 0, KEY_LIVE, tls_keys },
+	{ "username", &t_string, CFG(mqtt.username), KEY_LIVE, NULL },
+	{ "password_file", &t_file, CFG(mqtt.password_file), KEY_LIVE, NULL },
+	{ "keepalive", &t_uint, CFG(mqtt.keepalive_s), KEY_LIVE, &range_keepalive },
+	{ "window", &t_uint, CFG(mqtt.window), KEY_LIVE, &range_window },
+	{ NULL, NULL, 0, 0, NULL },
+};
+
+static const struct key_spec schedule_keys[] = {
+	{ "interval", &t_interval, CFG(schedule.interval_ms), KEY_REQUIRED | KEY_LIVE,
+		&range_interval },
+	{ "daily_freeze", NULL, 0, KEY_UNSUPPORTED | KEY_LIVE, NULL },
+	{ NULL, NULL, 0, 0, NULL },
+};
+
+static const struct key_spec health_keys[] = {
+	{ "interval", &t_duration, CFG(health.interval_ms), KEY_LIVE, &range_health },
+	{ NULL, NULL, 0, 0, NULL },
+};
+
+#define POINT(field) offsetof(struct mh_point, field)
+static const struct key_spec point_keys[] = {
+	{ "name", &t_name, POINT(name), KEY_LIVE, NULL },
+	{ "table", &t_enum, POINT(modbus.table), KEY_LIVE, table_names },
+	{ "address", &t_uint, POINT(raw_address), KEY_LIVE, &range_reg },
+	{ "type", &t_enum, POINT(modbus.type), KEY_LIVE, type_names },
+	{ "word_order", &t_enum, POINT(modbus.word_order), KEY_LIVE, word_order_names },
+	{ "scale", &t_scale, POINT(modbus.scale), KEY_LIVE, NULL },
+	{ "di", &t_di, POINT(di), KEY_LIVE, NULL },
+	{ NULL, NULL, 0, 0, NULL },
+};
+
+#define PROFILE(field) offsetof(struct mh_profile, field)
+static const struct key_spec profile_keys[] = {
+	{ "description", &t_string, PROFILE(description), KEY_LIVE, NULL },
+	{ "points", &t_points, 0, KEY_REQUIRED | KEY_LIVE, NULL },
+	{ "max_gap", &t_uint, PROFILE(max_gap), KEY_LIVE, &range_max_gap },
+	{ "control", NULL, 0, KEY_UNSUPPORTED | KEY_LIVE, NULL },
+	{ NULL, NULL, 0, 0, NULL },
+};
+
+#define METER(field) offsetof(struct mh_meter_config, field)
+static const struct key_spec meter_keys[] = {
+	{ "id", &t_name, METER(id), KEY_REQUIRED | KEY_LIVE, NULL },
+	{ "address", &t_string, METER(address), KEY_REQUIRED | KEY_LIVE, NULL },
+	{ "profile", &t_string, METER(profile_name), KEY_REQUIRED | KEY_LIVE, NULL },
+	{ "tariff", NULL, 0, KEY_UNSUPPORTED | KEY_LIVE, NULL },
+	{ NULL, NULL, 0, 0, NULL },
+};
+
+#define BUS(field) offsetof(struct mh_bus_config, field)
+static const struct key_spec bus_keys[] = {
+	{ "name", &t_name, BUS(name), KEY_REQUIRED | KEY_LIVE, NULL },
+	{ "device", &t_string, BUS(device), KEY_REQUIRED | KEY_LIVE, NULL },
+	{ "baud", &t_baud, BUS(baud), KEY_LIVE, NULL },
+	{ "parity", &t_enum, BUS(parity), KEY_LIVE, parity_names },
+	{ "protocol", &t_enum, BUS(protocol), KEY_REQUIRED | KEY_LIVE, protocol_names },
+	{ "timeout", &t_duration, BUS(timeout_ms), KEY_LIVE, &range_timeout },
+	{ "frame_gap", &t_duration, BUS(frame_gap_ms), KEY_LIVE, &range_gap },
+	{ "meters", &t_meters, 0, KEY_REQUIRED | KEY_LIVE, NULL },
+	{ NULL, NULL, 0, 0, NULL },
+};
+
+static const struct key_spec root_keys[] = {
+	{ "gateway", &t_map, 0, KEY_REQUIRED | KEY_LIVE, gateway_keys },
+	{ "store", &t_map, 0, KEY_LIVE, store_keys },
+	{ "mqtt", &t_map, 0, KEY_REQUIRED | KEY_LIVE, mqtt_keys },
+	{ "schedule", &t_map, 0, KEY_REQUIRED | KEY_LIVE, schedule_keys },
+	{ "health", &t_map, 0, KEY_LIVE, health_keys },
+	{ "tariff", NULL, 0, KEY_UNSUPPORTED | KEY_LIVE, NULL },
+	{ "tariffs", NULL, 0, KEY_UNSUPPORTED | KEY_LIVE, NULL },
+	{ "commands", NULL, 0, KEY_UNSUPPORTED | KEY_LIVE, NULL },
+	{ "buses", &t_buses, 0, KEY_REQUIRED | KEY_LIVE, NULL },
+	{ "profiles", &t_profiles, 0, KEY_LIVE, NULL },
+	{ NULL, NULL, 0, 0, NULL },
+};
+
+/* Built-in profile files hold only profiles. */
+static const struct key_spec builtin_root_keys[] = {
+	{ "profiles", &t_profiles, 0, KEY_REQUIRED | KEY_LIVE, NULL },
+	{ NULL, NULL, 0, 0, NULL },
+};
+
+/* ---- the lists' parsers ---------------------------------------------- */
+
+static void parse_points(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	struct mh_profile *profile = dst;
+
+	profile->points = parse_list(s, node, sizeof(struct mh_point),
+		offsetof(struct mh_point, pos), init_point, point_keys, &profile->n_points);
+}
+
+static void parse_meters(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	struct mh_bus_config *bus = dst;
+
+	bus->meters = parse_list(s, node, sizeof(struct mh_meter_config), offsetof(struct mh_meter_config, pos),
+		NULL, meter_keys, &bus->n_meters);
+}
+
+static void parse_buses(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	struct mh_config *cfg = dst;
+
+	cfg->buses = parse_list(s, node, sizeof(struct mh_bus_config),
+		offsetof(struct mh_bus_config, pos), init_bus, bus_keys, &cfg->n_buses);
+}
+
+static void parse_profiles(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	struct mh_config *cfg = dst;
+	struct mh_profile *grown;
+	size_t n;
+
+	if (node->type != YAML_MAPPING_NODE) {
+		node_error(s, node, "expected a mapping of profile names, found %s",
+			mh_yamldoc_kind(node));
+		return;
+	}
+	n = (size_t)(node->data.mapping.pairs.top - node->data.mapping.pairs.start);
+	/* Profiles arrive from several documents (built-ins, then the user's file). */
+	grown = mh_schema_alloc(s, (cfg->n_profiles + n) * sizeof(*grown));
+	if (!grown)
+		return;
+	if (cfg->n_profiles)
+		memcpy(grown, cfg->profiles, cfg->n_profiles * sizeof(*grown));
+	cfg->profiles = grown;
+
+	for (yaml_node_pair_t *pair = node->data.mapping.pairs.start;
+		pair < node->data.mapping.pairs.top; pair++) {
+		yaml_node_t *k = mh_yamldoc_node(&s->doc, pair->key);
+		yaml_node_t *v = mh_yamldoc_node(&s->doc, pair->value);
+		struct mh_profile *profile = &cfg->profiles[cfg->n_profiles];
+		const char *name = NULL;
+
+		size_t saved = mh_yamldoc_path_push_key(&s->doc,
+			k->type == YAML_SCALAR_NODE ? scalar(k) : "?");
+		parse_name(s, k, &name, NULL);
+		if (name) {
+			const struct mh_profile *twin = mh_config_profile(cfg, name);
+			if (twin && twin->builtin)
+				node_error(s, k,
+					"a built-in profile has this name; give your profile another one");
+			else if (twin)
+				node_error(s, k, "profile defined twice (first at line %u)",
+					twin->pos.line);
+			memset(profile, 0, sizeof(*profile));
+			profile->name = name;
+			profile->pos = mh_yamldoc_pos(&s->doc, k);
+			profile->builtin = s->builtin;
+			profile->max_gap = 8;
+			walk_map(s, v, profile_keys, profile);
+			if (!twin)
+				cfg->n_profiles++;
+		}
+		mh_yamldoc_path_pop(&s->doc, saved);
+	}
+}
+
+/* ---- documents ------------------------------------------------------- */
+
+int mh_schema_load(struct mh_schema *s, const char *name, const char *text, size_t len,
+	bool builtin)
+{
+	/* Every position taken from the document points at this copy of its name. */
+	const char *file = mh_schema_strdup(s, name);
+	int rc;
+
+	if (!file)
+		return -ENOMEM;
+	rc = mh_yamldoc_load(&s->doc, file, (const unsigned char *)text, len);
+	if (rc)
+		return rc;
+	s->builtin = builtin;
+	walk_map(s, mh_yamldoc_root(&s->doc), builtin ? builtin_root_keys : root_keys, s->cfg);
+	s->builtin = false;
+	mh_yamldoc_unload(&s->doc);
+	return 0;
+}
+
+/* ---- reload ---------------------------------------------------------- */
+
+struct restart_walk {
+	const struct mh_config *old, *fresh;
+	mh_config_error_fn fn;
+	void *ud;
+	int count;
+	char path[64];
+};
+
+static void quote(char *buf, size_t size, const char *text)
+{
+	char shown[MH_YAMLDOC_EXCERPT_SIZE];
+
+	if (text)
+		snprintf(buf, size, "\"%s\"", mh_yamldoc_excerpt(shown, text));
+	else
+		snprintf(buf, size, "nothing");
+}
+
+/* Whether the values at @offset differ; writes both, as a message shows them, when they do. */
+static bool value_differs(const struct key_spec *spec, const void *a, const void *b, char *was,
+	char *now, size_t size)
+{
+	const char *sa, *sb;
+
+	switch (spec->type->store) {
+	case STORE_STRING:
+		sa = *(const char *const *)a;
+		sb = *(const char *const *)b;
+		if ((!sa && !sb) || (sa && sb && !strcmp(sa, sb)))
+			return false;
+		quote(was, size, sa);
+		quote(now, size, sb);
+		return true;
+	case STORE_UINT:
+		if (*(const unsigned *)a == *(const unsigned *)b)
+			return false;
+		snprintf(was, size, "%u", *(const unsigned *)a);
+		snprintf(now, size, "%u", *(const unsigned *)b);
+		return true;
+	case STORE_U64:
+		if (*(const uint64_t *)a == *(const uint64_t *)b)
+			return false;
+		snprintf(was, size, "%" PRIu64, *(const uint64_t *)a);
+		snprintf(now, size, "%" PRIu64, *(const uint64_t *)b);
+		return true;
+	case STORE_INT:
+		if (*(const int *)a == *(const int *)b)
+			return false;
+		snprintf(was, size, "%d", *(const int *)a);
+		snprintf(now, size, "%d", *(const int *)b);
+		return true;
+	case STORE_DOUBLE:
+		if (*(const double *)a == *(const double *)b)
+			return false;
+		snprintf(was, size, "%g", *(const double *)a);
+		snprintf(now, size, "%g", *(const double *)b);
+		return true;
+	default:
+		return false;
+	}
+}
+
+static void restart_walk_table(struct restart_walk *w, const struct key_spec *specs)
+{
+	for (const struct key_spec *spec = specs; spec->key; spec++) {
+		size_t len = strlen(w->path);
+		char was[MH_YAMLDOC_EXCERPT_SIZE + 2], now[MH_YAMLDOC_EXCERPT_SIZE + 2];
+		char line[sizeof(was) + sizeof(now) + 128];
+
+		if (!spec->type)
+			continue;
+		snprintf(w->path + len, sizeof(w->path) - len, "%s%s", len ? "." : "", spec->key);
+		if (spec->type->store == STORE_MAP) {
+			restart_walk_table(w, spec->arg);
+		} else if ((spec->flags & KEY_RESTART) &&
+			   value_differs(spec, (const char *)w->old + spec->offset,
+				   (const char *)w->fresh + spec->offset, was, now, sizeof(was))) {
+			w->count++;
+			snprintf(line, sizeof(line),
+				"%s: changed from %s to %s; this takes effect only after a restart", w->path,
+				was, now);
+			if (w->fn)
+				w->fn(w->ud, line);
+		}
+		w->path[len] = '\0';
+	}
+}
+
+int mh_schema_restart_keys(const struct mh_config *old, const struct mh_config *fresh,
+	mh_config_error_fn fn, void *ud)
+{
+	struct restart_walk w = { .old = old, .fresh = fresh, .fn = fn, .ud = ud };
+
+	restart_walk_table(&w, root_keys);
+	return w.count;
+}

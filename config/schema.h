@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * The key tables: which keys each mapping of the file may hold, how each
+ * value is parsed and checked, where it is stored in struct mh_config, and
+ * whether a running daemon could take a new value on reload. A document is
+ * walked against the tables into a configuration; checks that need several
+ * keys at once run afterwards (config.c).
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "config.h"
+#include "yamldoc.h"
+
+/* The state of loading documents into one configuration. */
+struct mh_schema {
+	struct mh_yamldoc doc;
+	struct mh_config *cfg;
+	bool builtin; /* the document is a built-in profile file */
+	bool oom;     /* an allocation failed; the result is not to be trusted */
+	struct mh_pos tls_pos; /* where mqtt.tls was given; line 0 when it was not */
+};
+
+/* Prepare @s to fill @cfg (zeroed by the caller); errors go to @on_error. */
+void mh_schema_init(struct mh_schema *s, struct mh_config *cfg, mh_config_error_fn on_error,
+	void *ud);
+
+/* Release what @s holds (not the configuration). */
+void mh_schema_deinit(struct mh_schema *s);
+
+/*
+ * Walk the document in @len bytes of @text, named @name in messages, into
+ * the configuration: a user's file when !@builtin, else a built-in profile
+ * file (which holds only profiles). Errors are reported and counted in
+ * s->doc.errors. Returns 0 when the document was walked (with or without
+ * errors in it), -EINVAL when it could not be parsed, or -ENOMEM.
+ */
+int mh_schema_load(struct mh_schema *s, const char *name, const char *text, size_t len,
+	bool builtin);
+
+/* Zeroed memory or a string copy in the configuration's arena; sets s->oom on failure. */
+void *mh_schema_alloc(struct mh_schema *s, size_t size);
+const char *mh_schema_strdup(struct mh_schema *s, const char *text);
+
+/*
+ * Call @fn (when not NULL) with one line for each key whose value differs
+ * between @old and @fresh but that a running daemon cannot take without a
+ * restart. Returns how many there were.
+ */
+int mh_schema_restart_keys(const struct mh_config *old, const struct mh_config *fresh,
+	mh_config_error_fn fn, void *ud);
