@@ -296,6 +296,133 @@ out:
 	mh_nameset_deinit(&devices);
 }
 
+/* ---- tariffs --------------------------------------------------------- */
+
+static void format_hm(unsigned min, char out[6])
+{
+	snprintf(out, 6, "%02u:%02u", min / 60 % 100, min % 60);
+}
+
+/* Whether the interval boundaries counted from midnight include @min. */
+static bool on_boundary(const struct mh_config *cfg, unsigned min)
+{
+	return !cfg->schedule.interval_ms || (uint64_t)min * 60000 % cfg->schedule.interval_ms == 0;
+}
+
+/*
+ * The periods written at @path into a table: no two may overlap, and every
+ * edge must fall on an interval boundary, so no interval straddles two
+ * periods and none is split by guessing.
+ */
+static void build_table(struct mh_schema *s, const char *path, const struct mh_period_config *pc,
+	size_t n, struct mh_tariff_table *out)
+{
+	const struct mh_config *cfg = s->cfg;
+	struct mh_tariff_period *periods = mh_schema_alloc(s, (n ? n : 1) * sizeof(*periods));
+	size_t *from = mh_schema_alloc(s, (n ? n : 1) * sizeof(*from));
+	const struct mh_tariff_period *a, *b;
+	char at[352], e1[6], e2[6], e3[6], e4[6];
+	size_t k = 0;
+
+	if (!periods || !from)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		const struct mh_period_config *p = &pc[i];
+		/* Incomplete periods were reported where they were written. */
+		if (!p->name || p->from_min >= MH_TARIFF_DAY_MIN || p->to_min >= MH_TARIFF_DAY_MIN)
+			continue;
+		snprintf(at, sizeof(at), "%s[%zu]", path, i);
+		unsigned edges[2] = { p->from_min, p->to_min };
+		for (int e = 0; e < 2; e++) {
+			if (on_boundary(cfg, edges[e]))
+				continue;
+			format_hm(edges[e], e1);
+			mh_yamldoc_error_at(&s->doc, &p->pos, at,
+				"%s is not a boundary of the %u s interval (counted from midnight), "
+				"so an interval would straddle two periods",
+				e1, cfg->schedule.interval_ms / 1000);
+		}
+		periods[k] = (struct mh_tariff_period){ p->name, (uint16_t)p->from_min,
+			(uint16_t)p->to_min };
+		from[k++] = i;
+	}
+	out->periods = periods;
+	out->n = k;
+	if (mh_tariff_check_overlap(out, &a, &b) == 0)
+		return;
+	const struct mh_period_config *pa = &pc[from[a - periods]], *pb = &pc[from[b - periods]];
+	snprintf(at, sizeof(at), "%s[%zu]", path, from[b - periods]);
+	format_hm(pb->from_min, e1);
+	format_hm(pb->to_min, e2);
+	format_hm(pa->from_min, e3);
+	format_hm(pa->to_min, e4);
+	mh_yamldoc_error_at(&s->doc, &pb->pos, at,
+		"\"%s\" (%s-%s) overlaps \"%s\" (%s-%s, line %u): a moment belongs to one period",
+		pb->name, e1, e2, pa->name, e3, e4, pa->pos.line);
+}
+
+static void build_tariff(struct mh_schema *s, struct mh_tariff_config *tc)
+{
+	struct mh_tariff_season *seasons =
+		mh_schema_alloc(s, (tc->n_seasons ? tc->n_seasons : 1) * sizeof(*seasons));
+	char path[320];
+
+	if (!seasons)
+		return;
+	snprintf(path, sizeof(path), "%s.periods", tc->path);
+	build_table(s, path, tc->periods, tc->n_periods, &tc->tariff.base);
+	for (size_t i = 0; i < tc->n_seasons; i++) {
+		const struct mh_season_config *sc = &tc->seasons[i];
+		snprintf(path, sizeof(path), "%s.seasons[%zu]", tc->path, i);
+		if (!sc->months && !sc->days)
+			mh_yamldoc_error_at(&s->doc, &sc->pos, path,
+				"a season says when it applies: give months, days or both");
+		seasons[i].months = sc->months;
+		seasons[i].days = sc->days;
+		snprintf(path, sizeof(path), "%s.seasons[%zu].periods", tc->path, i);
+		build_table(s, path, sc->periods, sc->n_periods, &seasons[i].table);
+	}
+	tc->tariff.name = tc->name;
+	tc->tariff.default_period = tc->default_period;
+	tc->tariff.seasons = seasons;
+	tc->tariff.n_seasons = tc->n_seasons;
+}
+
+static void validate_tariffs(struct mh_schema *s)
+{
+	struct mh_config *cfg = s->cfg;
+	char hm[6];
+
+	if (s->freeze_pos.line && cfg->schedule.daily_freeze_min < MH_TARIFF_DAY_MIN &&
+		!on_boundary(cfg, cfg->schedule.daily_freeze_min)) {
+		format_hm(cfg->schedule.daily_freeze_min, hm);
+		mh_yamldoc_error_at(&s->doc, &s->freeze_pos, "schedule.daily_freeze",
+			"%s is not a boundary of the %u s interval (counted from midnight)", hm,
+			cfg->schedule.interval_ms / 1000);
+	}
+	if (cfg->tariff_config) {
+		build_tariff(s, cfg->tariff_config);
+		cfg->tariff = &cfg->tariff_config->tariff;
+	}
+	for (size_t i = 0; i < cfg->n_tariffs; i++)
+		build_tariff(s, &cfg->tariffs[i]);
+	for (size_t b = 0; b < cfg->n_buses; b++) {
+		for (size_t i = 0; i < cfg->buses[b].n_meters; i++) {
+			struct mh_meter_config *m = &cfg->buses[b].meters[i];
+			char path[96];
+			if (!m->tariff_name)
+				continue;
+			m->tariff = mh_config_tariff(cfg, m->tariff_name);
+			if (m->tariff)
+				continue;
+			snprintf(path, sizeof(path), "buses[%zu].meters[%zu].tariff", b, i);
+			mh_yamldoc_error_at(&s->doc, &m->pos, path,
+				"no tariff named \"%s\" (name it under tariffs:)",
+				mh_yamldoc_show(&s->doc, m->tariff_name));
+		}
+	}
+}
+
 static void validate(struct mh_schema *s)
 {
 	struct mh_config *cfg = s->cfg;
@@ -306,6 +433,7 @@ static void validate(struct mh_schema *s)
 			mh_profile_validate(&s->doc, &cfg->arena, &cfg->profiles[p]) < 0)
 			s->oom = true;
 	validate_buses(s);
+	validate_tariffs(s);
 }
 
 static void apply_defaults(struct mh_schema *s)
@@ -323,6 +451,8 @@ static void apply_defaults(struct mh_schema *s)
 		cfg->mqtt.keepalive_s = 30;
 	if (!cfg->mqtt.window)
 		cfg->mqtt.window = 32;
+	if (cfg->schedule.retries == UINT_MAX)
+		cfg->schedule.retries = 2;
 	if (cfg->gateway.id && !cfg->mqtt.client_id) {
 		snprintf(buf, sizeof(buf), "meterhub-%s", cfg->gateway.id);
 		cfg->mqtt.client_id = mh_schema_strdup(s, buf);
@@ -363,6 +493,8 @@ int mh_config_load_string(const char *name, const char *text, size_t len,
 
 	if (!cfg)
 		return -ENOMEM;
+	/* Unset until the file says otherwise: 0 is a value here. */
+	cfg->schedule.retries = UINT_MAX;
 	mh_schema_init(&s, cfg, on_error, ud);
 	rc = load_builtins(&s);
 	if (!rc)
@@ -433,6 +565,14 @@ void mh_config_free(struct mh_config *cfg)
 		return;
 	mh_arena_free(cfg->arena);
 	free(cfg);
+}
+
+const struct mh_tariff *mh_config_tariff(const struct mh_config *cfg, const char *name)
+{
+	for (size_t i = 0; i < cfg->n_tariffs; i++)
+		if (!strcmp(cfg->tariffs[i].name, name))
+			return &cfg->tariffs[i].tariff;
+	return NULL;
 }
 
 const struct mh_profile *mh_config_profile(const struct mh_config *cfg, const char *name)

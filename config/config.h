@@ -13,6 +13,7 @@
 
 #include "modbus_regs.h"
 #include "serial.h"
+#include "tariff.h"
 
 enum mh_protocol {
 	MH_PROTO_MODBUS,
@@ -57,7 +58,38 @@ struct mh_meter_config {
 	uint8_t dlt645_addr[6]; /* DL/T 645 address, wire order */
 	const char *profile_name;
 	const struct mh_profile *profile; /* resolved by validation */
+	const char *tariff_name;          /* key "tariff": one of the config's tariffs */
+	const struct mh_tariff *tariff;   /* resolved by validation; NULL: the gateway's */
 	struct mh_pos pos;
+};
+
+/* One period as written: a name and "HH:MM" edges. */
+struct mh_period_config {
+	const char *name;
+	unsigned from_min, to_min; /* UINT_MAX until given */
+	struct mh_pos pos;
+};
+
+/* Periods that apply in some months and/or on some weekdays instead. */
+struct mh_season_config {
+	uint16_t months; /* bit m for month m */
+	uint8_t days;    /* bit d for weekday d, 0 Sunday */
+	struct mh_period_config *periods;
+	size_t n_periods;
+	struct mh_pos pos;
+};
+
+/* A tariff as written (key "tariff", or one of "tariffs"), and what it became. */
+struct mh_tariff_config {
+	const char *name;
+	struct mh_period_config *periods;
+	size_t n_periods;
+	const char *default_period;
+	struct mh_season_config *seasons;
+	size_t n_seasons;
+	struct mh_pos pos;
+	char path[256];          /* key path, for errors found by validation */
+	struct mh_tariff tariff; /* built by validation */
 };
 
 struct mh_bus_config {
@@ -97,7 +129,13 @@ struct mh_config {
 	} mqtt;
 	struct {
 		unsigned interval_ms;
+		unsigned daily_freeze_min; /* key "daily_freeze", minutes after local midnight */
+		unsigned retries;          /* of a failed boundary read within its window */
 	} schedule;
+	struct mh_tariff_config *tariff_config; /* key "tariff"; NULL when not given */
+	const struct mh_tariff *tariff;         /* the gateway's periods; NULL: none */
+	struct mh_tariff_config *tariffs;       /* key "tariffs": named, for meters to pick */
+	size_t n_tariffs;
 	struct {
 		unsigned interval_ms; /* how often health is published (key "health.interval") */
 	} health;
@@ -125,6 +163,9 @@ int mh_config_load_string(const char *name, const char *text, size_t len,
 
 /* Release a loaded configuration; NULL is a no-op. */
 void mh_config_free(struct mh_config *cfg);
+
+/* Find a named tariff (key "tariffs"), or NULL. */
+const struct mh_tariff *mh_config_tariff(const struct mh_config *cfg, const char *name);
 
 /* Find a profile by name, or NULL. */
 const struct mh_profile *mh_config_profile(const struct mh_config *cfg, const char *name);

@@ -585,6 +585,127 @@ static void parse_store_size(struct mh_schema *s, yaml_node_t *node, void *dst,
 	*(uint64_t *)dst = v;
 }
 
+/* ---- tariffs --------------------------------------------------------- */
+
+/* "HH:MM" from 00:00 to 24:00 (which is midnight again), into minutes after midnight. */
+static void parse_time_of_day(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	const char *t;
+
+	/* Marks the key as present but wrong, so validation does not call it missing. */
+	*(unsigned *)dst = UINT_MAX - 1;
+	if (!expect_scalar(s, node, "a time of day"))
+		return;
+	t = scalar(node);
+	if (strlen(t) != 5 || !isdigit((unsigned char)t[0]) || !isdigit((unsigned char)t[1]) ||
+		t[2] != ':' || !isdigit((unsigned char)t[3]) || !isdigit((unsigned char)t[4])) {
+		node_error(s, node, "\"%s\" is not a time of day (HH:MM, quoted, e.g. \"08:00\")",
+			shown(s, t));
+		return;
+	}
+	unsigned h = (unsigned)(t[0] - '0') * 10 + (unsigned)(t[1] - '0');
+	unsigned m = (unsigned)(t[3] - '0') * 10 + (unsigned)(t[4] - '0');
+	if (h > 24 || m > 59 || (h == 24 && m)) {
+		node_error(s, node, "\"%s\" is not a time of day (00:00 to 24:00)", t);
+		return;
+	}
+	*(unsigned *)dst = (h * 60 + m) % MH_TARIFF_DAY_MIN;
+}
+
+static void parse_daily_freeze(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	parse_time_of_day(s, node, dst, spec);
+	/* Whether it falls on a boundary is known only with the interval: checked later. */
+	s->freeze_pos = mh_yamldoc_pos(&s->doc, node);
+}
+
+/* A list of whole numbers from 1 to 12, into a mask of months. */
+static void parse_months(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	uint16_t mask = 0;
+
+	if (node->type != YAML_SEQUENCE_NODE || !mh_yamldoc_seq_len(node)) {
+		node_error(s, node, "expected a list of months (1 to 12), e.g. [7, 8]");
+		return;
+	}
+	for (size_t i = 0; i < mh_yamldoc_seq_len(node); i++) {
+		yaml_node_t *item = mh_yamldoc_node(&s->doc, node->data.sequence.items.start[i]);
+		uint64_t v;
+		if (!expect_scalar(s, item, "a month"))
+			continue;
+		if (mh_config_parse_uint(scalar(item), &v) < 0 || v < 1 || v > 12) {
+			node_error(s, item, "\"%s\" is not a month (1 to 12)", shown(s, scalar(item)));
+			continue;
+		}
+		mask |= (uint16_t)(1u << v);
+	}
+	/* Bit 0 (no month) says "given", so a wrong list is not also called missing. */
+	*(uint16_t *)dst = mask | 1;
+}
+
+/* A list of weekdays (sun mon tue wed thu fri sat, or weekend, weekdays) into a mask. */
+static void parse_days(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	static const struct {
+		const char *name;
+		uint8_t mask;
+	} days[] = {
+		{ "sun", 1 << 0 }, { "mon", 1 << 1 }, { "tue", 1 << 2 }, { "wed", 1 << 3 },
+		{ "thu", 1 << 4 }, { "fri", 1 << 5 }, { "sat", 1 << 6 },
+		{ "weekend", 1 << 0 | 1 << 6 }, { "weekdays", 0x3e },
+	};
+	uint8_t mask = 0;
+
+	if (node->type != YAML_SEQUENCE_NODE || !mh_yamldoc_seq_len(node)) {
+		node_error(s, node, "expected a list of days, e.g. [sat, sun] or [weekend]");
+		return;
+	}
+	for (size_t i = 0; i < mh_yamldoc_seq_len(node); i++) {
+		yaml_node_t *item = mh_yamldoc_node(&s->doc, node->data.sequence.items.start[i]);
+		size_t d;
+		if (!expect_scalar(s, item, "a day"))
+			continue;
+		for (d = 0; d < sizeof(days) / sizeof(days[0]); d++)
+			if (!strcmp(days[d].name, scalar(item)))
+				break;
+		if (d == sizeof(days) / sizeof(days[0])) {
+			node_error(s, item,
+				"\"%s\" is not a day (sun, mon, tue, wed, thu, fri, sat, weekend or weekdays)",
+				shown(s, scalar(item)));
+			continue;
+		}
+		mask |= days[d].mask;
+	}
+	/* Bit 7 (no day) says "given", so a wrong list is not also called missing. */
+	*(uint8_t *)dst = mask | 0x80;
+}
+
+static void parse_tariff_periods(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec);
+static void parse_season_periods(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec);
+static void parse_seasons(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec);
+static void parse_tariff(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec);
+static void parse_tariffs(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec);
+
+static const struct key_type t_time_of_day = { parse_time_of_day, STORE_UINT };
+static const struct key_type t_daily_freeze = { parse_daily_freeze, STORE_UINT };
+static const struct key_type t_months = { parse_months, STORE_NONE };
+static const struct key_type t_days = { parse_days, STORE_NONE };
+static const struct key_type t_tariff_periods = { parse_tariff_periods, STORE_NONE };
+static const struct key_type t_season_periods = { parse_season_periods, STORE_NONE };
+static const struct key_type t_seasons = { parse_seasons, STORE_NONE };
+static const struct key_type t_tariff = { parse_tariff, STORE_NONE };
+static const struct key_type t_tariffs = { parse_tariffs, STORE_NONE };
+
+
 static const struct key_type t_string = { parse_string, STORE_STRING };
 static const struct key_type t_name = { parse_name, STORE_STRING };
 static const struct key_type t_file = { parse_file, STORE_STRING };
@@ -695,6 +816,7 @@ static const struct uint_range range_window = { 1, 65535 };
 static const struct uint_range range_keepalive = { 5, 3600 };
 static const struct uint_range range_max_gap = { 0, MH_MODBUS_MAX_REGS };
 static const struct uint_range range_reg = { 0, 0xffff };
+static const struct uint_range range_retries = { 0, 5 };
 
 static const struct enum_name parity_names[] = {
 	{ "none", MH_PARITY_NONE },
@@ -773,7 +895,8 @@ static const struct key_spec mqtt_keys[] = {
 static const struct key_spec schedule_keys[] = {
 	{ "interval", &t_interval, CFG(schedule.interval_ms), KEY_REQUIRED | KEY_LIVE,
 		&range_interval },
-	{ "daily_freeze", NULL, 0, KEY_UNSUPPORTED | KEY_LIVE, NULL },
+	{ "daily_freeze", &t_daily_freeze, CFG(schedule.daily_freeze_min), KEY_LIVE, NULL },
+	{ "retries", &t_uint, CFG(schedule.retries), KEY_LIVE, &range_retries },
 	{ NULL, NULL, 0, 0, NULL },
 };
 
@@ -803,12 +926,36 @@ static const struct key_spec profile_keys[] = {
 	{ NULL, NULL, 0, 0, NULL },
 };
 
+#define PERIOD(field) offsetof(struct mh_period_config, field)
+static const struct key_spec period_keys[] = {
+	{ "name", &t_name, PERIOD(name), KEY_REQUIRED | KEY_LIVE, NULL },
+	{ "from", &t_time_of_day, PERIOD(from_min), KEY_REQUIRED | KEY_LIVE, NULL },
+	{ "to", &t_time_of_day, PERIOD(to_min), KEY_REQUIRED | KEY_LIVE, NULL },
+	{ NULL, NULL, 0, 0, NULL },
+};
+
+#define SEASON(field) offsetof(struct mh_season_config, field)
+static const struct key_spec season_keys[] = {
+	{ "months", &t_months, SEASON(months), KEY_LIVE, NULL },
+	{ "days", &t_days, SEASON(days), KEY_LIVE, NULL },
+	{ "periods", &t_season_periods, 0, KEY_REQUIRED | KEY_LIVE, NULL },
+	{ NULL, NULL, 0, 0, NULL },
+};
+
+#define TARIFF(field) offsetof(struct mh_tariff_config, field)
+static const struct key_spec tariff_keys[] = {
+	{ "periods", &t_tariff_periods, 0, KEY_REQUIRED | KEY_LIVE, NULL },
+	{ "default", &t_name, TARIFF(default_period), KEY_REQUIRED | KEY_LIVE, NULL },
+	{ "seasons", &t_seasons, 0, KEY_LIVE, NULL },
+	{ NULL, NULL, 0, 0, NULL },
+};
+
 #define METER(field) offsetof(struct mh_meter_config, field)
 static const struct key_spec meter_keys[] = {
 	{ "id", &t_name, METER(id), KEY_REQUIRED | KEY_LIVE, NULL },
 	{ "address", &t_string, METER(address), KEY_REQUIRED | KEY_LIVE, NULL },
 	{ "profile", &t_string, METER(profile_name), KEY_REQUIRED | KEY_LIVE, NULL },
-	{ "tariff", NULL, 0, KEY_UNSUPPORTED | KEY_LIVE, NULL },
+	{ "tariff", &t_string, METER(tariff_name), KEY_LIVE, NULL },
 	{ NULL, NULL, 0, 0, NULL },
 };
 
@@ -831,8 +978,8 @@ static const struct key_spec root_keys[] = {
 	{ "mqtt", &t_map, 0, KEY_REQUIRED | KEY_LIVE, mqtt_keys },
 	{ "schedule", &t_map, 0, KEY_REQUIRED | KEY_LIVE, schedule_keys },
 	{ "health", &t_map, 0, KEY_LIVE, health_keys },
-	{ "tariff", NULL, 0, KEY_UNSUPPORTED | KEY_LIVE, NULL },
-	{ "tariffs", NULL, 0, KEY_UNSUPPORTED | KEY_LIVE, NULL },
+	{ "tariff", &t_tariff, 0, KEY_LIVE, NULL },
+	{ "tariffs", &t_tariffs, 0, KEY_LIVE, NULL },
 	{ "commands", NULL, 0, KEY_UNSUPPORTED | KEY_LIVE, NULL },
 	{ "buses", &t_buses, 0, KEY_REQUIRED | KEY_LIVE, NULL },
 	{ "profiles", &t_profiles, 0, KEY_LIVE, NULL },
@@ -921,6 +1068,104 @@ static void parse_profiles(struct mh_schema *s, yaml_node_t *node, void *dst,
 			walk_map(s, v, profile_keys, profile);
 			if (!twin)
 				cfg->n_profiles++;
+		}
+		mh_yamldoc_path_pop(&s->doc, saved);
+	}
+}
+
+static void init_period(void *elem)
+{
+	struct mh_period_config *p = elem;
+
+	p->from_min = p->to_min = UINT_MAX;
+}
+
+static void parse_tariff_periods(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	struct mh_tariff_config *t = dst;
+
+	t->periods = parse_list(s, node, sizeof(struct mh_period_config),
+		offsetof(struct mh_period_config, pos), init_period, period_keys, &t->n_periods);
+}
+
+static void parse_season_periods(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	struct mh_season_config *season = dst;
+
+	season->periods = parse_list(s, node, sizeof(struct mh_period_config),
+		offsetof(struct mh_period_config, pos), init_period, period_keys,
+		&season->n_periods);
+}
+
+static void parse_seasons(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	struct mh_tariff_config *t = dst;
+
+	t->seasons = parse_list(s, node, sizeof(struct mh_season_config),
+		offsetof(struct mh_season_config, pos), NULL, season_keys, &t->n_seasons);
+}
+
+/* One tariff's mapping into @t, named @name, remembering where it was written. */
+static void walk_tariff(struct mh_schema *s, yaml_node_t *node, const char *name,
+	struct mh_tariff_config *t)
+{
+	t->name = name;
+	t->pos = mh_yamldoc_pos(&s->doc, node);
+	snprintf(t->path, sizeof(t->path), "%s", s->doc.path);
+	walk_map(s, node, tariff_keys, t);
+}
+
+static void parse_tariff(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	struct mh_config *cfg = dst;
+	struct mh_tariff_config *t = mh_schema_alloc(s, sizeof(*t));
+
+	if (!t)
+		return;
+	walk_tariff(s, node, "tariff", t);
+	cfg->tariff_config = t;
+}
+
+static void parse_tariffs(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	struct mh_config *cfg = dst;
+	size_t n;
+
+	if (node->type != YAML_MAPPING_NODE) {
+		node_error(s, node, "expected a mapping of tariff names, found %s",
+			mh_yamldoc_kind(node));
+		return;
+	}
+	n = (size_t)(node->data.mapping.pairs.top - node->data.mapping.pairs.start);
+	cfg->tariffs = mh_schema_alloc(s, n * sizeof(*cfg->tariffs));
+	if (!cfg->tariffs)
+		return;
+	for (yaml_node_pair_t *pair = node->data.mapping.pairs.start;
+		pair < node->data.mapping.pairs.top; pair++) {
+		yaml_node_t *k = mh_yamldoc_node(&s->doc, pair->key);
+		yaml_node_t *v = mh_yamldoc_node(&s->doc, pair->value);
+		const char *name = NULL;
+		size_t saved = mh_yamldoc_path_push_key(&s->doc,
+			k->type == YAML_SCALAR_NODE ? scalar(k) : "?");
+
+		parse_name(s, k, &name, NULL);
+		if (name) {
+			const struct mh_tariff_config *twin = NULL;
+			for (size_t i = 0; i < cfg->n_tariffs; i++)
+				if (!strcmp(cfg->tariffs[i].name, name))
+					twin = &cfg->tariffs[i];
+			if (twin) {
+				node_error(s, k, "tariff defined twice (first at line %u)",
+					twin->pos.line);
+			} else {
+				walk_tariff(s, v, name, &cfg->tariffs[cfg->n_tariffs]);
+				cfg->n_tariffs++;
+			}
 		}
 		mh_yamldoc_path_pop(&s->doc, saved);
 	}

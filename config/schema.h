@@ -22,6 +22,7 @@ struct mh_schema {
 	bool builtin; /* the document is a built-in profile file */
 	bool oom;     /* an allocation failed; the result is not to be trusted */
 	struct mh_pos tls_pos; /* where mqtt.tls was given; line 0 when it was not */
+	struct mh_pos freeze_pos; /* where schedule.daily_freeze was given; line 0 when not */
 };
 
 /* Prepare @s to fill @cfg (zeroed by the caller); errors go to @on_error. */

@@ -18,6 +18,7 @@
 #include "meter.h"
 #include "outbox.h"
 #include "schedule.h"
+#include "tables.h"
 #include "uplink.h"
 
 /* How long shutdown waits for the broker to acknowledge what is in flight. */
@@ -32,6 +33,7 @@ struct mh_daemon {
 	const struct mh_config *cfg;
 	struct mh_db *db;
 	struct mh_outbox *outbox;
+	struct mh_tables *tables;
 	struct mh_uplink *uplink;
 	struct mh_meter_set meters;
 	struct mh_bus **buses;
@@ -105,6 +107,8 @@ static void store_reading(struct mh_daemon *d, const struct mh_job *job)
 		if (r->valid[i])
 			cJSON_AddNumberToObject(values, m->cfg->profile->points[i].name, r->values[i]);
 	cJSON_AddStringToObject(obj, "read_at", read_at);
+	if (job->late)
+		cJSON_AddBoolToObject(obj, "late", true);
 	if (r->quality != MH_QUALITY_GOOD)
 		cJSON_AddStringToObject(obj, "error", r->error);
 	cJSON_AddStringToObject(obj, "bus", m->bus_cfg->name);
@@ -162,6 +166,23 @@ static void commit(struct mh_daemon *d)
 
 /* ---- jobs ------------------------------------------------------------ */
 
+/* A boundary read of a meter with interval tables failed: try again within the window. */
+static void plan_retry(struct mh_daemon *d, struct mh_meter *m, const struct mh_job *job)
+{
+	int64_t at;
+
+	if (!m->table.enabled || m->retries >= d->cfg->schedule.retries)
+		return;
+	at = mh_schedule_retry_at(mh_clock_wall_ms(), d->next_boundary,
+		d->cfg->schedule.interval_ms, m->retries,
+		job->reading.duration_ms + m->bus_cfg->timeout_ms);
+	if (!at)
+		return;
+	m->retry_at = at;
+	m->retry_due = job->due_ms;
+	m->retries++;
+}
+
 static void read_done(struct mh_job *job)
 {
 	struct mh_daemon *d = job->ud;
@@ -170,9 +191,12 @@ static void read_done(struct mh_job *job)
 	m->busy = false;
 	if (!job->canceled) {
 		store_reading(d, job);
+		mh_tables_observe(d->tables, job);
 		mh_health_note(d->health, m->bus_index, &job->reading);
 		if (job->reading.quality == MH_QUALITY_GOOD)
 			m->last_good_ms = job->reading.read_at_ms;
+		else
+			plan_retry(d, m, job);
 	}
 	mh_job_free(job);
 }
@@ -221,6 +245,9 @@ static void submit_all(struct mh_daemon *d, int64_t boundary)
 		}
 		job->due_ms = boundary;
 		m->busy = true;
+		/* A new boundary: a retry of the last one that did not happen is moot. */
+		m->retry_at = 0;
+		m->retries = 0;
 		mh_bus_submit(m->bus, job, false);
 	}
 	/* Once per bus and boundary, however many meters it could not fit. */
@@ -228,6 +255,34 @@ static void submit_all(struct mh_daemon *d, int64_t boundary)
 		if (skipped[b])
 			mh_log_warn(SCHED, "%s: %zu of %zu meters still being read; not read at this boundary",
 				d->cfg->buses[b].name, skipped[b], d->cfg->buses[b].n_meters);
+}
+
+/* Submit the retries whose time has come; returns when the next one is due (0: none). */
+static int64_t submit_retries(struct mh_daemon *d, int64_t now)
+{
+	int64_t next = 0;
+
+	for (size_t i = 0; i < d->meters.n; i++) {
+		struct mh_meter *m = &d->meters.meters[i];
+		struct mh_job *job;
+
+		if (!m->retry_at)
+			continue;
+		if (m->retry_at > now || m->busy) {
+			if (!next || m->retry_at < next)
+				next = m->retry_at;
+			continue;
+		}
+		m->retry_at = 0;
+		job = mh_job_new_read(m, m->slot, m->cfg->profile->n_points, read_done, d);
+		if (!job)
+			continue;
+		job->due_ms = m->retry_due;
+		job->late = true;
+		m->busy = true;
+		mh_bus_submit(m->bus, job, false);
+	}
+	return next;
 }
 
 static void clock_step_event(struct mh_daemon *d, int64_t step, int64_t now, bool was_set)
@@ -285,6 +340,7 @@ static bool watch_clock(struct mh_daemon *d, int64_t now)
 		mh_log_warn(CLOCK, "the wall clock stepped %+.3f s (from %s to %s); the schedule "
 				   "follows the new time",
 			(double)step / 1000.0, floor, at);
+		mh_tables_clock_step(d->tables, step);
 		clock_step_event(d, step, now, true);
 		d->next_boundary = mh_schedule_next(now, d->cfg->schedule.interval_ms);
 	}
@@ -309,6 +365,9 @@ static void on_tick(uv_timer_t *t)
 		}
 		if (d->next_boundary - now + 1 < wait)
 			wait = d->next_boundary - now + 1;
+		int64_t retry = submit_retries(d, now);
+		if (retry && retry - now < wait)
+			wait = retry - now;
 	}
 	/* Re-armed from the wall clock each time, so timer drift never accumulates. */
 	uv_timer_start(&d->tick, on_tick, (uint64_t)(wait > 0 ? wait : 1), 0);
@@ -403,6 +462,8 @@ static int open_store(struct mh_daemon *d)
 
 	if (!rc)
 		rc = mh_outbox_open(d->db, d->cfg->store.max_bytes, &d->outbox);
+	if (!rc)
+		rc = mh_tables_open(d->db, d->outbox, d->cfg, &d->meters, &d->tables);
 	if (rc < 0) {
 		mh_log_err(STORE, "cannot open the store at %s: %s", d->cfg->store.path,
 			strerror(-rc));
@@ -415,6 +476,7 @@ static int open_store(struct mh_daemon *d)
 
 static void free_daemon(struct mh_daemon *d)
 {
+	mh_tables_free(d->tables);
 	mh_outbox_free(d->outbox);
 	mh_db_close(d->db);
 	mh_health_free(d->health);

@@ -38,6 +38,9 @@ struct mh_meter {
 	bool busy;          /* a scheduled read is queued or running */
 	uint64_t skipped;   /* boundaries passed over because the last read was not done */
 	int64_t last_good_ms;
+	/* A failed boundary read waiting for its retry (补抄): when, and for which boundary. */
+	int64_t retry_at, retry_due;
+	unsigned retries; /* made for the current boundary */
 	struct mh_meter_table table;
 };
 

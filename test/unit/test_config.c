@@ -821,15 +821,8 @@ static void test_point_past_last_register(void **state)
 
 static void test_unsupported_keys(void **state)
 {
-	expect_errors(MINIMAL "tariff:\n  default: flat\n", 1,
-		"t.yaml:14:1: tariff: not supported by this version of meterhub yet; remove it");
 	expect_errors(MINIMAL "commands: { max_attempts: 3 }\n", 1,
 		"t.yaml:14:1: commands: not supported by this version of meterhub yet; remove it");
-	expect_errors(GATEWAY MQTT
-		"schedule:\n  interval: 15m\n  daily_freeze: \"00:00\"\n" BUS METER1,
-		1,
-		"t.yaml:8:3: schedule.daily_freeze: not supported by this version of meterhub yet; "
-		"remove it");
 	expect_errors(
 		PROFILE_HEAD P("name: relay, table: coil, address: 0") "    control:\n      trip: "
 								       "{ table: coil, address: "
@@ -837,14 +830,89 @@ static void test_unsupported_keys(void **state)
 		1,
 		"t.yaml:18:5: profiles.my.control: not supported by this version of meterhub yet; "
 		"remove it");
-	expect_errors(MINIMAL "tariffs:\n  night-shift: { default: flat }\n", 1,
-		"t.yaml:14:1: tariffs: not supported by this version of meterhub yet; remove it");
-	/* A meter's own tariff: "      - { id: m-0001, address: 1, profile: eastron-sdm120, " is 59. */
+}
+
+/* ---- tariffs ---------------------------------------------------------- */
+
+/* Lines 14-.. after MINIMAL. */
+#define TARIFF_HEAD "tariff:\n  default: flat\n  periods:\n"
+#define PERIOD(name, from, to) "    - { name: " name ", from: \"" from "\", to: \"" to "\" }\n"
+
+static void test_tariffs(void **state)
+{
+	struct mh_config *cfg = expect_ok(MINIMAL TARIFF_HEAD PERIOD("peak", "08:00", "11:00")
+			PERIOD("valley", "23:00", "07:00")
+		"  seasons:\n"
+		"    - { months: [7, 8], periods: [ { name: sharp, from: \"19:00\", to: \"21:00\" } ] }\n"
+		"    - { days: [weekend], periods: [ { name: valley, from: \"00:00\", to: \"24:00\" } ] }\n"
+		"tariffs:\n"
+		"  night-shift: { periods: [ { name: valley, from: \"08:00\", to: \"16:00\" } ], default: flat }\n");
+	const struct mh_tariff *t = cfg->tariff;
+
+	assert_non_null(t);
+	assert_int_equal(t->base.n, 2);
+	assert_string_equal(t->default_period, "flat");
+	assert_string_equal(mh_tariff_period(t, 11, 3, 9 * 60), "peak");
+	assert_string_equal(mh_tariff_period(t, 11, 3, 0), "valley");
+	assert_string_equal(mh_tariff_period(t, 11, 3, 12 * 60), "flat");
+	assert_string_equal(mh_tariff_period(t, 7, 3, 20 * 60), "sharp");
+	assert_string_equal(mh_tariff_period(t, 11, 6, 9 * 60), "valley");
+	assert_int_equal(cfg->n_tariffs, 1);
+	assert_string_equal(mh_tariff_period(mh_config_tariff(cfg, "night-shift"), 11, 3, 9 * 60),
+		"valley");
+	assert_null(mh_config_tariff(cfg, "nope"));
+	assert_int_equal(cfg->schedule.daily_freeze_min, 0);
+	assert_int_equal(cfg->schedule.retries, 2);
+	mh_config_free(cfg);
+
+	/* An edge between two 15-minute boundaries would split an interval. */
+	expect_errors(MINIMAL TARIFF_HEAD PERIOD("peak", "08:10", "11:00"), 1,
+		"t.yaml:17:7: tariff.periods[0]: 08:10 is not a boundary of the 900 s interval "
+		"(counted from midnight), so an interval would straddle two periods");
+	expect_errors(MINIMAL TARIFF_HEAD PERIOD("peak", "08:00", "11:00")
+			PERIOD("valley", "22:00", "08:30"), 1,
+		"t.yaml:18:7: tariff.periods[1]: \"valley\" (22:00-08:30) overlaps \"peak\" "
+		"(08:00-11:00, line 17): a moment belongs to one period");
+	expect_errors(MINIMAL "tariff:\n  periods:\n" PERIOD("peak", "8:00", "25:00"), 3,
+		"t.yaml:16:27: tariff.periods[0].from: \"8:00\" is not a time of day (HH:MM, quoted, "
+		"e.g. \"08:00\")",
+		"t.yaml:16:39: tariff.periods[0].to: \"25:00\" is not a time of day (00:00 to 24:00)",
+		"t.yaml:15:3: tariff.default: missing required key");
+	expect_errors(MINIMAL TARIFF_HEAD PERIOD("peak", "08:00", "11:00")
+		"  seasons:\n    - { months: [13], days: [someday], periods: [] }\n    - { periods: [ { name: x, from: \"01:00\", to: \"02:00\" } ] }\n", 4,
+		"t.yaml:19:18: tariff.seasons[0].months: \"13\" is not a month (1 to 12)",
+		"t.yaml:19:30: tariff.seasons[0].days: \"someday\" is not a day (sun, mon, tue, "
+		"wed, thu, fri, sat, weekend or weekdays)",
+		"t.yaml:19:49: tariff.seasons[0].periods: expected a list with at least one entry, "
+		"found an empty list",
+		"t.yaml:20:7: tariff.seasons[1]: a season says when it applies: give months, days or "
+		"both");
+	/* A meter picks a named tariff; a name nobody defined is an error. */
+	cfg = expect_ok(HEAD BUS
+		"      - { id: m-0001, address: 1, profile: eastron-sdm120, tariff: night }\n"
+		"tariffs:\n  night: { periods: [ { name: valley, from: \"22:00\", to: \"06:00\" } ], "
+		"default: flat }\n");
+	assert_ptr_equal(cfg->buses[0].meters[0].tariff, mh_config_tariff(cfg, "night"));
+	assert_null(cfg->tariff);
+	mh_config_free(cfg);
 	expect_errors(HEAD BUS
-		"      - { id: m-0001, address: 1, profile: eastron-sdm120, tariff: night }\n",
-		1,
-		"t.yaml:13:60: buses[0].meters[0].tariff: not supported by this version of meterhub "
-		"yet; remove it");
+		"      - { id: m-0001, address: 1, profile: eastron-sdm120, tariff: day }\n", 1,
+		"t.yaml:13:9: buses[0].meters[0].tariff: no tariff named \"day\" (name it under "
+		"tariffs:)");
+}
+
+static void test_daily_freeze(void **state)
+{
+	struct mh_config *cfg = expect_ok(GATEWAY MQTT
+		"schedule:\n  interval: 15m\n  daily_freeze: \"01:30\"\n  retries: 0\n" BUS METER1);
+
+	assert_int_equal(cfg->schedule.daily_freeze_min, 90);
+	assert_int_equal(cfg->schedule.retries, 0);
+	mh_config_free(cfg);
+	expect_errors(GATEWAY MQTT "schedule:\n  interval: 1h\n  daily_freeze: \"00:30\"\n" BUS
+			METER1, 1,
+		"t.yaml:8:17: schedule.daily_freeze: 00:30 is not a boundary of the 3600 s interval "
+		"(counted from midnight)");
 }
 
 /* ---- many errors at once --------------------------------------------- */
@@ -1094,24 +1162,18 @@ static void test_double_hex_prefix_rejected(void **state)
 /* ---- the whole contract example -------------------------------------- */
 
 /*
- * DESIGN.md's config, verbatim: everything this version implements loads,
- * and each part it does not implement yet (tariff, tariffs, commands,
- * daily_freeze, a meter's tariff, control) is named, as are the placeholder
- * "FILE" paths.
+ * DESIGN.md's config, verbatim: everything this version implements loads
+ * (tariffs, seasons, a meter's tariff, the daily freeze among them), and
+ * each part it does not implement yet (commands, control) is named, as are
+ * the placeholder "FILE" paths.
  */
 static void test_design_example_verbatim(void **state)
 {
-	expect_errors(design_verbatim, 10,
+	expect_errors(design_verbatim, 6,
 		"t.yaml:7:14: mqtt.tls.ca: cannot read \"FILE\": No such file or directory",
 		"t.yaml:7:26: mqtt.tls.cert: cannot read \"FILE\": No such file or directory",
 		"t.yaml:7:37: mqtt.tls.key: cannot read \"FILE\": No such file or directory",
-		"t.yaml:9:28: schedule.daily_freeze: not supported by this version of meterhub "
-		"yet; remove it",
-		"t.yaml:10:1: tariff: not supported by this version of meterhub yet; remove it",
-		"t.yaml:17:1: tariffs: not supported by this version of meterhub yet; remove it",
 		"t.yaml:19:1: commands: not supported by this version of meterhub yet; remove it",
-		"t.yaml:30:78: buses[0].meters[1].tariff: not supported by this version of "
-		"meterhub yet; remove it",
 		"t.yaml:43:5: profiles.my-meter.control: not supported by this version of meterhub "
 		"yet; remove it",
 		/* The example's TLS block beside a tcp:// URI: it is the comment that says ssl://. */
@@ -2157,6 +2219,8 @@ int main(void)
 		cmocka_unit_test(test_bit_points),
 		cmocka_unit_test(test_point_past_last_register),
 		cmocka_unit_test(test_unsupported_keys),
+		cmocka_unit_test(test_tariffs),
+		cmocka_unit_test(test_daily_freeze),
 		cmocka_unit_test(test_many_errors_in_one_file),
 		cmocka_unit_test(test_errors_under_incomplete_bus),
 		cmocka_unit_test(test_names),

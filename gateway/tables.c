@@ -1,0 +1,377 @@
+// SPDX-License-Identifier: MIT
+#include "tables.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "dlt645_di.h"
+#include "log.h"
+#include "schedule.h"
+
+#define STATE_VERSION 1
+
+struct mh_tables {
+	struct mh_db *db;
+	struct mh_outbox *outbox;
+	const struct mh_config *cfg;
+	struct mh_meter_set *meters;
+	MDB_dbi dbi;
+};
+
+/* What is stored per meter: a version, then the builder's state as it is. */
+struct stored_state {
+	uint32_t version;
+	uint32_t size;
+	struct mh_ival_state state;
+};
+
+/* Interval tables are built from the cumulative registers: energy_*_kwh. */
+static bool is_cumulative(const char *name)
+{
+	size_t n = strlen(name);
+
+	return n > 11 && !strncmp(name, "energy_", 7) && !strcmp(name + n - 4, "_kwh");
+}
+
+/* Where a register wraps back to 0: what its format can hold. 0 when it never does. */
+static double register_wrap(const struct mh_profile *profile, const struct mh_point *pt)
+{
+	if (profile->protocol == MH_PROTO_DLT645) {
+		const struct mh_dlt645_di_info *info = mh_dlt645_di_lookup(pt->di);
+		/* XXXXXX.XX kWh: 8 BCD digits, 2 of them decimals, wraps at 1 000 000. */
+		if (info && !info->is_signed)
+			return pow(10, info->element_bytes * 2 - info->decimals);
+		return 0;
+	}
+	switch (pt->modbus.type) {
+	case MH_MODBUS_U16:
+		return 65536.0 * fabs(pt->modbus.scale);
+	case MH_MODBUS_U32:
+		return 4294967296.0 * fabs(pt->modbus.scale);
+	default:
+		return 0; /* 64-bit counters and floats do not wrap in a meter's life */
+	}
+}
+
+static void add_period_name(struct mh_meter_table *mt, const char *name)
+{
+	if (!name)
+		return;
+	for (size_t i = 0; i < mt->cfg.n_periods; i++)
+		if (!strcmp(mt->period_names[i], name))
+			return;
+	if (mt->cfg.n_periods < MH_IVAL_MAX_PERIODS)
+		mt->period_names[mt->cfg.n_periods++] = name;
+}
+
+static void add_table_names(struct mh_meter_table *mt, const struct mh_tariff_table *table)
+{
+	for (size_t i = 0; i < table->n; i++)
+		add_period_name(mt, table->periods[i].name);
+}
+
+static int load_state(struct mh_tables *t, struct mh_meter *m)
+{
+	struct mh_meter_table *mt = &m->table;
+	MDB_val k = { strlen(m->cfg->id), (void *)m->cfg->id }, v;
+	MDB_txn *txn;
+	int rc = mh_db_read(t->db, &txn);
+
+	if (rc)
+		return rc;
+	rc = mdb_get(txn, t->dbi, &k, &v);
+	if (rc == 0 && v.mv_size == sizeof(struct stored_state)) {
+		struct stored_state s;
+		memcpy(&s, v.mv_data, sizeof(s));
+		if (s.version == STATE_VERSION && s.size == sizeof(s.state) &&
+			mh_intervals_fits(&mt->cfg, &s.state)) {
+			mt->state = mt->committed = s.state;
+			mh_db_read_end(txn);
+			return 0;
+		}
+		mh_log_notice(STORE, "meter %s: its interval state is of another profile or version; "
+				     "starting its tables afresh",
+			m->cfg->id);
+	} else if (rc != MDB_NOTFOUND && rc != 0) {
+		mh_db_read_end(txn);
+		return mh_db_error(rc);
+	}
+	mh_db_read_end(txn);
+	mh_intervals_init(&mt->cfg, &mt->state);
+	mt->committed = mt->state;
+	return 0;
+}
+
+static void setup_meter(const struct mh_config *cfg, struct mh_meter *m)
+{
+	const struct mh_profile *profile = m->cfg->profile;
+	struct mh_meter_table *mt = &m->table;
+	const struct mh_tariff *tariff = m->cfg->tariff ? m->cfg->tariff : cfg->tariff;
+	size_t n = 0;
+
+	memset(mt, 0, sizeof(*mt));
+	mt->cfg.import_point = SIZE_MAX;
+	for (size_t i = 0; i < profile->n_points && n < MH_IVAL_MAX_POINTS; i++) {
+		const struct mh_point *pt = &profile->points[i];
+		if (!is_cumulative(pt->name))
+			continue;
+		if (!strcmp(pt->name, "energy_import_kwh"))
+			mt->cfg.import_point = n;
+		mt->point[n] = i;
+		mt->names[n] = pt->name;
+		mt->wrap[n] = register_wrap(profile, pt);
+		n++;
+	}
+	if (!n)
+		return;
+	mt->enabled = true;
+	mt->cfg.interval_ms = cfg->schedule.interval_ms;
+	mt->cfg.freeze_min = cfg->schedule.daily_freeze_min;
+	mt->cfg.tariff = tariff;
+	mt->cfg.n_points = n;
+	mt->cfg.names = mt->names;
+	mt->cfg.wrap = mt->wrap;
+	mt->cfg.period_names = mt->period_names;
+	if (tariff) {
+		add_table_names(mt, &tariff->base);
+		for (size_t s = 0; s < tariff->n_seasons; s++)
+			add_table_names(mt, &tariff->seasons[s].table);
+		add_period_name(mt, tariff->default_period);
+	}
+}
+
+/* The database's turn ended: the states it held are now on disk, or undone with it. */
+static void on_commit(void *ud, int rc)
+{
+	struct mh_tables *t = ud;
+
+	for (size_t i = 0; i < t->meters->n; i++) {
+		struct mh_meter_table *mt = &t->meters->meters[i].table;
+		if (!mt->dirty)
+			continue;
+		if (rc == 0)
+			mt->committed = mt->state;
+		else
+			mt->state = mt->committed;
+		mt->dirty = false;
+	}
+}
+
+int mh_tables_open(struct mh_db *db, struct mh_outbox *outbox, const struct mh_config *cfg,
+	struct mh_meter_set *meters, struct mh_tables **out)
+{
+	struct mh_tables *t = calloc(1, sizeof(*t));
+	int rc;
+
+	if (!t)
+		return -ENOMEM;
+	*t = (struct mh_tables){ .db = db, .outbox = outbox, .cfg = cfg, .meters = meters };
+	rc = mh_db_table(db, "intervals", &t->dbi);
+	if (!rc)
+		rc = mh_db_watch(db, on_commit, t);
+	for (size_t i = 0; !rc && i < meters->n; i++) {
+		setup_meter(cfg, &meters->meters[i]);
+		if (meters->meters[i].table.enabled)
+			rc = load_state(t, &meters->meters[i]);
+	}
+	if (rc) {
+		free(t);
+		return rc;
+	}
+	*out = t;
+	return 0;
+}
+
+void mh_tables_free(struct mh_tables *t)
+{
+	free(t);
+}
+
+/* ---- records --------------------------------------------------------- */
+
+struct emit_ctx {
+	struct mh_tables *t;
+	const struct mh_meter *m;
+	MDB_txn *txn;
+	int rc;
+};
+
+static void local_date(int64_t ms, bool month_only, char *out, size_t len)
+{
+	time_t s = (time_t)(ms / 1000);
+	struct tm tm;
+
+	localtime_r(&s, &tm);
+	strftime(out, len, month_only ? "%Y-%m" : "%Y-%m-%d", &tm);
+}
+
+static void add_time(cJSON *obj, const char *key, int64_t ms)
+{
+	char ts[40];
+
+	mh_schedule_format(ms, false, ts, sizeof(ts));
+	cJSON_AddStringToObject(obj, key, ts);
+}
+
+static void add_energies(cJSON *obj, const struct mh_meter_table *mt, const double *energy)
+{
+	for (size_t i = 0; i < mt->cfg.n_points; i++)
+		cJSON_AddNumberToObject(obj, mt->names[i], energy[i]);
+}
+
+/* A daily or monthly record: the bucket of the day or month that ended. */
+static void add_freeze(cJSON *obj, const struct mh_meter_table *mt, const struct mh_ival_out *out)
+{
+	const struct mh_ival_bucket *b = out->bucket;
+	char date[16];
+	cJSON *periods, *cum;
+
+	local_date(b->start_ms, out->kind == MH_IVAL_MONTHLY, date, sizeof(date));
+	cJSON_AddStringToObject(obj, out->kind == MH_IVAL_MONTHLY ? "month" : "date", date);
+	add_time(obj, "start", out->start_ms);
+	add_time(obj, "end", out->end_ms);
+	add_energies(obj, mt, out->energy);
+	periods = cJSON_AddObjectToObject(obj, "periods");
+	for (size_t p = 0; periods && p < mt->cfg.n_periods; p++)
+		cJSON_AddNumberToObject(periods, mt->period_names[p], b->periods[p]);
+	if (mt->cfg.import_point < mt->cfg.n_points)
+		cJSON_AddNumberToObject(obj, "unattributed_kwh", b->unattributed);
+	if (out->cumulative) {
+		cum = cJSON_AddObjectToObject(obj, "cumulative");
+		for (size_t i = 0; cum && i < mt->cfg.n_points; i++)
+			cJSON_AddNumberToObject(cum, mt->names[i], out->cumulative[i]);
+	}
+	cJSON_AddBoolToObject(obj, "complete", out->complete);
+	cJSON_AddStringToObject(obj, "source", "gateway");
+}
+
+static void emit(void *ud, const struct mh_ival_out *out)
+{
+	struct emit_ctx *c = ud;
+	const struct mh_meter_table *mt = &c->m->table;
+	enum mh_record_type type;
+	cJSON *obj;
+	char subtopic[96], *json;
+	int64_t created = out->end_ms;
+
+	if (c->rc)
+		return;
+	obj = cJSON_CreateObject();
+	if (!obj) {
+		c->rc = -ENOMEM;
+		return;
+	}
+	cJSON_AddNumberToObject(obj, "seq", (double)mh_outbox_next_seq(c->t->outbox));
+	switch (out->kind) {
+	case MH_IVAL_INTERVAL:
+		type = MH_RECORD_INTERVAL;
+		snprintf(subtopic, sizeof(subtopic), "interval/%s", c->m->cfg->id);
+		cJSON_AddStringToObject(obj, "meter", c->m->cfg->id);
+		add_time(obj, "start", out->start_ms);
+		add_time(obj, "end", out->end_ms);
+		if (out->period)
+			cJSON_AddStringToObject(obj, "period", out->period);
+		else
+			cJSON_AddNullToObject(obj, "period");
+		add_energies(obj, mt, out->energy);
+		cJSON_AddBoolToObject(obj, "complete", out->complete);
+		if (out->late)
+			cJSON_AddBoolToObject(obj, "late", true);
+		break;
+	case MH_IVAL_DAILY:
+	case MH_IVAL_MONTHLY:
+		type = MH_RECORD_DAILY;
+		snprintf(subtopic, sizeof(subtopic), "%s/%s",
+			out->kind == MH_IVAL_DAILY ? "daily" : "monthly", c->m->cfg->id);
+		cJSON_AddStringToObject(obj, "meter", c->m->cfg->id);
+		add_freeze(obj, mt, out);
+		break;
+	case MH_IVAL_RESET:
+	default:
+		type = MH_RECORD_EVENT;
+		snprintf(subtopic, sizeof(subtopic), "event");
+		add_time(obj, "ts", out->end_ms);
+		cJSON_AddStringToObject(obj, "type", "meter_reset");
+		cJSON_AddStringToObject(obj, "meter", c->m->cfg->id);
+		cJSON_AddStringToObject(obj, "point", mt->names[out->point]);
+		cJSON_AddNumberToObject(obj, "before", out->before);
+		cJSON_AddNumberToObject(obj, "after", out->after);
+		mh_log_warn(BUS, "meter %s: %s dropped from %.2f to %.2f without wrapping; "
+				 "a new baseline (meter replaced or reset?)",
+			c->m->cfg->id, mt->names[out->point], out->before, out->after);
+		break;
+	}
+	json = cJSON_PrintUnformatted(obj);
+	cJSON_Delete(obj);
+	if (!json) {
+		c->rc = -ENOMEM;
+		return;
+	}
+	c->rc = mh_outbox_put(c->t->outbox, c->txn, type, created, subtopic, json, strlen(json));
+	free(json);
+}
+
+int mh_tables_observe(struct mh_tables *t, const struct mh_job *job)
+{
+	struct mh_meter *m = job->meter;
+	struct mh_meter_table *mt = &m->table;
+	const struct mh_reading *r = &job->reading;
+	double values[MH_IVAL_MAX_POINTS];
+	struct stored_state stored = { .version = STATE_VERSION, .size = sizeof(stored.state) };
+	struct emit_ctx ctx = { .t = t, .m = m };
+	bool good = r->frames > 0;
+	int rc;
+
+	if (!mt->enabled)
+		return 0;
+	for (size_t i = 0; i < mt->cfg.n_points; i++) {
+		good &= r->valid[mt->point[i]];
+		values[i] = r->values[mt->point[i]];
+	}
+	struct mh_ival_obs obs = {
+		.due_ms = job->due_ms,
+		.read_at_ms = r->read_at_ms ? r->read_at_ms : job->due_ms,
+		.late = job->late,
+		.good = good,
+		.values = values,
+	};
+	rc = mh_db_begin(t->db, &ctx.txn);
+	if (rc)
+		return rc;
+	/* The builder works on a copy: its state changes only with the unit that stores it. */
+	stored.state = mt->state;
+	mh_intervals_observe(&mt->cfg, &stored.state, &obs, emit, &ctx);
+	rc = ctx.rc;
+	if (!rc) {
+		MDB_val k = { strlen(m->cfg->id), (void *)m->cfg->id }, v = { sizeof(stored), &stored };
+		rc = mh_db_error(mdb_put(ctx.txn, t->dbi, &k, &v, 0));
+	}
+	int end = mh_db_end(t->db, ctx.txn, rc == 0);
+	if (!rc)
+		rc = end;
+	if (rc) {
+		mh_log_err(STORE, "meter %s: interval tables not updated: %s", m->cfg->id,
+			strerror(-rc));
+		return rc;
+	}
+	mt->state = stored.state;
+	mt->dirty = true;
+	return 0;
+}
+
+void mh_tables_clock_step(struct mh_tables *t, int64_t step_ms)
+{
+	for (size_t i = 0; i < t->meters->n; i++) {
+		struct mh_meter_table *mt = &t->meters->meters[i].table;
+		/* Kept in memory; stored with the meter's next observation. */
+		if (mt->enabled) {
+			mh_intervals_clock_step(&mt->state, step_ms);
+			mh_intervals_clock_step(&mt->committed, step_ms);
+		}
+	}
+}
