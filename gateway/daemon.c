@@ -16,6 +16,7 @@
 #include "job.h"
 #include "log.h"
 #include "meter.h"
+#include "notify.h"
 #include "outbox.h"
 #include "schedule.h"
 #include "tables.h"
@@ -44,6 +45,7 @@ struct mh_daemon {
 	struct mh_health *health;
 	uv_signal_t sigint, sigterm, sighup;
 	struct mh_clock clock;
+	struct mh_notify notify;
 	bool clock_waited; /* the clock was not set at some point since start */
 	int64_t next_boundary;
 	int64_t started_mono;
@@ -301,6 +303,12 @@ static void clock_step_event(struct mh_daemon *d, int64_t step, int64_t now, boo
 	commit(d);
 }
 
+/* What `systemctl status` shows while the gateway reads its meters. */
+static void notify_running(struct mh_daemon *d)
+{
+	mh_notify_status("running: %zu buses, %zu meters", d->cfg->n_buses, d->meters.n);
+}
+
 /*
  * Look at the wall clock: not set yet (a board without RTC after boot),
  * just set, stepped by NTP or a person, or keeping pace. Returns whether
@@ -320,6 +328,7 @@ static bool watch_clock(struct mh_daemon *d, int64_t now)
 			mh_log_warn(CLOCK, "the wall clock reads %s, before this build (%s): it is not "
 					   "set; waiting for it before reading any meter",
 				at, floor);
+			mh_notify_status("waiting for the wall clock to be set (it reads %s)", at);
 		}
 		d->clock_waited = true;
 		return false;
@@ -330,6 +339,7 @@ static bool watch_clock(struct mh_daemon *d, int64_t now)
 			mh_log_notice(CLOCK, "the wall clock is set now (it moved %+.0f s); reading starts",
 				(double)(now - last) / 1000.0);
 			clock_step_event(d, now - last, now, false);
+			notify_running(d);
 		}
 		if (d->uplink && d->clock_waited)
 			mh_uplink_set_started(d->uplink, started);
@@ -418,6 +428,8 @@ static void stop(struct mh_daemon *d)
 	if (d->stopping)
 		return;
 	d->stopping = true;
+	mh_notify_stopping("stopping: finishing the frames in progress and flushing to the broker");
+	mh_notify_watchdog_stop(&d->notify);
 	uv_timer_stop(&d->tick);
 	uv_close((uv_handle_t *)&d->tick, NULL);
 	uv_close((uv_handle_t *)&d->health_timer, NULL);
@@ -500,6 +512,7 @@ int mh_daemon_run(const struct mh_config *cfg)
 		free_daemon(d);
 		return -ENOMEM;
 	}
+	mh_notify_status("opening the store at %s", cfg->store.path);
 	rc = open_store(d);
 	if (rc < 0) {
 		free_daemon(d);
@@ -540,7 +553,15 @@ int mh_daemon_run(const struct mh_config *cfg)
 
 	mh_log_notice(MAIN, "meterhub %s started: %zu buses, %zu meters, every %u ms", MH_VERSION,
 		cfg->n_buses, d->meters.n, cfg->schedule.interval_ms);
+	/* Config loaded, store open, buses started: ready, and alive from now on. */
+	rc = mh_notify_watchdog_start(&d->notify, &d->loop);
+	if (rc < 0)
+		mh_log_err(MAIN, "watchdog keep-alives not started: %s", uv_strerror(rc));
 	on_tick(&d->tick);
+	/* While the clock is not set, on_tick() has said so in the status. */
+	if (d->clock.set)
+		notify_running(d);
+	mh_notify_ready(NULL);
 
 	uv_run(&d->loop, UV_RUN_DEFAULT);
 	rc = 0;
