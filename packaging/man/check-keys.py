@@ -7,7 +7,7 @@
 Collects every key path used in README's "Config reference" YAML block and in
 each CONFIG file (the shipped default, the examples) and checks that the man
 source describes it as a term (`buses[].meters[].id`). Names a user chooses
-(the keys under `profiles`) are written NAME. The man page is the one
+(the keys under `profiles` and `tariffs`) are written NAME. The man page is the one
 reference; this keeps README and the shipped files from drifting from it.
 """
 
@@ -23,9 +23,10 @@ def paths(node, prefix=''):
             key = str(key)
             here = prefix + '.' + key if prefix else key
             yield here
-            if here == 'profiles' and isinstance(value, dict):
-                for prof in value.values():
-                    yield from paths(prof, 'profiles.NAME')
+            if here in ('profiles', 'tariffs') and isinstance(value, dict):
+                for named in value.values():
+                    yield here + '.NAME'
+                    yield from paths(named, here + '.NAME')
             else:
                 yield from paths(value, here)
     elif isinstance(node, list):
