@@ -453,6 +453,10 @@ static void apply_defaults(struct mh_schema *s)
 		cfg->mqtt.window = 32;
 	if (cfg->schedule.retries == UINT_MAX)
 		cfg->schedule.retries = 2;
+	if (cfg->schedule.backfill_days == UINT_MAX)
+		cfg->schedule.backfill_days = 3;
+	if (cfg->schedule.backfill_at_min == UINT_MAX)
+		cfg->schedule.backfill_at_min = 5; /* 00:05: the meters have frozen by then */
 	if (cfg->gateway.id && !cfg->mqtt.client_id) {
 		snprintf(buf, sizeof(buf), "meterhub-%s", cfg->gateway.id);
 		cfg->mqtt.client_id = mh_schema_strdup(s, buf);
@@ -495,6 +499,8 @@ int mh_config_load_string(const char *name, const char *text, size_t len,
 		return -ENOMEM;
 	/* Unset until the file says otherwise: 0 is a value here. */
 	cfg->schedule.retries = UINT_MAX;
+	cfg->schedule.backfill_days = UINT_MAX;
+	cfg->schedule.backfill_at_min = UINT_MAX;
 	mh_schema_init(&s, cfg, on_error, ud);
 	rc = load_builtins(&s);
 	if (!rc)

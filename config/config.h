@@ -131,6 +131,8 @@ struct mh_config {
 		unsigned interval_ms;
 		unsigned daily_freeze_min; /* key "daily_freeze", minutes after local midnight */
 		unsigned retries;          /* of a failed boundary read within its window */
+		unsigned backfill_days;    /* daily freezes read back from DL/T 645 meters */
+		unsigned backfill_at_min;  /* not before this local time of day */
 	} schedule;
 	struct mh_tariff_config *tariff_config; /* key "tariff"; NULL when not given */
 	const struct mh_tariff *tariff;         /* the gateway's periods; NULL: none */

@@ -817,6 +817,7 @@ static const struct uint_range range_keepalive = { 5, 3600 };
 static const struct uint_range range_max_gap = { 0, MH_MODBUS_MAX_REGS };
 static const struct uint_range range_reg = { 0, 0xffff };
 static const struct uint_range range_retries = { 0, 5 };
+static const struct uint_range range_backfill = { 0, 61 };
 
 static const struct enum_name parity_names[] = {
 	{ "none", MH_PARITY_NONE },
@@ -897,6 +898,8 @@ static const struct key_spec schedule_keys[] = {
 		&range_interval },
 	{ "daily_freeze", &t_daily_freeze, CFG(schedule.daily_freeze_min), KEY_LIVE, NULL },
 	{ "retries", &t_uint, CFG(schedule.retries), KEY_LIVE, &range_retries },
+	{ "backfill_days", &t_uint, CFG(schedule.backfill_days), KEY_LIVE, &range_backfill },
+	{ "backfill_at", &t_time_of_day, CFG(schedule.backfill_at_min), KEY_LIVE, NULL },
 	{ NULL, NULL, 0, 0, NULL },
 };
 

@@ -48,6 +48,7 @@ struct mh_daemon {
 	struct mh_notify notify;
 	bool clock_waited; /* the clock was not set at some point since start */
 	int64_t next_boundary;
+	uint32_t backfill_day; /* local YYYYMMDD of the last look for missing daily freezes */
 	int64_t started_mono;
 	bool stopping;
 };
@@ -223,6 +224,76 @@ static void on_done(uv_async_t *a)
 	drain_done(a->data);
 }
 
+/* ---- backfill from the meters' own frozen data ------------------------ */
+
+/* A backfill is tried this often before it is given up with an event. */
+#define BACKFILL_TRIES 3
+
+static void frozen_done(struct mh_job *job);
+
+static void submit_frozen(struct mh_daemon *d, struct mh_meter *m, unsigned back,
+	unsigned attempt)
+{
+	struct mh_job *job = mh_job_new(MH_JOB_FROZEN, m, m->slot, frozen_done, d);
+
+	if (!job)
+		return;
+	job->back = back;
+	job->attempt = attempt;
+	mh_bus_submit(m->bus, job, false);
+}
+
+static void want_frozen(void *ud, struct mh_meter *m, unsigned back)
+{
+	mh_log_info(SCHED, "meter %s: no complete daily record %u days back; reading the meter's own",
+		m->cfg->id, back);
+	submit_frozen(ud, m, back, 0);
+}
+
+static void frozen_done(struct mh_job *job)
+{
+	struct mh_daemon *d = job->ud;
+	const struct mh_meter *m = job->meter;
+
+	if (!job->canceled && mh_tables_frozen(d->tables, job) == -ENODATA) {
+		if (job->attempt + 1 < BACKFILL_TRIES) {
+			submit_frozen(d, job->meter, job->back, job->attempt + 1);
+		} else {
+			int64_t now = mh_clock_wall_ms();
+			cJSON *obj = event_begin(d, "backfill_failed", now);
+			cJSON_AddStringToObject(obj, "meter", m->cfg->id);
+			cJSON_AddNumberToObject(obj, "days_back", job->back);
+			cJSON_AddStringToObject(obj, "reason", job->reading.error[0]
+								     ? job->reading.error
+								     : "the meter gave no frozen energy");
+			mh_log_warn(SCHED, "meter %s: daily freeze %u days back not read back: %s",
+				m->cfg->id, job->back, job->reading.error);
+			record_store(d, MH_RECORD_EVENT, "event", obj, now);
+		}
+	}
+	mh_job_free(job);
+}
+
+/* Once a day, after the meters froze: the days the tables lack, from the meters. */
+static void plan_backfill(struct mh_daemon *d, int64_t now)
+{
+	time_t s = (time_t)(now / 1000);
+	struct tm tm;
+	uint32_t today;
+
+	if (!d->cfg->schedule.backfill_days)
+		return;
+	localtime_r(&s, &tm);
+	today = (uint32_t)((tm.tm_year + 1900) * 10000 + (tm.tm_mon + 1) * 100 + tm.tm_mday);
+	if (today == d->backfill_day ||
+		(unsigned)(tm.tm_hour * 60 + tm.tm_min) < d->cfg->schedule.backfill_at_min)
+		return;
+	d->backfill_day = today;
+	for (size_t i = 0; i < d->meters.n; i++)
+		mh_tables_backfill_plan(d->tables, &d->meters.meters[i], now,
+			d->cfg->schedule.backfill_days, want_frozen, d);
+}
+
 /* ---- the schedule ---------------------------------------------------- */
 
 static void submit_all(struct mh_daemon *d, int64_t boundary)
@@ -375,6 +446,7 @@ static void on_tick(uv_timer_t *t)
 		}
 		if (d->next_boundary - now + 1 < wait)
 			wait = d->next_boundary - now + 1;
+		plan_backfill(d, now);
 		int64_t retry = submit_retries(d, now);
 		if (retry && retry - now < wait)
 			wait = retry - now;

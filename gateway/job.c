@@ -35,6 +35,16 @@ struct mh_job *mh_job_new_read(struct mh_meter *meter, size_t slot, size_t n_val
 	return job;
 }
 
+struct mh_job *mh_job_new(enum mh_job_kind kind, struct mh_meter *meter, size_t slot,
+	mh_job_done_fn done, void *ud)
+{
+	struct mh_job *job = mh_job_new_read(meter, slot, 0, done, ud);
+
+	if (job)
+		job->kind = kind;
+	return job;
+}
+
 void mh_job_free(struct mh_job *job)
 {
 	free(job);

@@ -18,6 +18,7 @@
 
 enum mh_job_kind {
 	MH_JOB_READ,
+	MH_JOB_FROZEN, /* DL/T 645: a daily freeze the meter kept, and the one before it */
 };
 
 enum mh_quality {
@@ -41,6 +42,13 @@ struct mh_reading {
 	bool *valid;
 };
 
+/* A daily freeze a DL/T 645 meter kept (0506xxxx): when, and its registers then. */
+struct mh_frozen {
+	int64_t at_ms; /* the freeze time the meter gives, as local time */
+	double import[5], export[5]; /* total, then T1..T4 */
+	size_t n_import, n_export;   /* how many the meter gave (0: none) */
+};
+
 struct mh_meter;
 struct mh_job;
 
@@ -57,8 +65,15 @@ struct mh_job {
 	bool canceled;          /* the bus stopped before running it */
 	mh_job_done_fn done;
 	void *ud;
-	struct mh_reading reading; /* MH_JOB_READ */
+	struct mh_reading reading; /* MH_JOB_READ; quality and error for every kind */
+	unsigned back;             /* MH_JOB_FROZEN: the freeze n days back, 1 = the last */
+	unsigned attempt;          /* MH_JOB_FROZEN: tries of this job made before */
+	struct mh_frozen frozen[2]; /* MH_JOB_FROZEN: freezes back and back + 1 */
 };
+
+/* A job of @kind that carries no point values; NULL without memory. */
+struct mh_job *mh_job_new(enum mh_job_kind kind, struct mh_meter *meter, size_t slot,
+	mh_job_done_fn done, void *ud);
 
 /* A read job with room for @n_values points, zeroed; NULL without memory. */
 struct mh_job *mh_job_new_read(struct mh_meter *meter, size_t slot, size_t n_values,

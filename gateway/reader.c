@@ -467,18 +467,142 @@ void mh_reader_free(struct mh_reader *reader)
 	free(reader);
 }
 
+/* ---- frozen data (DL/T 645) ------------------------------------------ */
+
+/* One identifier, retried once when garbled; fails @r with the reason otherwise. */
+static int read_di(struct mh_reader *rd, const struct mh_meter_config *m, uint32_t di,
+	struct mh_reading *r, const atomic_bool *stop)
+{
+	struct reply *rep = &rd->reply;
+	char why[96];
+	int rc = 0;
+
+	for (int attempt = 0; attempt < 2; attempt++) {
+		if (atomic_load(stop))
+			return -ECANCELED;
+		before_frame(rd, r);
+		rc = mh_dlt645_link_read(rd->dlt645, m->dlt645_addr, di, rep->data,
+			sizeof(rep->data), &rep->len, &rep->err);
+		rd->last_frame_ms = mh_clock_mono_ms();
+		if (rc != -EBADMSG)
+			break;
+	}
+	if (rc == -ETIMEDOUT)
+		fail(r, MH_QUALITY_TIMEOUT, "no reply within %u ms", rd->bus->timeout_ms);
+	else if (port_failed(rc))
+		fail(r, MH_QUALITY_ERROR, "port error: %s", strerror(-rc));
+	else if (rc == -EBADMSG)
+		fail(r, MH_QUALITY_ERROR, "garbled reply reading %08X (twice)", di);
+	else if (rc) {
+		dlt645_refusal(rc, rep, why, sizeof(why));
+		fail(r, MH_QUALITY_ERROR, "meter refused %08X: %s", di, why);
+	}
+	return port_failed(rc) ? -ENODEV : rc;
+}
+
+static int read_freeze_time(struct mh_reader *rd, const struct mh_meter_config *m, unsigned n,
+	struct mh_reading *r, const atomic_bool *stop, int64_t *at)
+{
+	uint32_t di = 0x05060000u | n;
+	struct tm tm;
+	int rc = read_di(rd, m, di, r, stop);
+
+	if (rc)
+		return rc;
+	rc = mh_dlt645_di_decode_time(di, rd->reply.data, rd->reply.len, &tm);
+	if (rc) {
+		fail(r, MH_QUALITY_ERROR, "undecodable freeze time %08X: %s", di, strerror(-rc));
+		return rc;
+	}
+	*at = (int64_t)mktime(&tm) * 1000;
+	return 0;
+}
+
+static int read_frozen_energy(struct mh_reader *rd, const struct mh_meter_config *m, uint32_t di,
+	struct mh_reading *r, const atomic_bool *stop, double *out, size_t *n_out)
+{
+	struct mh_dlt645_di_value values[MH_DLT645_DI_MAX_TARIFF_ELEMENTS];
+	size_t n = 0;
+	int rc = read_di(rd, m, di, r, stop);
+
+	if (rc)
+		return rc;
+	rc = mh_dlt645_di_decode(di, rd->reply.data, rd->reply.len, values,
+		MH_DLT645_DI_MAX_TARIFF_ELEMENTS, &n);
+	if (rc) {
+		fail(r, MH_QUALITY_ERROR, "undecodable frozen energy %08X: %s", di, strerror(-rc));
+		return rc;
+	}
+	*n_out = n < 5 ? n : 5;
+	for (size_t i = 0; i < *n_out; i++)
+		out[i] = values[i].value;
+	return 0;
+}
+
+/*
+ * The meter's daily freezes job->back and job->back + 1 days back: time,
+ * forward and (if the meter keeps it) reverse active energy, then the time
+ * again: a freeze that happened during the read shifts every record by one,
+ * and the read is made again.
+ */
+static int read_frozen(struct mh_reader *rd, struct mh_job *job, const atomic_bool *stop)
+{
+	const struct mh_meter_config *m = &rd->bus->meters[job->slot];
+	struct mh_reading *r = &job->reading;
+
+	if (!rd->dlt645 || job->back < 1 || job->back + 1 > 0x3E) {
+		fail(r, MH_QUALITY_ERROR, "frozen data is read from DL/T 645 meters only, 1 to 61 days back");
+		return 0;
+	}
+	for (int k = 0; k < 2; k++) {
+		struct mh_frozen *f = &job->frozen[k];
+		unsigned n = job->back + (unsigned)k;
+		int64_t again = 0;
+		int rc = 0;
+
+		for (int attempt = 0; attempt < 2; attempt++) {
+			rc = read_freeze_time(rd, m, n, r, stop, &f->at_ms);
+			if (!rc)
+				rc = read_frozen_energy(rd, m, 0x05060100u | n, r, stop, f->import,
+					&f->n_import);
+			if (!rc) {
+				/* Reverse energy is optional: a meter without it says so, and that is all. */
+				struct mh_reading quiet = *r;
+				if (read_frozen_energy(rd, m, 0x05060200u | n, &quiet, stop, f->export,
+					    &f->n_export))
+					f->n_export = 0;
+			}
+			if (!rc)
+				rc = read_freeze_time(rd, m, n, r, stop, &again);
+			if (rc || again == f->at_ms)
+				break;
+			mh_log_notice(DLT645, "%s: meter %s froze while its record %u was read; reading it again",
+				rd->bus->name, m->id, n);
+			rc = -EAGAIN;
+		}
+		if (rc == -EAGAIN)
+			fail(r, MH_QUALITY_ERROR, "frozen record %u kept shifting while read", n);
+		if (rc)
+			return rc == -ENODEV || rc == -ECANCELED ? rc : 0;
+	}
+	return 0;
+}
+
 int mh_reader_run(struct mh_reader *reader, struct mh_job *job, const atomic_bool *stop)
 {
 	struct mh_reading *r = &job->reading;
 	int64_t start = mh_clock_mono_ms();
-	int rc;
+	int rc = -EINVAL;
 
+	mh_reading_clear(r);
 	switch (job->kind) {
 	case MH_JOB_READ:
-		mh_reading_clear(r);
 		rc = read_meter(reader, job, stop);
-		r->duration_ms = (unsigned)(mh_clock_mono_ms() - start);
-		return rc;
+		break;
+	case MH_JOB_FROZEN:
+		rc = read_frozen(reader, job, stop);
+		break;
 	}
-	return -EINVAL;
+	r->duration_ms = (unsigned)(mh_clock_mono_ms() - start);
+	return rc;
 }

@@ -21,6 +21,12 @@ struct mh_tables {
 	const struct mh_config *cfg;
 	struct mh_meter_set *meters;
 	MDB_dbi dbi;
+	MDB_dbi freezes; /* meter id, NUL, local date YYYYMMDD (be32): a complete daily record exists */
+};
+
+enum day_source {
+	DAY_GATEWAY = 1,
+	DAY_METER = 2,
 };
 
 /* What is stored per meter: a version, then the builder's state as it is. */
@@ -173,6 +179,8 @@ int mh_tables_open(struct mh_db *db, struct mh_outbox *outbox, const struct mh_c
 	*t = (struct mh_tables){ .db = db, .outbox = outbox, .cfg = cfg, .meters = meters };
 	rc = mh_db_table(db, "intervals", &t->dbi);
 	if (!rc)
+		rc = mh_db_table(db, "freezes", &t->freezes);
+	if (!rc)
 		rc = mh_db_watch(db, on_commit, t);
 	for (size_t i = 0; !rc && i < meters->n; i++) {
 		setup_meter(cfg, &meters->meters[i]);
@@ -190,6 +198,54 @@ int mh_tables_open(struct mh_db *db, struct mh_outbox *outbox, const struct mh_c
 void mh_tables_free(struct mh_tables *t)
 {
 	free(t);
+}
+
+/* ---- days with a complete daily record -------------------------------- */
+
+/* The local date @ms falls on, as YYYYMMDD. */
+static uint32_t local_yyyymmdd(int64_t ms)
+{
+	time_t s = (time_t)(ms / 1000);
+	struct tm tm;
+
+	localtime_r(&s, &tm);
+	return (uint32_t)((tm.tm_year + 1900) * 10000 + (tm.tm_mon + 1) * 100 + tm.tm_mday);
+}
+
+static size_t day_key(const struct mh_meter *m, uint32_t date, uint8_t *key, size_t cap)
+{
+	size_t n = strlen(m->cfg->id);
+
+	if (n + 5 > cap)
+		n = cap - 5;
+	memcpy(key, m->cfg->id, n);
+	key[n] = 0;
+	for (int i = 0; i < 4; i++)
+		key[n + 1 + (size_t)i] = (uint8_t)(date >> (24 - 8 * i));
+	return n + 5;
+}
+
+static int mark_day(struct mh_tables *t, MDB_txn *txn, const struct mh_meter *m, uint32_t date,
+	enum day_source source)
+{
+	uint8_t key[80], v = (uint8_t)source;
+	MDB_val k = { day_key(m, date, key, sizeof(key)), key }, val = { 1, &v };
+
+	return mh_db_error(mdb_put(txn, t->freezes, &k, &val, 0));
+}
+
+static bool day_done(struct mh_tables *t, const struct mh_meter *m, uint32_t date)
+{
+	uint8_t key[80];
+	MDB_val k = { day_key(m, date, key, sizeof(key)), key }, v;
+	MDB_txn *txn;
+	bool done;
+
+	if (mh_db_read(t->db, &txn))
+		return false;
+	done = mdb_get(txn, t->freezes, &k, &v) == 0;
+	mh_db_read_end(txn);
+	return done;
 }
 
 /* ---- records --------------------------------------------------------- */
@@ -286,6 +342,10 @@ static void emit(void *ud, const struct mh_ival_out *out)
 	case MH_IVAL_DAILY:
 	case MH_IVAL_MONTHLY:
 		type = MH_RECORD_DAILY;
+		/* A whole day the gateway saw needs nothing from the meter's own frozen data. */
+		if (out->kind == MH_IVAL_DAILY && out->complete)
+			c->rc = mark_day(c->t, c->txn, c->m, local_yyyymmdd(out->start_ms),
+				DAY_GATEWAY);
 		snprintf(subtopic, sizeof(subtopic), "%s/%s",
 			out->kind == MH_IVAL_DAILY ? "daily" : "monthly", c->m->cfg->id);
 		cJSON_AddStringToObject(obj, "meter", c->m->cfg->id);
@@ -306,10 +366,10 @@ static void emit(void *ud, const struct mh_ival_out *out)
 			c->m->cfg->id, mt->names[out->point], out->before, out->after);
 		break;
 	}
-	json = cJSON_PrintUnformatted(obj);
+	json = c->rc ? NULL : cJSON_PrintUnformatted(obj);
 	cJSON_Delete(obj);
 	if (!json) {
-		c->rc = -ENOMEM;
+		c->rc = c->rc ? c->rc : -ENOMEM;
 		return;
 	}
 	c->rc = mh_outbox_put(c->t->outbox, c->txn, type, created, subtopic, json, strlen(json));
@@ -362,6 +422,104 @@ int mh_tables_observe(struct mh_tables *t, const struct mh_job *job)
 	mt->state = stored.state;
 	mt->dirty = true;
 	return 0;
+}
+
+/* ---- backfill --------------------------------------------------------- */
+
+void mh_tables_backfill_plan(struct mh_tables *t, struct mh_meter *m, int64_t now_ms,
+	unsigned days, void (*want)(void *ud, struct mh_meter *m, unsigned back), void *ud)
+{
+	int64_t freeze;
+
+	if (!m->table.enabled || m->bus_cfg->protocol != MH_PROTO_DLT645)
+		return;
+	freeze = mh_intervals_freeze_before(&m->table.cfg, now_ms);
+	for (unsigned back = 1; back <= days; back++) {
+		/* The day that ended at the freeze @back days back started a day earlier. */
+		int64_t start = mh_intervals_freeze_before(&m->table.cfg, freeze - 1);
+		if (!day_done(t, m, local_yyyymmdd(start)))
+			want(ud, m, back);
+		freeze = start;
+	}
+}
+
+static double frozen_delta(double after, double before)
+{
+	/* DL/T 645 energy is XXXXXX.XX kWh: it wraps at 1 000 000. */
+	double d = after >= before ? after - before : after + 1000000.0 - before;
+	return round(d * 100) / 100;
+}
+
+static void add_frozen(cJSON *energy, cJSON *cum, const char *kind, const double *now,
+	const double *before, size_t n)
+{
+	char name[40];
+
+	for (size_t i = 0; i < n; i++) {
+		if (i == 0)
+			snprintf(name, sizeof(name), "energy_%s_kwh", kind);
+		else
+			snprintf(name, sizeof(name), "energy_%s_t%zu_kwh", kind, i);
+		if (before)
+			cJSON_AddNumberToObject(energy, name, frozen_delta(now[i], before[i]));
+		cJSON_AddNumberToObject(cum, name, now[i]);
+	}
+}
+
+int mh_tables_frozen(struct mh_tables *t, const struct mh_job *job)
+{
+	const struct mh_meter *m = job->meter;
+	const struct mh_frozen *day = &job->frozen[0], *before = &job->frozen[1];
+	uint32_t date = local_yyyymmdd(day->at_ms - 1);
+	char subtopic[96], datestr[16], *json;
+	cJSON *obj, *cum;
+	MDB_txn *txn;
+	int rc;
+
+	if (job->reading.quality != MH_QUALITY_GOOD || !day->n_import || !before->n_import)
+		return -ENODATA;
+	if (day_done(t, m, date))
+		return 0; /* the gateway saw that day whole after all */
+	obj = cJSON_CreateObject();
+	if (!obj)
+		return -ENOMEM;
+	local_date(day->at_ms - 1, false, datestr, sizeof(datestr));
+	cJSON_AddNumberToObject(obj, "seq", (double)mh_outbox_next_seq(t->outbox));
+	cJSON_AddStringToObject(obj, "meter", m->cfg->id);
+	cJSON_AddStringToObject(obj, "date", datestr);
+	add_time(obj, "start", before->at_ms);
+	add_time(obj, "end", day->at_ms);
+	cum = cJSON_CreateObject();
+	add_frozen(obj, cum, "import", day->import, before->import,
+		day->n_import < before->n_import ? day->n_import : before->n_import);
+	if (day->n_export && before->n_export)
+		add_frozen(obj, cum, "export", day->export, before->export,
+			day->n_export < before->n_export ? day->n_export : before->n_export);
+	/* The meter's own tariff registers split the day; the gateway's periods cannot. */
+	cJSON_AddObjectToObject(obj, "periods");
+	cJSON_AddItemToObject(obj, "cumulative", cum);
+	cJSON_AddBoolToObject(obj, "complete", true);
+	cJSON_AddStringToObject(obj, "source", "meter");
+	json = cJSON_PrintUnformatted(obj);
+	cJSON_Delete(obj);
+	if (!json)
+		return -ENOMEM;
+	snprintf(subtopic, sizeof(subtopic), "daily/%s", m->cfg->id);
+	rc = mh_db_begin(t->db, &txn);
+	if (!rc) {
+		rc = mh_outbox_put(t->outbox, txn, MH_RECORD_DAILY, day->at_ms, subtopic, json,
+			strlen(json));
+		if (!rc)
+			rc = mark_day(t, txn, m, date, DAY_METER);
+		int end = mh_db_end(t->db, txn, rc == 0);
+		if (!rc)
+			rc = end;
+	}
+	free(json);
+	if (!rc)
+		mh_log_info(STORE, "meter %s: daily freeze of %s read back from the meter", m->cfg->id,
+			datestr);
+	return rc;
 }
 
 void mh_tables_clock_step(struct mh_tables *t, int64_t step_ms)

@@ -35,5 +35,20 @@ void mh_tables_free(struct mh_tables *t);
  */
 int mh_tables_observe(struct mh_tables *t, const struct mh_job *job);
 
+/*
+ * Backfill (DL/T 645 meters): call @want(@ud, @m, back) for each of the last
+ * @days daily freezes before @now_ms (back 1 = the last) that @m has no
+ * complete daily record for, so they can be read back from the meter.
+ */
+void mh_tables_backfill_plan(struct mh_tables *t, struct mh_meter *m, int64_t now_ms,
+	unsigned days, void (*want)(void *ud, struct mh_meter *m, unsigned back), void *ud);
+
+/*
+ * A frozen-data job (MH_JOB_FROZEN) read a day the meter kept: store its
+ * daily record (source "meter") unless that day has a complete one by now.
+ * Returns 0 or a negative errno.
+ */
+int mh_tables_frozen(struct mh_tables *t, const struct mh_job *job);
+
 /* The wall clock stepped by @step_ms: every baseline moves with it. */
 void mh_tables_clock_step(struct mh_tables *t, int64_t step_ms);

@@ -214,3 +214,61 @@ def test_daily_and_monthly_freeze_at_local_midnight(broker, dlt645_sim, gateway,
 
 if __name__ == '__main__':
     pytest.main([__file__])
+
+
+def test_backfill_from_the_meters_frozen_days(broker, dlt645_sim, gateway, subscriber_factory,
+                                              tmp_path, monkeypatch):
+    """A gateway that was not there: the last three daily freezes come from
+    the meter's own frozen records (0506xxxx), each day's energy the
+    difference of two consecutive freezes, and they say they came from the
+    meter."""
+    monkeypatch.setenv('TZ', 'Asia/Shanghai')  # the simulated meter's clock
+    sim = dlt645_sim('b645', {'meters': [{'address': ADDR, 'phases': 1, 'load_kw': 7.2,
+                                          'import_kwh': 5000.0, 'freeze_history_days': 7}]})
+    cfg = config(tmp_path, broker.port, sim.gateway_end, '2s')
+    cfg['schedule'].update(backfill_days=3, backfill_at='00:00')
+    sub = subscriber_factory(broker.port, PREFIX + '/#')
+    gw = gateway(cfg).start()
+    wait_until(lambda: len([d for d in records(sub, 'daily') if d['source'] == 'meter']) >= 3,
+               30, what='three daily records read back from the meter')
+    assert gw.stop() == 0
+    backfilled = unique([d for d in records(sub, 'daily') if d['source'] == 'meter'])
+    today = dt.datetime.now(TZ).date()
+    assert sorted(d['date'] for d in backfilled) == sorted(
+        str(today - dt.timedelta(days=k)) for k in (1, 2, 3))
+    frozen = {}
+    for f in sim.frames():
+        if f.get('dir') == 'tx' and f.get('di', '').upper().startswith('050601') and f.get('values'):
+            frozen[int(f['di'][-2:], 16)] = f['values']
+    for d in backfilled:
+        back = (today - dt.date.fromisoformat(d['date'])).days
+        # A whole day of the meter's 7.2 kW load, from its own registers.
+        assert abs(d['energy_import_kwh'] - 7.2 * 24) < 0.02, d
+        assert d['complete'] is True and d['periods'] == {}, d
+        assert d['cumulative']['energy_import_kwh'] == pytest.approx(
+            float(frozen[back]['freeze_energy_import_kwh']), abs=1e-9), (d, frozen[back])
+        assert parse(d['end']) - parse(d['start']) == 86400
+    # The meter was asked for the freezes 1 to 4 days back, and nothing older.
+    asked = {f['di'].upper() for f in sim.frames() if f.get('dir') == 'rx' and f.get('di')}
+    assert {'05060101', '05060102', '05060103', '05060104'} <= asked
+    assert '05060105' not in asked
+
+
+def test_backfill_of_a_silent_meter_fails_with_an_event(broker, dlt645_sim, gateway,
+                                                        subscriber_factory, tmp_path):
+    """A meter that does not answer its frozen data: after its retries, one
+    backfill_failed event per day, naming the meter and why."""
+    sim = dlt645_sim('b645', sim_config(silence=True))
+    cfg = config(tmp_path, broker.port, sim.gateway_end, '2s')
+    cfg['schedule'].update(backfill_days=2, backfill_at='00:00')
+    sub = subscriber_factory(broker.port, PREFIX + '/event')
+    gw = gateway(cfg).start()
+
+    def failed():
+        return [p for _, p, _ in sub.snapshot() if p.get('type') == 'backfill_failed']
+    wait_until(lambda: len(failed()) >= 2, 30, what='two backfill_failed events')
+    assert gw.stop() == 0
+    events = failed()
+    assert sorted(e['days_back'] for e in events) == [1, 2]
+    for e in events:
+        assert e['meter'] == 'm-1' and 'no reply' in e['reason'], e
