@@ -272,3 +272,46 @@ def test_backfill_of_a_silent_meter_fails_with_an_event(broker, dlt645_sim, gate
     assert sorted(e['days_back'] for e in events) == [1, 2]
     for e in events:
         assert e['meter'] == 'm-1' and 'no reply' in e['reason'], e
+
+
+def test_register_wrap_continues_and_a_drop_is_a_reset(broker, dlt645_sim, gateway,
+                                                       subscriber_factory, tmp_path):
+    """XXXXXX.XX kWh wraps at 1 000 000: the intervals go on across the wrap,
+    all positive, adding up through it. A meter whose register drops
+    otherwise (here one that rolls over at 1000 kWh, as a replaced or
+    non-standard meter looks) gives meter_reset and a new baseline, never a
+    negative interval."""
+    wrapping = {'address': ADDR, 'phases': 1, 'load_kw': 7.2, 'speedup': 10,
+                'import_kwh': 999999.80}
+    small = {'address': '000000000002', 'phases': 1, 'load_kw': 7.2, 'speedup': 10,
+             'import_kwh': 999.84, 'counter_max_kwh': 1000}
+    sim = dlt645_sim('b645', {'meters': [wrapping, small]})
+    cfg = config(tmp_path, broker.port, sim.gateway_end, '2s')
+    cfg['buses'][0]['meters'].append(
+        {'id': 'm-2', 'address': '000000000002', 'profile': 'dlt645-single-phase'})
+    sub = subscriber_factory(broker.port, PREFIX + '/#')
+    gw = gateway(cfg).start()
+
+    def wrapped():
+        return [r for r in records(sub, 'reading') if r['meter'] == 'm-1' and
+                r['quality'] == 'good' and r['values']['energy_import_kwh'] < 1000]
+    wait_until(lambda: len(wrapped()) >= 2, 40, what='the register to wrap')
+    wait_until(lambda: [p for _, p, _ in sub.snapshot(PREFIX + '/event')
+                        if p.get('type') == 'meter_reset'], 20, what='a meter_reset')
+    assert gw.stop() == 0
+    intervals = unique([i for i in records(sub, 'interval') if i['meter'] == 'm-1'])
+    check_contiguous(intervals)
+    assert all(i['energy_import_kwh'] >= 0 for i in intervals)
+    cum = {parse(r['ts']): r['values']['energy_import_kwh'] for r in unique(records(sub, 'reading'))
+           if r['meter'] == 'm-1' and r['quality'] == 'good'}
+    first, last = cum[parse(intervals[0]['start'])], cum[parse(intervals[-1]['end'])]
+    total = sum(i['energy_import_kwh'] for i in intervals)
+    assert last < first  # it did wrap
+    assert abs(total - (last + 1000000 - first)) < 1e-6, (total, first, last)
+
+    resets = [p for _, p, _ in sub.snapshot(PREFIX + '/event') if p.get('type') == 'meter_reset']
+    assert all(r['meter'] == 'm-2' for r in resets), resets
+    assert resets[0]['point'] == 'energy_import_kwh'
+    assert resets[0]['before'] > 999 and resets[0]['after'] < 1
+    other = unique([i for i in records(sub, 'interval') if i['meter'] == 'm-2'])
+    assert all(i['energy_import_kwh'] >= 0 for i in other)

@@ -100,6 +100,8 @@ Meter keys (default in brackets):
       ["13:00",3],["18:00",2],["21:00",3],["23:00",4]]]  (1 sharp 尖, 2 peak 峰,
       3 flat 平, 4 valley 谷); start times, wrapping over midnight.
   freeze_history_days [7] daily freezes synthesised before start (max 62)
+  counter_max_kwh [null] energy registers roll over to 0 here (a meter with
+      fewer digits); null: at 1 000 000 kWh, what XXXXXX.XX holds
   password_level [2], password ["000000"] (P2P1P0 as digits; sent P0 first)
   trip_delay_s [0] bit 4 follows bit 6 after this delay on trip
   auto_button_after_s [null] close-permit button pressed automatically
@@ -202,7 +204,7 @@ DEFAULT_METER = {
     "voltage_v": 220.0, "power_factor": 1.0, "frequency_hz": 50.0,
     "phase_share": None, "current_a": None,
     "clock_offset_s": 0.0, "tariff_schedule": DEFAULT_SCHEDULE,
-    "freeze_history_days": 7,
+    "freeze_history_days": 7, "counter_max_kwh": None,
     "password_level": 2, "password": "000000",
     "trip_delay_s": 0.0, "auto_button_after_s": None,
     "relay_open": False, "keep_power": False, "alarm": False,
@@ -637,6 +639,10 @@ class Meter:
                 regs = self.imp if load > 0 else self.exp
                 regs[0] += inc
                 regs[tariff_at(self.sched, mnow)] += inc
+                cmax = self.cfg.get("counter_max_kwh")
+                if cmax:
+                    for t in range(5):
+                        regs[t] %= int(Fraction(cmax) * UNITS)
         if self.last_mdt is not None and mnow.date() > self.last_mdt.date():
             m = dt.datetime.combine(mnow.date(), dt.time())
             self.freezes.insert(0, (m, list(self.imp), list(self.exp)))
