@@ -11,6 +11,7 @@
 
 #include "bus.h"
 #include "clock.h"
+#include "collect.h"
 #include "db.h"
 #include "health.h"
 #include "job.h"
@@ -18,6 +19,7 @@
 #include "meter.h"
 #include "notify.h"
 #include "outbox.h"
+#include "records.h"
 #include "schedule.h"
 #include "tables.h"
 #include "uplink.h"
@@ -35,6 +37,7 @@ struct mh_daemon {
 	struct mh_db *db;
 	struct mh_outbox *outbox;
 	struct mh_tables *tables;
+	struct mh_collect *collect;
 	struct mh_uplink *uplink;
 	struct mh_meter_set meters;
 	struct mh_bus **buses;
@@ -48,86 +51,15 @@ struct mh_daemon {
 	struct mh_notify notify;
 	bool clock_waited; /* the clock was not set at some point since start */
 	int64_t next_boundary;
-	uint32_t backfill_day; /* local YYYYMMDD of the last look for missing daily freezes */
 	int64_t started_mono;
 	bool stopping;
 };
-
-/* ---- records: built here, stored, published by the uplink ------------ */
-
-/* A record object that starts with the seq the outbox will give it. */
-static cJSON *record_begin(struct mh_daemon *d)
-{
-	cJSON *obj = cJSON_CreateObject();
-
-	if (obj)
-		cJSON_AddNumberToObject(obj, "seq", (double)mh_outbox_next_seq(d->outbox));
-	return obj;
-}
-
-/* Store @obj (consumed) as a record of @type under @subtopic. Returns 0 or -errno. */
-static int record_store(struct mh_daemon *d, enum mh_record_type type, const char *subtopic,
-	cJSON *obj, int64_t created_ms)
-{
-	char *json = obj ? cJSON_PrintUnformatted(obj) : NULL;
-	int rc = -ENOMEM;
-
-	cJSON_Delete(obj);
-	if (json)
-		rc = mh_outbox_append(d->outbox, type, created_ms, subtopic, json, strlen(json));
-	if (rc < 0)
-		mh_log_err(STORE, "%s record not stored: %s", subtopic, strerror(-rc));
-	free(json);
-	return rc;
-}
-
-/* An event record of @type, "ts" now; the caller adds its fields. */
-static cJSON *event_begin(struct mh_daemon *d, const char *type, int64_t now)
-{
-	cJSON *obj = record_begin(d);
-	char ts[40];
-
-	mh_schedule_format(now, false, ts, sizeof(ts));
-	cJSON_AddStringToObject(obj, "ts", ts);
-	cJSON_AddStringToObject(obj, "type", type);
-	return obj;
-}
-
-static void store_reading(struct mh_daemon *d, const struct mh_job *job)
-{
-	const struct mh_meter *m = job->meter;
-	const struct mh_reading *r = &job->reading;
-	cJSON *obj = record_begin(d), *values;
-	char ts[40], read_at[40], subtopic[96];
-
-	mh_schedule_format(job->due_ms, false, ts, sizeof(ts));
-	mh_schedule_format(r->read_at_ms, true, read_at, sizeof(read_at));
-	cJSON_AddStringToObject(obj, "meter", m->cfg->id);
-	cJSON_AddStringToObject(obj, "ts", ts);
-	cJSON_AddStringToObject(obj, "quality", mh_quality_name(r->quality));
-	values = cJSON_AddObjectToObject(obj, "values");
-	for (size_t i = 0; values && i < r->n_values; i++)
-		if (r->valid[i])
-			cJSON_AddNumberToObject(values, m->cfg->profile->points[i].name, r->values[i]);
-	cJSON_AddStringToObject(obj, "read_at", read_at);
-	if (job->late)
-		cJSON_AddBoolToObject(obj, "late", true);
-	if (r->quality != MH_QUALITY_GOOD)
-		cJSON_AddStringToObject(obj, "error", r->error);
-	cJSON_AddStringToObject(obj, "bus", m->bus_cfg->name);
-	cJSON_AddNumberToObject(obj, "duration_ms", r->duration_ms);
-	snprintf(subtopic, sizeof(subtopic), "reading/%s", m->cfg->id);
-	if (record_store(d, MH_RECORD_READING, subtopic, obj, r->read_at_ms) == 0 &&
-		r->quality != MH_QUALITY_GOOD)
-		mh_log_warn(BUS, "%s: meter %s: %s: %s", m->bus_cfg->name, m->cfg->id,
-			mh_quality_name(r->quality), r->error);
-}
 
 /* Say what the store gave up: a drop is never silent. */
 static void store_drop_event(struct mh_daemon *d, const struct mh_outbox_drops *drops)
 {
 	int64_t now = mh_clock_wall_ms();
-	cJSON *obj = event_begin(d, "store_dropped", now), *counts;
+	cJSON *obj = mh_records_event(d->outbox, "store_dropped", now), *counts;
 	uint64_t total = 0;
 
 	counts = cJSON_AddObjectToObject(obj, "dropped");
@@ -150,7 +82,7 @@ static void store_drop_event(struct mh_daemon *d, const struct mh_outbox_drops *
 		mh_log_err(STORE, "%llu records could not be stored",
 			(unsigned long long)drops->lost);
 	mh_health_note_drops(d->health, drops);
-	record_store(d, MH_RECORD_EVENT, "event", obj, now);
+	mh_records_store(d->outbox, MH_RECORD_EVENT, "event", obj, now);
 }
 
 /* One synced commit for everything of this loop turn, then hand it to the uplink. */
@@ -168,41 +100,6 @@ static void commit(struct mh_daemon *d)
 }
 
 /* ---- jobs ------------------------------------------------------------ */
-
-/* A boundary read of a meter with interval tables failed: try again within the window. */
-static void plan_retry(struct mh_daemon *d, struct mh_meter *m, const struct mh_job *job)
-{
-	int64_t at;
-
-	if (!m->table.enabled || m->retries >= d->cfg->schedule.retries)
-		return;
-	at = mh_schedule_retry_at(mh_clock_wall_ms(), d->next_boundary,
-		d->cfg->schedule.interval_ms, m->retries,
-		job->reading.duration_ms + m->bus_cfg->timeout_ms);
-	if (!at)
-		return;
-	m->retry_at = at;
-	m->retry_due = job->due_ms;
-	m->retries++;
-}
-
-static void read_done(struct mh_job *job)
-{
-	struct mh_daemon *d = job->ud;
-	struct mh_meter *m = job->meter;
-
-	m->busy = false;
-	if (!job->canceled) {
-		store_reading(d, job);
-		mh_tables_observe(d->tables, job);
-		mh_health_note(d->health, m->bus_index, &job->reading);
-		if (job->reading.quality == MH_QUALITY_GOOD)
-			m->last_good_ms = job->reading.read_at_ms;
-		else
-			plan_retry(d, m, job);
-	}
-	mh_job_free(job);
-}
 
 static void drain_done(struct mh_daemon *d)
 {
@@ -224,143 +121,9 @@ static void on_done(uv_async_t *a)
 	drain_done(a->data);
 }
 
-/* ---- backfill from the meters' own frozen data ------------------------ */
-
-/* A backfill is tried this often before it is given up with an event. */
-#define BACKFILL_TRIES 3
-
-static void frozen_done(struct mh_job *job);
-
-static void submit_frozen(struct mh_daemon *d, struct mh_meter *m, unsigned back,
-	unsigned attempt)
-{
-	struct mh_job *job = mh_job_new(MH_JOB_FROZEN, m, m->slot, frozen_done, d);
-
-	if (!job)
-		return;
-	job->back = back;
-	job->attempt = attempt;
-	mh_bus_submit(m->bus, job, false);
-}
-
-static void want_frozen(void *ud, struct mh_meter *m, unsigned back)
-{
-	mh_log_info(SCHED, "meter %s: no complete daily record %u days back; reading the meter's own",
-		m->cfg->id, back);
-	submit_frozen(ud, m, back, 0);
-}
-
-static void frozen_done(struct mh_job *job)
-{
-	struct mh_daemon *d = job->ud;
-	const struct mh_meter *m = job->meter;
-
-	if (!job->canceled && mh_tables_frozen(d->tables, job) == -ENODATA) {
-		if (job->attempt + 1 < BACKFILL_TRIES) {
-			submit_frozen(d, job->meter, job->back, job->attempt + 1);
-		} else {
-			int64_t now = mh_clock_wall_ms();
-			cJSON *obj = event_begin(d, "backfill_failed", now);
-			cJSON_AddStringToObject(obj, "meter", m->cfg->id);
-			cJSON_AddNumberToObject(obj, "days_back", job->back);
-			cJSON_AddStringToObject(obj, "reason", job->reading.error[0]
-								     ? job->reading.error
-								     : "the meter gave no frozen energy");
-			mh_log_warn(SCHED, "meter %s: daily freeze %u days back not read back: %s",
-				m->cfg->id, job->back, job->reading.error);
-			record_store(d, MH_RECORD_EVENT, "event", obj, now);
-		}
-	}
-	mh_job_free(job);
-}
-
-/* Once a day, after the meters froze: the days the tables lack, from the meters. */
-static void plan_backfill(struct mh_daemon *d, int64_t now)
-{
-	time_t s = (time_t)(now / 1000);
-	struct tm tm;
-	uint32_t today;
-
-	if (!d->cfg->schedule.backfill_days)
-		return;
-	localtime_r(&s, &tm);
-	today = (uint32_t)((tm.tm_year + 1900) * 10000 + (tm.tm_mon + 1) * 100 + tm.tm_mday);
-	if (today == d->backfill_day ||
-		(unsigned)(tm.tm_hour * 60 + tm.tm_min) < d->cfg->schedule.backfill_at_min)
-		return;
-	d->backfill_day = today;
-	for (size_t i = 0; i < d->meters.n; i++)
-		mh_tables_backfill_plan(d->tables, &d->meters.meters[i], now,
-			d->cfg->schedule.backfill_days, want_frozen, d);
-}
-
-/* ---- the schedule ---------------------------------------------------- */
-
-static void submit_all(struct mh_daemon *d, int64_t boundary)
-{
-	size_t skipped[d->cfg->n_buses + 1];
-
-	memset(skipped, 0, sizeof(skipped));
-	for (size_t i = 0; i < d->meters.n; i++) {
-		struct mh_meter *m = &d->meters.meters[i];
-		struct mh_job *job;
-
-		if (m->busy) {
-			/* The bus is behind: do not pile up reads of the same meter. */
-			m->skipped++;
-			skipped[m->bus_index]++;
-			continue;
-		}
-		job = mh_job_new_read(m, m->slot, m->cfg->profile->n_points, read_done, d);
-		if (!job) {
-			mh_log_err(SCHED, "out of memory: meter %s not read", m->cfg->id);
-			continue;
-		}
-		job->due_ms = boundary;
-		m->busy = true;
-		/* A new boundary: a retry of the last one that did not happen is moot. */
-		m->retry_at = 0;
-		m->retries = 0;
-		mh_bus_submit(m->bus, job, false);
-	}
-	/* Once per bus and boundary, however many meters it could not fit. */
-	for (size_t b = 0; b < d->cfg->n_buses; b++)
-		if (skipped[b])
-			mh_log_warn(SCHED, "%s: %zu of %zu meters still being read; not read at this boundary",
-				d->cfg->buses[b].name, skipped[b], d->cfg->buses[b].n_meters);
-}
-
-/* Submit the retries whose time has come; returns when the next one is due (0: none). */
-static int64_t submit_retries(struct mh_daemon *d, int64_t now)
-{
-	int64_t next = 0;
-
-	for (size_t i = 0; i < d->meters.n; i++) {
-		struct mh_meter *m = &d->meters.meters[i];
-		struct mh_job *job;
-
-		if (!m->retry_at)
-			continue;
-		if (m->retry_at > now || m->busy) {
-			if (!next || m->retry_at < next)
-				next = m->retry_at;
-			continue;
-		}
-		m->retry_at = 0;
-		job = mh_job_new_read(m, m->slot, m->cfg->profile->n_points, read_done, d);
-		if (!job)
-			continue;
-		job->due_ms = m->retry_due;
-		job->late = true;
-		m->busy = true;
-		mh_bus_submit(m->bus, job, false);
-	}
-	return next;
-}
-
 static void clock_step_event(struct mh_daemon *d, int64_t step, int64_t now, bool was_set)
 {
-	cJSON *obj = event_begin(d, "clock_step", now);
+	cJSON *obj = mh_records_event(d->outbox, "clock_step", now);
 	char from[40];
 
 	/* A clock that was not set has no time worth publishing. */
@@ -370,7 +133,7 @@ static void clock_step_event(struct mh_daemon *d, int64_t step, int64_t now, boo
 	}
 	cJSON_AddBoolToObject(obj, "was_set", was_set);
 	cJSON_AddNumberToObject(obj, "step_s", (double)step / 1000.0);
-	record_store(d, MH_RECORD_EVENT, "event", obj, now);
+	mh_records_store(d->outbox, MH_RECORD_EVENT, "event", obj, now);
 	commit(d);
 }
 
@@ -396,7 +159,7 @@ static bool watch_clock(struct mh_daemon *d, int64_t now)
 		if (was_set || first) {
 			mh_schedule_format(now, false, at, sizeof(at));
 			mh_schedule_format(d->clock.floor_ms, false, floor, sizeof(floor));
-			mh_log_warn(CLOCK, "the wall clock reads %s, before this build (%s): it is not "
+			mh_log_warn(CLOCK, "the wall clock reads %s, earlier than this build allows (%s): it is not "
 					   "set; waiting for it before reading any meter",
 				at, floor);
 			mh_notify_status("waiting for the wall clock to be set (it reads %s)", at);
@@ -441,13 +204,12 @@ static void on_tick(uv_timer_t *t)
 			if (boundary > d->next_boundary)
 				mh_log_warn(SCHED, "the loop was held up: %lld boundaries passed unread",
 					(long long)((boundary - d->next_boundary) / interval));
-			submit_all(d, boundary);
 			d->next_boundary = mh_schedule_next(now, interval);
+			mh_collect_boundary(d->collect, boundary, d->next_boundary);
 		}
 		if (d->next_boundary - now + 1 < wait)
 			wait = d->next_boundary - now + 1;
-		plan_backfill(d, now);
-		int64_t retry = submit_retries(d, now);
+		int64_t retry = mh_collect_tick(d->collect, now);
 		if (retry && retry - now < wait)
 			wait = retry - now;
 	}
@@ -548,6 +310,9 @@ static int open_store(struct mh_daemon *d)
 		rc = mh_outbox_open(d->db, d->cfg->store.max_bytes, &d->outbox);
 	if (!rc)
 		rc = mh_tables_open(d->db, d->outbox, d->cfg, &d->meters, &d->tables);
+	if (!rc)
+		rc = mh_collect_new(d->cfg, &d->meters, d->outbox, d->tables, d->health,
+			&d->collect);
 	if (rc < 0) {
 		mh_log_err(STORE, "cannot open the store at %s: %s", d->cfg->store.path,
 			strerror(-rc));
@@ -560,6 +325,7 @@ static int open_store(struct mh_daemon *d)
 
 static void free_daemon(struct mh_daemon *d)
 {
+	mh_collect_free(d->collect);
 	mh_tables_free(d->tables);
 	mh_outbox_free(d->outbox);
 	mh_db_close(d->db);

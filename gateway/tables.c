@@ -14,6 +14,8 @@
 #include "schedule.h"
 
 #define STATE_VERSION 1
+/* How far a meter's freeze may lie after the gateway's time (clocks disagree by minutes). */
+#define FROZEN_AHEAD_MS (10 * 60000)
 
 struct mh_tables {
 	struct mh_db *db;
@@ -478,6 +480,13 @@ int mh_tables_frozen(struct mh_tables *t, const struct mh_job *job)
 
 	if (job->reading.quality != MH_QUALITY_GOOD || !day->n_import || !before->n_import)
 		return -ENODATA;
+	/* A freeze later than the gateway's own time is a meter clock that runs ahead. */
+	if (day->at_ms > job->reading.read_at_ms + FROZEN_AHEAD_MS) {
+		mh_log_warn(STORE, "meter %s: its last daily freeze is dated after the gateway's "
+				   "clock; not using it (is the meter's clock ahead?)",
+			m->cfg->id);
+		return -ERANGE;
+	}
 	if (day_done(t, m, date))
 		return 0; /* the gateway saw that day whole after all */
 	obj = cJSON_CreateObject();

@@ -46,7 +46,8 @@ void mh_tables_backfill_plan(struct mh_tables *t, struct mh_meter *m, int64_t no
 /*
  * A frozen-data job (MH_JOB_FROZEN) read a day the meter kept: store its
  * daily record (source "meter") unless that day has a complete one by now.
- * Returns 0 or a negative errno.
+ * Returns 0; -ENODATA when the job did not read it (try again); -ERANGE when
+ * the meter's freeze lies after the gateway's time; another negative errno.
  */
 int mh_tables_frozen(struct mh_tables *t, const struct mh_job *job);
 

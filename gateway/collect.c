@@ -1,0 +1,225 @@
+// SPDX-License-Identifier: MIT
+#include "collect.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "clock.h"
+#include "log.h"
+#include "records.h"
+#include "schedule.h"
+
+struct mh_collect {
+	const struct mh_config *cfg;
+	struct mh_meter_set *meters;
+	struct mh_outbox *outbox;
+	struct mh_tables *tables;
+	struct mh_health *health;
+	int64_t next_boundary;
+	uint32_t backfill_day; /* local YYYYMMDD of the last look for missing daily freezes */
+};
+
+int mh_collect_new(const struct mh_config *cfg, struct mh_meter_set *meters,
+	struct mh_outbox *outbox, struct mh_tables *tables, struct mh_health *health,
+	struct mh_collect **out)
+{
+	struct mh_collect *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return -ENOMEM;
+	*c = (struct mh_collect){ .cfg = cfg, .meters = meters, .outbox = outbox,
+		.tables = tables, .health = health };
+	*out = c;
+	return 0;
+}
+
+void mh_collect_free(struct mh_collect *c)
+{
+	free(c);
+}
+
+/* ---- reads and their retries ------------------------------------------ */
+
+/* A boundary read of a meter with interval tables failed: try again within the window. */
+static void plan_retry(struct mh_collect *c, struct mh_meter *m, const struct mh_job *job)
+{
+	int64_t at;
+
+	if (!m->table.enabled || m->retries >= c->cfg->schedule.retries)
+		return;
+	at = mh_schedule_retry_at(mh_clock_wall_ms(), c->next_boundary,
+		c->cfg->schedule.interval_ms, m->retries,
+		job->reading.duration_ms + m->bus_cfg->timeout_ms);
+	if (!at)
+		return;
+	m->retry_at = at;
+	m->retry_due = job->due_ms;
+	m->retries++;
+}
+
+static void read_done(struct mh_job *job)
+{
+	struct mh_collect *c = job->ud;
+	struct mh_meter *m = job->meter;
+
+	m->busy = false;
+	if (!job->canceled) {
+		if (mh_records_reading(c->outbox, job) == 0 && job->reading.quality != MH_QUALITY_GOOD)
+			mh_log_warn(BUS, "%s: meter %s: %s: %s", m->bus_cfg->name, m->cfg->id,
+				mh_quality_name(job->reading.quality), job->reading.error);
+		mh_tables_observe(c->tables, job);
+		mh_health_note(c->health, m->bus_index, &job->reading);
+		if (job->reading.quality == MH_QUALITY_GOOD)
+			m->last_good_ms = job->reading.read_at_ms;
+		else
+			plan_retry(c, m, job);
+	}
+	mh_job_free(job);
+}
+
+/* ---- backfill from the meters' own frozen data ------------------------ */
+
+/* A backfill is tried this often before it is given up with an event. */
+#define BACKFILL_TRIES 3
+
+static void frozen_done(struct mh_job *job);
+
+static void submit_frozen(struct mh_collect *c, struct mh_meter *m, unsigned back,
+	unsigned attempt)
+{
+	struct mh_job *job = mh_job_new(MH_JOB_FROZEN, m, m->slot, frozen_done, c);
+
+	if (!job)
+		return;
+	job->back = back;
+	job->attempt = attempt;
+	mh_bus_submit(m->bus, job, false);
+}
+
+static void want_frozen(void *ud, struct mh_meter *m, unsigned back)
+{
+	mh_log_info(SCHED, "meter %s: no complete daily record %u days back; reading the meter's own",
+		m->cfg->id, back);
+	submit_frozen(ud, m, back, 0);
+}
+
+static void frozen_done(struct mh_job *job)
+{
+	struct mh_collect *c = job->ud;
+	const struct mh_meter *m = job->meter;
+
+	int rc = job->canceled ? 0 : mh_tables_frozen(c->tables, job);
+
+	if (rc == -ENODATA || rc == -ERANGE) {
+		if (rc == -ENODATA && job->attempt + 1 < BACKFILL_TRIES) {
+			submit_frozen(c, job->meter, job->back, job->attempt + 1);
+		} else {
+			int64_t now = mh_clock_wall_ms();
+			cJSON *obj = mh_records_event(c->outbox, "backfill_failed", now);
+			cJSON_AddStringToObject(obj, "meter", m->cfg->id);
+			cJSON_AddNumberToObject(obj, "days_back", job->back);
+			cJSON_AddStringToObject(obj, "reason",
+				rc == -ERANGE		 ? "the meter's freeze is dated after the gateway's clock"
+				: job->reading.error[0] ? job->reading.error
+							: "the meter gave no frozen energy");
+			mh_log_warn(SCHED, "meter %s: daily freeze %u days back not read back: %s",
+				m->cfg->id, job->back, job->reading.error);
+			mh_records_store(c->outbox, MH_RECORD_EVENT, "event", obj, now);
+		}
+	}
+	mh_job_free(job);
+}
+
+/* Once a day, after the meters froze: the days the tables lack, from the meters. */
+static void plan_backfill(struct mh_collect *c, int64_t now)
+{
+	time_t s = (time_t)(now / 1000);
+	struct tm tm;
+	uint32_t today;
+
+	if (!c->cfg->schedule.backfill_days)
+		return;
+	localtime_r(&s, &tm);
+	today = (uint32_t)((tm.tm_year + 1900) * 10000 + (tm.tm_mon + 1) * 100 + tm.tm_mday);
+	if (today == c->backfill_day ||
+		(unsigned)(tm.tm_hour * 60 + tm.tm_min) < c->cfg->schedule.backfill_at_min)
+		return;
+	c->backfill_day = today;
+	for (size_t i = 0; i < c->meters->n; i++)
+		mh_tables_backfill_plan(c->tables, &c->meters->meters[i], now,
+			c->cfg->schedule.backfill_days, want_frozen, c);
+}
+
+/* ---- boundaries ------------------------------------------------------ */
+
+void mh_collect_boundary(struct mh_collect *c, int64_t boundary, int64_t next_ms)
+{
+	c->next_boundary = next_ms;
+	size_t skipped[c->cfg->n_buses + 1];
+
+	memset(skipped, 0, sizeof(skipped));
+	for (size_t i = 0; i < c->meters->n; i++) {
+		struct mh_meter *m = &c->meters->meters[i];
+		struct mh_job *job;
+
+		if (m->busy) {
+			/* The bus is behind: do not pile up reads of the same meter. */
+			m->skipped++;
+			skipped[m->bus_index]++;
+			continue;
+		}
+		job = mh_job_new_read(m, m->slot, m->cfg->profile->n_points, read_done, c);
+		if (!job) {
+			mh_log_err(SCHED, "out of memory: meter %s not read", m->cfg->id);
+			continue;
+		}
+		job->due_ms = boundary;
+		m->busy = true;
+		/* A new boundary: a retry of the last one that did not happen is moot. */
+		m->retry_at = 0;
+		m->retries = 0;
+		mh_bus_submit(m->bus, job, false);
+	}
+	/* Once per bus and boundary, however many meters it could not fit. */
+	for (size_t b = 0; b < c->cfg->n_buses; b++)
+		if (skipped[b])
+			mh_log_warn(SCHED, "%s: %zu of %zu meters still being read; not read at this boundary",
+				c->cfg->buses[b].name, skipped[b], c->cfg->buses[b].n_meters);
+}
+
+/* Submit the retries whose time has come; returns when the next one is due (0: none). */
+static int64_t submit_retries(struct mh_collect *c, int64_t now)
+{
+	int64_t next = 0;
+
+	for (size_t i = 0; i < c->meters->n; i++) {
+		struct mh_meter *m = &c->meters->meters[i];
+		struct mh_job *job;
+
+		if (!m->retry_at)
+			continue;
+		if (m->retry_at > now || m->busy) {
+			if (!next || m->retry_at < next)
+				next = m->retry_at;
+			continue;
+		}
+		m->retry_at = 0;
+		job = mh_job_new_read(m, m->slot, m->cfg->profile->n_points, read_done, c);
+		if (!job)
+			continue;
+		job->due_ms = m->retry_due;
+		job->late = true;
+		m->busy = true;
+		mh_bus_submit(m->bus, job, false);
+	}
+	return next;
+}
+
+
+int64_t mh_collect_tick(struct mh_collect *c, int64_t now)
+{
+	plan_backfill(c, now);
+	return submit_retries(c, now);
+}

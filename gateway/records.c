@@ -1,0 +1,75 @@
+// SPDX-License-Identifier: MIT
+#include "records.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "meter.h"
+#include "schedule.h"
+
+cJSON *mh_records_begin(struct mh_outbox *outbox)
+{
+	cJSON *obj = cJSON_CreateObject();
+
+	if (obj)
+		cJSON_AddNumberToObject(obj, "seq", (double)mh_outbox_next_seq(outbox));
+	return obj;
+}
+
+cJSON *mh_records_event(struct mh_outbox *outbox, const char *type, int64_t now_ms)
+{
+	cJSON *obj = mh_records_begin(outbox);
+	char ts[40];
+
+	mh_schedule_format(now_ms, false, ts, sizeof(ts));
+	cJSON_AddStringToObject(obj, "ts", ts);
+	cJSON_AddStringToObject(obj, "type", type);
+	return obj;
+}
+
+int mh_records_store(struct mh_outbox *outbox, enum mh_record_type type, const char *subtopic,
+	cJSON *obj, int64_t created_ms)
+{
+	char *json = obj ? cJSON_PrintUnformatted(obj) : NULL;
+	int rc = -ENOMEM;
+
+	cJSON_Delete(obj);
+	if (json)
+		rc = mh_outbox_append(outbox, type, created_ms, subtopic, json, strlen(json));
+	if (rc < 0)
+		mh_log_err(STORE, "%s record not stored: %s", subtopic, strerror(-rc));
+	free(json);
+	return rc;
+}
+
+int mh_records_reading(struct mh_outbox *outbox, const struct mh_job *job)
+{
+	const struct mh_meter *m = job->meter;
+	const struct mh_reading *r = &job->reading;
+	cJSON *obj = mh_records_begin(outbox), *values;
+	char ts[40], read_at[40], subtopic[96];
+
+	if (!obj)
+		return -ENOMEM;
+	mh_schedule_format(job->due_ms, false, ts, sizeof(ts));
+	mh_schedule_format(r->read_at_ms, true, read_at, sizeof(read_at));
+	cJSON_AddStringToObject(obj, "meter", m->cfg->id);
+	cJSON_AddStringToObject(obj, "ts", ts);
+	cJSON_AddStringToObject(obj, "quality", mh_quality_name(r->quality));
+	values = cJSON_AddObjectToObject(obj, "values");
+	for (size_t i = 0; values && i < r->n_values; i++)
+		if (r->valid[i])
+			cJSON_AddNumberToObject(values, m->cfg->profile->points[i].name, r->values[i]);
+	cJSON_AddStringToObject(obj, "read_at", read_at);
+	if (job->late)
+		cJSON_AddBoolToObject(obj, "late", true);
+	if (r->quality != MH_QUALITY_GOOD)
+		cJSON_AddStringToObject(obj, "error", r->error);
+	cJSON_AddStringToObject(obj, "bus", m->bus_cfg->name);
+	cJSON_AddNumberToObject(obj, "duration_ms", r->duration_ms);
+	snprintf(subtopic, sizeof(subtopic), "reading/%s", m->cfg->id);
+	return mh_records_store(outbox, MH_RECORD_READING, subtopic, obj, r->read_at_ms);
+}
