@@ -176,8 +176,9 @@ static int get_datetime(const uint8_t *p, struct tm *t)
 	t->tm_mon = (int)from_bcd(p[4]) - 1;
 	t->tm_year = (int)from_bcd(p[5]) + 100;
 	t->tm_isdst = -1;
+	/* The ranges put_datetime() takes: what parses here must build again. */
 	if (t->tm_sec > 59 || t->tm_min > 59 || t->tm_hour > 23 || t->tm_mday < 1 ||
-		t->tm_mon < 0 || t->tm_mon > 11)
+		t->tm_mday > 31 || t->tm_mon < 0 || t->tm_mon > 11)
 		return -EBADMSG;
 	return 0;
 }

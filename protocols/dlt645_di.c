@@ -186,7 +186,16 @@ const struct mh_dlt645_di_info *mh_dlt645_di_lookup(uint32_t di)
 
 size_t mh_dlt645_di_block_members(uint32_t block, uint32_t *out, size_t max)
 {
+	const struct mh_dlt645_di_info *info = mh_dlt645_di_lookup(block);
 	size_t n = 0;
+
+	/*
+	 * Only a block has members. Without this check 00000000, which the
+	 * table knows as combined energy, would match every identifier that
+	 * belongs to no block (their .block is 0).
+	 */
+	if (!info || !info->is_block)
+		return 0;
 
 	for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
 		const struct mh_dlt645_di_info *e = &table[i];

@@ -355,6 +355,17 @@ static void test_broadcast_time(void **state)
 	t.tm_sec = 60;
 	assert_int_equal(mh_dlt645_build_broadcast_time(&req, &t), -EINVAL);
 
+	/*
+	 * Day 32 is not a date: the parser refused only day 0, so it handed
+	 * back times the builder then refused (found by test/fuzz,
+	 * regressions/dlt645_frame/broadcast-time-day-39). 32 11 26 +33.
+	 */
+	decode_hex("68 99 99 99 99 99 99 68 08 06 39 78 36 65 44 59 5D 16", &back);
+	assert_int_equal(mh_dlt645_broadcast_time_parse(&back, &got), -EBADMSG);
+	decode_hex("68 99 99 99 99 99 99 68 08 06 39 78 36 64 44 59 5C 16", &back);
+	assert_int_equal(mh_dlt645_broadcast_time_parse(&back, &got), 0);
+	assert_int_equal(got.tm_mday, 31);
+
 	/* Not a broadcast-time frame. */
 	mh_dlt645_build_read(&req, addr_0001, 0);
 	assert_int_equal(mh_dlt645_broadcast_time_parse(&req, &got), -EINVAL);

@@ -153,6 +153,33 @@ static void test_parse_format(void **state)
 	assert_string_equal(text, "00000000");
 }
 
+/*
+ * The members of a block, in the order the block sends them (table A.1:
+ * 0001FF00 is the total then tariffs 1-4), and none for what is not a
+ * block. 00000000 is combined energy, a single identifier: it used to get
+ * one made-up member, the last identifier of the table that belongs to no
+ * block (found by test/fuzz, regressions/dlt645_di/block-members-of-00000000).
+ */
+static void test_block_members(void **state)
+{
+	uint32_t m[8];
+
+	(void)state;
+	assert_int_equal(mh_dlt645_di_block_members(0x0001FF00, m, 8), 5);
+	assert_int_equal(m[0], 0x00010000);
+	assert_int_equal(m[4], 0x00010400);
+	assert_int_equal(mh_dlt645_di_block_members(0x0201FF00, m, 8), 3);
+	assert_int_equal(m[2], 0x02010300);
+	assert_int_equal(mh_dlt645_di_block_members(0x0001FF00, m, 2), 2);
+
+	assert_int_equal(mh_dlt645_di_block_members(0x00000000, m, 8), 0);
+	assert_int_equal(mh_dlt645_di_block_members(0x00010000, m, 8), 0);
+	assert_int_equal(mh_dlt645_di_block_members(0x02800002, m, 8), 0);
+	assert_int_equal(mh_dlt645_di_block_members(0x12345678, m, 8), 0);
+	/* A daily freeze is a block of tariffs, not of identifiers. */
+	assert_int_equal(mh_dlt645_di_block_members(0x05060101, m, 8), 0);
+}
+
 static void test_lookup(void **state)
 {
 	const struct mh_dlt645_di_info *i;
@@ -738,6 +765,7 @@ int main(void)
 		cmocka_unit_test(test_vector5_meter_number),
 		cmocka_unit_test(test_parse_format),
 		cmocka_unit_test(test_lookup),
+		cmocka_unit_test(test_block_members),
 		cmocka_unit_test(test_energy),
 		cmocka_unit_test(test_energy_blocks),
 		cmocka_unit_test(test_voltage_current),
