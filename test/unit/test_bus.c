@@ -22,12 +22,13 @@
 
 #include <cmocka.h>
 
+#include "helpers.h"
+
 #include "bus.h"
 #include "clock.h"
 
 struct line {
-	int master;
-	char slave[64];
+	struct pty pty;
 	struct mh_point point;
 	struct mh_profile profile;
 	struct mh_meter_config meter;
@@ -38,17 +39,13 @@ struct line {
 static void line_open(struct line *l, unsigned timeout_ms)
 {
 	memset(l, 0, sizeof(*l));
-	l->master = posix_openpt(O_RDWR | O_NOCTTY);
-	assert_true(l->master >= 0);
-	assert_int_equal(grantpt(l->master), 0);
-	assert_int_equal(unlockpt(l->master), 0);
-	snprintf(l->slave, sizeof(l->slave), "%s", ptsname(l->master));
+	pty_open(&l->pty);
 	l->point = (struct mh_point){ .name = "energy_import_kwh", .di = 0x00010000, .has_di = true };
 	l->profile = (struct mh_profile){ .name = "p", .protocol = MH_PROTO_DLT645,
 		.points = &l->point, .n_points = 1 };
 	l->meter = (struct mh_meter_config){ .id = "m-1", .address = "000000000001",
 		.dlt645_addr = { 1, 0, 0, 0, 0, 0 }, .profile = &l->profile };
-	l->bus = (struct mh_bus_config){ .name = "rs485-test", .device = l->slave, .baud = 9600,
+	l->bus = (struct mh_bus_config){ .name = "rs485-test", .device = l->pty.slave, .baud = 9600,
 		.parity = MH_PARITY_NONE, .protocol = MH_PROTO_DLT645, .timeout_ms = timeout_ms,
 		.meters = &l->meter, .n_meters = 1 };
 	assert_int_equal(mh_queue_init(&l->done, NULL), 0);
@@ -65,12 +62,6 @@ static struct mh_job *job(int64_t id)
 	assert_non_null(j);
 	j->due_ms = id;
 	return j;
-}
-
-static void sleep_ms(unsigned ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
-	nanosleep(&ts, NULL);
 }
 
 /* Collect @n finished jobs (waiting up to 10 s), their ids in order into @ids. */
@@ -137,7 +128,7 @@ static void test_priority_jobs_overtake_scheduled_ones(void **state)
 		assert_int_equal(ids[i], want[i]);
 	mh_bus_stop(bus);
 	mh_queue_deinit(&l.done);
-	close(l.master);
+	close(l.pty.master);
 }
 
 static void test_vanished_port_is_reported(void **state)
@@ -152,7 +143,7 @@ static void test_vanished_port_is_reported(void **state)
 	assert_int_equal(mh_bus_start(&l.bus, &l.done, &bus), 0);
 	wait_port_open(bus);
 	/* The adapter is pulled out: the far end of the line is gone. */
-	close(l.master);
+	close(l.pty.master);
 	mh_bus_submit(bus, job(1), false);
 	assert_int_equal(collect(&l, 1, ids, got), 1);
 	assert_int_equal(got[0]->reading.quality, MH_QUALITY_ERROR);
@@ -196,7 +187,7 @@ static void test_stop_cancels_what_did_not_run(void **state)
 	/* The one in progress ran out its frame; the others never went out. */
 	assert_true(canceled >= 3);
 	mh_queue_deinit(&l.done);
-	close(l.master);
+	close(l.pty.master);
 }
 
 int main(void)

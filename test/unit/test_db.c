@@ -22,43 +22,21 @@
 
 #include <cmocka.h>
 
+#include "helpers.h"
+
 #include "db.h"
 
 #define DATA_BYTES (8ull << 20)
 
-struct fixture {
-	char dir[64];
-	char path[128];
-};
 
 static int setup(void **state)
 {
-	struct fixture *f = calloc(1, sizeof(*f));
-
-	if (!f)
-		return -1;
-	strcpy(f->dir, "/tmp/mh-test-db-XXXXXX");
-	if (!mkdtemp(f->dir)) {
-		free(f);
-		return -1;
-	}
-	snprintf(f->path, sizeof(f->path), "%s/store", f->dir);
-	*state = f;
-	return 0;
-}
-
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	return remove(path);
+	return tmpdir_setup(state, "mh-test-db");
 }
 
 static int teardown(void **state)
 {
-	struct fixture *f = *state;
-
-	nftw(f->dir, rm_one, 8, FTW_DEPTH | FTW_PHYS);
-	free(f);
-	return 0;
+	return tmpdir_teardown(state);
 }
 
 static struct mh_db *open_ok(const char *path)
@@ -91,7 +69,7 @@ static bool has(struct mh_db *db, MDB_dbi dbi, const char *key)
 
 static void test_second_open_is_refused(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdir *f = *state;
 	struct mh_db *db = open_ok(f->path), *twin = NULL;
 	char file[256], pid[32] = "", want[32];
 	FILE *fp;
@@ -115,7 +93,7 @@ static void test_second_open_is_refused(void **state)
 
 static void test_map_is_reserved(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdir *f = *state;
 	struct mh_db *db = open_ok(f->path);
 	char file[256];
 	uint64_t map;
@@ -151,7 +129,7 @@ static void test_map_size_on_32_bit(void **state)
 
 static void test_undone_unit_takes_only_itself(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdir *f = *state;
 	struct mh_db *db = open_ok(f->path);
 	MDB_dbi dbi;
 	MDB_txn *txn;
@@ -206,7 +184,7 @@ static void on_commit(void *ud, int rc)
 
 static void test_watchers_hear_commits(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdir *f = *state;
 	struct mh_db *db = open_ok(f->path);
 	struct heard h = { 0, -1 };
 	MDB_dbi dbi;
@@ -229,7 +207,7 @@ static void test_watchers_hear_commits(void **state)
 
 static void test_path_that_is_a_file(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdir *f = *state;
 	struct mh_db *db = NULL;
 	FILE *fp = fopen(f->path, "w");
 

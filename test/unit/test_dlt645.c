@@ -25,6 +25,8 @@
 
 #include <cmocka.h>
 
+#include "helpers.h"
+
 #include "dlt645.h"
 #include "dlt645_link.h"
 
@@ -985,28 +987,6 @@ static void test_read_payload_errors(void **state)
 }
 
 /* ---- the link, on a pty ---- */
-
-struct pty {
-	int master;
-	char slave[64];
-};
-
-static void pty_open(struct pty *p)
-{
-	p->master = posix_openpt(O_RDWR | O_NOCTTY);
-	assert_true(p->master >= 0);
-	assert_int_equal(grantpt(p->master), 0);
-	assert_int_equal(unlockpt(p->master), 0);
-	assert_int_equal(ptsname_r(p->master, p->slave, sizeof(p->slave)), 0);
-}
-
-static void sleep_ms(unsigned ms)
-{
-	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
-
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
 
 /* One thing the far end does: after @after_ms, echo request bytes [from, to), then send @hex. */
 struct step {

@@ -49,6 +49,8 @@
 
 #include <cmocka.h>
 
+#include "helpers.h"
+
 #include "dlt645_link.h"
 #include "modbus_link.h"
 #include "modbus_regs.h"
@@ -685,20 +687,6 @@ static void test_plan_huge_max_gap(void **state)
 }
 
 /* ---- the link's port: exclusive, and reported gone --------------------- */
-
-struct pty {
-	int master;
-	char slave[64];
-};
-
-static void pty_open(struct pty *p)
-{
-	p->master = posix_openpt(O_RDWR | O_NOCTTY);
-	assert_true(p->master >= 0);
-	assert_int_equal(grantpt(p->master), 0);
-	assert_int_equal(unlockpt(p->master), 0);
-	assert_int_equal(ptsname_r(p->master, p->slave, sizeof(p->slave)), 0);
-}
 
 static struct mh_serial_params pty_params(const struct pty *p, unsigned response_ms)
 {

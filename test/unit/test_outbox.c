@@ -32,6 +32,8 @@
 
 #include <cmocka.h>
 
+#include "helpers.h"
+
 #include "db.h"
 #include "outbox.h"
 
@@ -90,39 +92,15 @@ static int ts_ack(struct tstore *s, uint64_t seq)
 
 #define MAX_BYTES (16ull << 20)
 
-struct fixture {
-	char dir[64];	/* from mkdtemp() */
-	char path[128]; /* dir/store, created by the store itself */
-};
 
 static int setup(void **state)
 {
-	struct fixture *f = calloc(1, sizeof(*f));
-
-	if (!f)
-		return -1;
-	strcpy(f->dir, "/tmp/mh-test-store-XXXXXX");
-	if (!mkdtemp(f->dir)) {
-		free(f);
-		return -1;
-	}
-	snprintf(f->path, sizeof(f->path), "%s/store", f->dir);
-	*state = f;
-	return 0;
-}
-
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	return remove(path);
+	return tmpdir_setup(state, "mh-test-store");
 }
 
 static int teardown(void **state)
 {
-	struct fixture *f = *state;
-
-	nftw(f->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-	free(f);
-	return 0;
+	return tmpdir_teardown(state);
 }
 
 /* ---- helpers --------------------------------------------------------- */
@@ -272,7 +250,7 @@ static void expect_only_key(const char *dir, const char *key, const char *val)
 
 static void test_append_commit_scan(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdir *f = *state;
 	struct scan_result *r = calloc(1, sizeof(*r));
 	struct tstore *s = open_ok(f->path);
 	static const char binary[] = {'{', '\0', '}'};
@@ -341,7 +319,7 @@ static void test_append_commit_scan(void **state)
 
 static void test_scan_sees_only_committed(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdir *f = *state;
 	struct tstore *s = open_ok(f->path);
 	struct mh_outbox_stats st;
 
@@ -362,7 +340,7 @@ static void test_scan_sees_only_committed(void **state)
 
 static void test_ack(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdir *f = *state;
 	struct tstore *s = open_ok(f->path);
 
 	for (int i = 1; i <= 5; i++)
@@ -393,7 +371,7 @@ static void test_ack(void **state)
 
 static void test_seq_survives_reopen(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdir *f = *state;
 	struct tstore *s = open_ok(f->path);
 
 	for (int i = 1; i <= 3; i++)
@@ -429,7 +407,7 @@ static void test_seq_survives_reopen(void **state)
 
 static void test_close_commits(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdir *f = *state;
 	struct tstore *s = open_ok(f->path);
 
 	append_ok(s, MH_RECORD_READING, 10, "reading/m-0001", "a");
@@ -453,7 +431,7 @@ static void test_close_commits(void **state)
  */
 static void test_crash_loses_only_pending(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdir *f = *state;
 	struct tstore *s;
 	int status, fds[2];
 	char verdict = '?';
@@ -493,7 +471,7 @@ static void test_crash_loses_only_pending(void **state)
 
 static void test_scan_after_and_max(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdir *f = *state;
 	struct tstore *s = open_ok(f->path);
 	struct scan_result *r = calloc(1, sizeof(*r));
 
@@ -529,7 +507,7 @@ static void test_scan_after_and_max(void **state)
 
 static void test_stats(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdir *f = *state;
 	struct tstore *s = open_ok(f->path);
 	struct mh_outbox_stats st;
 
@@ -585,7 +563,7 @@ static void test_stats(void **state)
 
 static void test_creates_directory(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdir *f = *state;
 	struct stat st;
 	struct tstore *s;
 
@@ -629,7 +607,7 @@ static int count_cb(void *ud, const struct mh_record *rec)
  */
 static void test_full_store_drops_oldest_readings(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdir *f = *state;
 	const uint64_t max = 64 << 10;
 	struct tstore *s = NULL;
 	struct mh_outbox_stats st;
@@ -689,7 +667,7 @@ static void test_full_store_drops_oldest_readings(void **state)
 /* With no reading left to drop, the oldest record of any type goes. */
 static void test_full_store_without_readings(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdir *f = *state;
 	const uint64_t max = 64 << 10;
 	struct tstore *s = NULL;
 	struct mh_outbox_stats st;
@@ -730,7 +708,7 @@ static void test_full_store_without_readings(void **state)
  */
 static void test_record_larger_than_store(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdir *f = *state;
 	const uint64_t max = 64 << 10;
 	struct tstore *s = NULL;
 	struct mh_outbox_drops drops;
@@ -767,7 +745,7 @@ static void test_record_larger_than_store(void **state)
 
 static void test_foreign_lmdb_refused(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdir *f = *state;
 	char data[160];
 	MDB_env *env;
 	MDB_txn *txn;
@@ -805,7 +783,7 @@ static void test_foreign_lmdb_refused(void **state)
 
 static void test_newer_schema_refused(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdir *f = *state;
 	char data[160];
 	MDB_env *env;
 	MDB_txn *txn;
@@ -844,7 +822,7 @@ static void test_newer_schema_refused(void **state)
 
 static void test_regular_file_refused(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdir *f = *state;
 	struct tstore *s = NULL;
 	FILE *fp = fopen(f->path, "w");
 	size_t len;
@@ -862,7 +840,7 @@ static void test_regular_file_refused(void **state)
 
 static void test_garbage_data_refused(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdir *f = *state;
 	char data[160];
 	char garbage[16384];
 	uint32_t x = 0x2545F491; /* xorshift32: "random" bytes that repeat run to run */
@@ -900,7 +878,7 @@ static void test_garbage_data_refused(void **state)
  */
 static void test_acks_and_appends_share_a_turn(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdir *f = *state;
 	struct mh_outbox_drops drops;
 	struct tstore *s = open_ok(f->path);
 	size_t big_len = MAX_BYTES;
