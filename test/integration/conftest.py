@@ -42,12 +42,14 @@ PYTHON = '/usr/bin/python3'
 
 
 def pytest_configure(config):
-    config.addinivalue_line('markers', 'slow: runs for most of a minute or more')
+    config.addinivalue_line('markers', 'slow: runs for 15 s or more')
 
 
 def pytest_collection_modifyitems(config, items):
-    # pytest-xdist hands tests out in this order: the slow ones go first, so
-    # that a parallel run does not end waiting for one started last.
+    # pytest-xdist (--dist loadgroup) hands tests out one at a time in this
+    # order, each worker holding one in reserve: the slow ones go first, one
+    # to a worker, so that a parallel run does not end waiting for one that
+    # started last, and what waits behind each of them is short.
     items.sort(key=lambda item: item.get_closest_marker('slow') is None)
 
 

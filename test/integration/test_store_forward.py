@@ -203,7 +203,6 @@ def interrupted_drain(crash, broker, proxy_factory, modbus_sim, gateway,
     return messages
 
 
-@pytest.mark.slow
 def test_proxy_killed_mid_drain_loses_nothing(broker, proxy_factory, modbus_sim, gateway,
                                               subscriber_factory, tmp_path):
     def crash(proxy):
@@ -213,7 +212,6 @@ def test_proxy_killed_mid_drain_loses_nothing(broker, proxy_factory, modbus_sim,
                       tmp_path)
 
 
-@pytest.mark.slow
 def test_broker_sigkilled_mid_drain_loses_nothing(broker, proxy_factory, modbus_sim, gateway,
                                                   subscriber_factory, tmp_path):
     """A broker that dies loses what it acknowledged but did not deliver or
