@@ -116,7 +116,9 @@ def test_broker_down_for_a_minute_loses_nothing(persistent_broker, modbus_sim, g
     wait_until(lambda: len(sub.snapshot()) >= 8, 15, what='readings before the outage')
     broker.stop()
     down = time.time()
-    # Longer than twice the daemon's longest reconnect delay (30 s).
+    # A minute: long enough for the daemon's reconnect delay to reach its
+    # 30 s cap. Nothing below counts on when it next tries: wait_past allows
+    # a whole delay and more.
     time.sleep(62)
     up = time.time()
     broker.start()
