@@ -4,7 +4,11 @@
 testlog.json) and pytest (from its JUnit XML); print "N passed, N failed"
 and exit non-zero when anything failed or nothing ran.
 
-usage: summarize.py TESTLOG.json PYTEST.xml
+usage: summarize.py TESTLOG.json PYTEST.xml [PYTEST_EXIT_STATUS]
+
+With pytest's exit status: 5 (no tests collected) is reported but fails
+nothing by itself; any other non-zero status (interrupted, internal error,
+usage error) is reported and counts as a failure when the XML shows none.
 """
 import json
 import re
@@ -45,9 +49,25 @@ def pytest_counts(path):
     return total - bad - skipped, bad
 
 
+PYTEST_STATUS = {
+    1: 'tests failed',
+    2: 'interrupted',
+    3: 'internal error',
+    4: 'usage error',
+    5: 'no tests collected',
+}
+
+
 def main():
     up, uf = cmocka_counts(sys.argv[1])
     ip, if_ = pytest_counts(sys.argv[2])
+    rc = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    if rc == 5:
+        print('integration: pytest collected no tests')
+    elif rc and (rc != 1 or not if_):
+        print('integration: pytest exited with status %d (%s)' % (rc, PYTEST_STATUS.get(rc, '?')))
+        # A pytest that failed fails the run, even where its XML shows no failure.
+        if_ = max(if_, 1)
     passed, failed = up + ip, uf + if_
     print('unit: %d passed, %d failed; integration: %d passed, %d failed' % (up, uf, ip, if_))
     print('%d passed, %d failed' % (passed, failed))

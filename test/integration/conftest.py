@@ -4,18 +4,26 @@
 Every test gets its own mosquitto on a free loopback port, socat pty pairs as
 RS485 lines, meter simulators on the far ends of those lines and the real
 meterhub binary. Nothing is mocked. Processes are killed in finalizers, so a
-failing test leaves nothing running.
+failing test leaves nothing running. A test that needs the link to die puts a
+Proxy between the daemon and the broker and kills that, so the broker, and
+what it acknowledged, stays up.
+
+Tests run in parallel (pytest-xdist): everything a test writes is under its
+tmp_path, and ports come from free_port().
 
 The binary comes from $MESON_BUILD_ROOT (set by ``meson test``) or
 $MH_BUILD_DIR, else ./build.
 """
 
+import asyncio
 import collections
 import json
 import os
+import random
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -33,6 +41,18 @@ from modbus_sim import encode_typed  # noqa: E402  (the simulator's own encoder)
 PYTHON = '/usr/bin/python3'
 
 
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'slow: runs for 15 s or more')
+
+
+def pytest_collection_modifyitems(config, items):
+    # pytest-xdist (--dist loadgroup) hands tests out one at a time in this
+    # order, each worker holding one in reserve: the slow ones go first, one
+    # to a worker, so that a parallel run does not end waiting for one that
+    # started last, and what waits behind each of them is short.
+    items.sort(key=lambda item: item.get_closest_marker('slow') is None)
+
+
 def build_dir():
     return os.environ.get('MH_BUILD_DIR') or os.environ.get('MESON_BUILD_ROOT') \
         or os.path.join(ROOT, 'build')
@@ -45,10 +65,43 @@ def meterhub_binary():
     return path
 
 
+def _port_range():
+    """Ports below the range the kernel hands out on its own, split between
+    xdist workers. A port from bind(0) is an ephemeral port: while a broker is
+    restarted on it, any outgoing connection on the machine may take it."""
+    try:
+        with open('/proc/sys/net/ipv4/ip_local_port_range') as f:
+            ephemeral = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    low, high = 10000, max(ephemeral, 12000)
+    worker = os.environ.get('PYTEST_XDIST_WORKER', 'gw0')
+    count = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    size = (high - low) // max(count, 1)
+    return low + index * size, low + (index + 1) * size
+
+
+_given_ports = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
+    """A loopback port nobody listens on, not handed out before in this
+    process: a broker down for a restart keeps its port."""
+    low, high = _port_range()
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randrange(low, high)
+        if port in _given_ports:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(('127.0.0.1', port))
+            except OSError:
+                continue
+        _given_ports.add(port)
+        return port
+    pytest.fail('no free port in %d-%d' % (low, high))
 
 
 def wait_until(predicate, timeout, interval=0.05, what='condition'):
@@ -148,27 +201,230 @@ def persistent_broker(procs, tmp_path):
     return Broker(procs, tmp_path, persistent=True)
 
 
+def mqtt_packet(buf):
+    """Split one MQTT control packet off the front of @buf: (packet, rest), or
+    (None, buf) while it is incomplete."""
+    length, mult, i = 0, 1, 1
+    while True:
+        if i >= len(buf):
+            return None, buf
+        length += (buf[i] & 0x7f) * mult
+        mult <<= 7
+        i += 1
+        if not buf[i - 1] & 0x80:
+            break
+    if len(buf) < i + length:
+        return None, buf
+    return buf[:i + length], buf[i + length:]
+
+
+def reading_published(packet):
+    """The payload of a PUBLISH of a reading (MQTT 3.1.1), else None."""
+    if packet[0] >> 4 != 3:
+        return None
+    i = 1
+    while packet[i] & 0x80:
+        i += 1
+    i += 1
+    topic_len = int.from_bytes(packet[i:i + 2], 'big')
+    topic = packet[i + 2:i + 2 + topic_len].decode(errors='replace')
+    if '/reading/' not in topic:
+        return None
+    start = i + 2 + topic_len + (2 if (packet[0] >> 1) & 3 else 0)
+    return json.loads(packet[start:])
+
+
+def reset(writer):
+    """Close with a RST, dropping what is unsent: how a killed process's
+    connections end when data is still in flight."""
+    sock = writer.get_extra_info('socket')
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+        except OSError:
+            pass
+    writer.transport.abort()
+
+
+class Proxy:
+    """A TCP forwarder between the daemon and the broker that the test
+    controls. kill() resets every connection and drops whatever the proxy
+    holds, as a SIGKILL would; until start() the proxy then resets each new
+    connection as it comes, which the daemon sees as an unreachable broker.
+    The listening socket stays for the whole test, so its port is never
+    given away.
+
+    start(hold_after=N) lets N more reading publishes through to the broker,
+    then holds all traffic both ways: the daemon is stopped mid-drain with
+    the N-th publish delivered but its PUBACK not, at a point the test
+    chose, not one a timer picked. A connection whose other end dies is
+    reset as a whole."""
+
+    def __init__(self, target_port):
+        self.target = target_port
+        self.port = free_port()
+        self.running = True
+        self.hold_at = None
+        self.holding = False
+        self.forwarded = []  # payloads of the readings let through, in order
+        self.conns = set()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name='proxy', daemon=True)
+        self.thread.start()
+        self.server = self._call(self._listen())
+
+    def _call(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
+
+    async def _listen(self):
+        return await asyncio.start_server(self._serve, '127.0.0.1', self.port)
+
+    async def _serve(self, c_reader, c_writer):
+        if not self.running:
+            reset(c_writer)
+            return
+        try:
+            b_reader, b_writer = await asyncio.open_connection('127.0.0.1', self.target)
+        except OSError:
+            reset(c_writer)  # the broker is down: so is this connection
+            return
+        conn = (c_writer, b_writer)
+        if not self.running:
+            reset(c_writer)
+            reset(b_writer)
+            return
+        self.conns.add(conn)
+        pumps = [asyncio.ensure_future(self._upstream(c_reader, b_writer)),
+                 asyncio.ensure_future(self._downstream(b_reader, c_writer))]
+        try:
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for p in pumps:
+                p.cancel()
+            self.conns.discard(conn)
+            reset(c_writer)
+            reset(b_writer)
+
+    async def _upstream(self, reader, writer):
+        try:
+            await self._pump_publishes(reader, writer)
+        except OSError:
+            pass  # the connection was reset; _serve resets the other side
+
+    async def _pump_publishes(self, reader, writer):
+        buf = b''
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                return
+            buf += data
+            while True:
+                packet, buf = mqtt_packet(buf)
+                if packet is None:
+                    break
+                if self.holding:
+                    continue  # held until the connection is reset, then lost
+                writer.write(packet)
+                reading = reading_published(packet)
+                if reading is not None:
+                    self.forwarded.append(reading)
+                    if self.hold_at is not None and len(self.forwarded) >= self.hold_at:
+                        self.holding = True
+            await writer.drain()
+
+    async def _downstream(self, reader, writer):
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    return
+                if not self.holding:
+                    writer.write(data)
+                    await writer.drain()
+        except OSError:
+            pass
+
+    async def _kill(self):
+        self.running = False
+        self.holding = False
+        self.hold_at = None
+        for c_writer, b_writer in list(self.conns):
+            reset(c_writer)
+            reset(b_writer)
+
+    async def _start(self, hold_after):
+        if self.holding:
+            await self._kill()  # what was held is gone: those streams cannot go on
+        self.running = True
+        self.holding = False
+        self.hold_at = None if hold_after is None else len(self.forwarded) + hold_after
+
+    async def _state(self):
+        return {'holding': self.holding, 'forwarded': list(self.forwarded),
+                'connections': len(self.conns)}
+
+    def kill(self):
+        self._call(self._kill())
+
+    def start(self, hold_after=None):
+        self._call(self._start(hold_after))
+
+    def state(self):
+        """{'holding': bool, 'forwarded': [reading, ...], 'connections': n}"""
+        return self._call(self._state())
+
+    def close(self):
+        self.kill()
+        self.server.close()
+        self._call(self.server.wait_closed())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture
+def proxy_factory():
+    proxies = []
+
+    def make(target_port):
+        p = Proxy(target_port)
+        proxies.append(p)
+        return p
+    yield make
+    for p in proxies:
+        p.close()
+
+
 class Subscriber:
-    """Collects every message under a topic filter, with QoS 1."""
+    """Collects every message under a topic filter, with QoS 1. Returns once
+    the broker has confirmed the subscription, so nothing published after
+    that is missed."""
 
     def __init__(self, port, topic, client_id='test-sub', persistent=False):
         self.messages = []
         self.lock = threading.Lock()
-        self.connected = threading.Event()
+        self.subscribed = 0  # SUBACKs so far: one per (re)connection
         self.client = mqtt.Client(client_id=client_id, clean_session=not persistent)
         # Come back quickly after a broker restart.
         self.client.reconnect_delay_set(min_delay=1, max_delay=1)
         self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
         self.topic = topic
         self.client.connect('127.0.0.1', port, keepalive=30)
         self.client.loop_start()
-        if not self.connected.wait(10):
-            pytest.fail('test subscriber could not connect')
+        wait_until(lambda: self.subscriptions() >= 1, 10, what='the test subscription')
 
     def _on_connect(self, client, userdata, flags, rc):
         client.subscribe(self.topic, qos=1)
-        self.connected.set()
+
+    def _on_subscribe(self, client, userdata, mid, granted_qos):
+        with self.lock:
+            self.subscribed += 1
+
+    def subscriptions(self):
+        with self.lock:
+            return self.subscribed
 
     def _on_message(self, client, userdata, msg):
         try:
