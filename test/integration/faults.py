@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import PYTHON, SIM_DIR, Subscriber, meterhub_binary, wait_until
+from conftest import PYTHON, SIM_DIR, Subscriber, check_complete, meterhub_binary, wait_until  # noqa: F401
 
 
 # --- the clock shim --------------------------------------------------------
@@ -182,28 +182,6 @@ def check_seq_unique(messages):
             assert by_seq[seq] == (topic, payload), \
                 'seq %d reused for another record: %r vs %r' % (seq, by_seq[seq], (topic, payload))
         by_seq[seq] = (topic, payload)
-
-
-def check_complete(messages):
-    """Every seq from the first to the last, first arrivals in order, duplicates identical.
-    (test_store_forward.py's check, taking timed messages too.)"""
-    first_seen = []
-    by_seq = {}
-    for m in messages:
-        topic, payload = m[-3], m[-2]
-        if not isinstance(payload, dict) or 'seq' not in payload:
-            continue
-        seq = payload['seq']
-        if seq in by_seq:
-            assert by_seq[seq] == (topic, payload), 'seq %d reused for another record' % seq
-            continue
-        by_seq[seq] = (topic, payload)
-        first_seen.append(seq)
-    assert first_seen, 'nothing arrived'
-    assert first_seen == sorted(first_seen), 'reordered'
-    missing = set(range(first_seen[0], first_seen[-1] + 1)) - set(first_seen)
-    assert not missing, 'gap: %s' % sorted(missing)[:20]
-    return first_seen
 
 
 # --- a serial adapter with a stable name -----------------------------------

@@ -39,8 +39,6 @@ def config(tmp_path, port, device, interval, **extra):
         'protocol': 'dlt645', 'timeout': '300ms',
         'meters': [{'id': 'm-1', 'address': ADDR, 'profile': 'dlt645-single-phase'}]}],
         interval=interval, **extra)
-    # Reading the meters' own frozen days is tested on its own, below.
-    cfg['schedule']['backfill_days'] = 0
     return cfg
 
 
@@ -125,11 +123,10 @@ def test_silent_meter_gives_one_incomplete_span(broker, dlt645_sim, gateway,
                                                 subscriber_factory, tmp_path):
     """A meter silent across two boundaries: one complete:false interval
     spanning the gap, no invented split, and the totals still add up. (No
-    retries here: a retry that catches the meter would end the span early,
-    at its real read time, which the unit tests cover.)"""
+    retries here, the default of these tests: a retry that catches the meter
+    ends the span early, at its real read time; see the retry test.)"""
     sim = dlt645_sim('b645', sim_config())
     cfg = config(tmp_path, broker.port, sim.gateway_end, '2s')
-    cfg['schedule']['retries'] = 0
     sub = subscriber_factory(broker.port, PREFIX + '/#')
     gw = gateway(cfg).start()
     wait_until(lambda: len(records(sub, 'interval')) >= 2, 20, what='first intervals')
@@ -317,3 +314,41 @@ def test_register_wrap_continues_and_a_drop_is_a_reset(broker, dlt645_sim, gatew
     assert resets[0]['before'] > 999 and resets[0]['after'] < 1
     other = unique([i for i in records(sub, 'interval') if i['meter'] == 'm-2'])
     assert all(i['energy_import_kwh'] >= 0 for i in other)
+
+
+def test_failed_boundary_is_retried_within_its_window(broker, dlt645_sim, gateway,
+                                                      subscriber_factory, tmp_path):
+    """A meter silent at a boundary and back a moment later: the read is
+    retried within the window (补抄), the reading and the interval ending at
+    it say late, and the tables still add up."""
+    sim = dlt645_sim('b645', sim_config())
+    cfg = config(tmp_path, broker.port, sim.gateway_end, '6s')
+    cfg['schedule']['retries'] = 2
+    sub = subscriber_factory(broker.port, PREFIX + '/#')
+    gw = gateway(cfg).start()
+    wait_until(lambda: len(records(sub, 'interval')) >= 1, 30, what='a first interval')
+    sim.reload(sim_config(silence=True))
+    wait_until(lambda: any(r['quality'] == 'timeout' for r in records(sub, 'reading')), 20,
+               what='a silent boundary')
+    sim.reload(sim_config())
+
+    def late_good():
+        return [r for r in records(sub, 'reading') if r.get('late') and r['quality'] == 'good']
+    wait_until(late_good, 20, what='a retried reading')
+    n = len(unique(records(sub, 'interval')))
+    wait_until(lambda: len(unique(records(sub, 'interval'))) >= n + 2, 30,
+               what='intervals after the retry')
+    assert gw.stop() == 0
+    retried = late_good()[0]
+    # Read within its window: after the boundary, before the next one.
+    assert 0 < parse(retried['read_at'][:19] + 'Z') - parse(retried['ts']) < 6, retried
+    intervals = unique(records(sub, 'interval'))
+    check_contiguous(intervals)
+    late = [i for i in intervals if i.get('late')]
+    assert len(late) == 1 and late[0]['complete'] is False, late
+    assert late[0]['end'] == retried['read_at'][:19] + 'Z' or \
+        abs(parse(late[0]['end']) - parse(retried['read_at'][:19] + 'Z')) <= 1, (late, retried)
+    total = sum(i['energy_import_kwh'] for i in intervals)
+    first = good_cumulatives(sub)[parse(intervals[0]['start'])]
+    last = good_cumulatives(sub)[parse(intervals[-1]['end'])]
+    assert abs(total - (last - first)) < 1e-6
