@@ -75,10 +75,10 @@ static void store_drop_event(struct mh_daemon *d, const struct mh_outbox_drops *
 	}
 	cJSON_AddNumberToObject(obj, "lost", (double)drops->lost);
 	if (total)
-		mh_log_warn(STORE, "store full: dropped %llu records (seq %llu-%llu)",
+		mh_log_warn(STORE, "store full: dropped %llu records (seq %llu-%llu), %llu lost",
 			(unsigned long long)total, (unsigned long long)drops->first_seq,
-			(unsigned long long)drops->last_seq);
-	if (drops->lost)
+			(unsigned long long)drops->last_seq, (unsigned long long)drops->lost);
+	else if (drops->lost)
 		mh_log_err(STORE, "%llu records could not be stored",
 			(unsigned long long)drops->lost);
 	mh_health_note_drops(d->health, drops);
