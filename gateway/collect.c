@@ -109,7 +109,6 @@ static void frozen_done(struct mh_job *job)
 {
 	struct mh_collect *c = job->ud;
 	const struct mh_meter *m = job->meter;
-
 	int rc = job->canceled ? 0 : mh_tables_frozen(c->tables, job);
 
 	if (rc == -ENODATA || rc == -ERANGE) {
