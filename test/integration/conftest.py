@@ -257,8 +257,9 @@ class Proxy:
     start(hold_after=N) lets N more reading publishes through to the broker,
     then holds all traffic both ways: the daemon is stopped mid-drain with
     the N-th publish delivered but its PUBACK not, at a point the test
-    chose, not one a timer picked. A connection whose other end dies is
-    reset as a whole."""
+    chose, not one a timer picked. start(drop_publishes=True) passes
+    everything but the daemon's PUBLISHes, which vanish: none is ever
+    acknowledged. A connection whose other end dies is reset as a whole."""
 
     def __init__(self, target_port):
         self.target = target_port
@@ -266,6 +267,8 @@ class Proxy:
         self.running = True
         self.hold_at = None
         self.holding = False
+        self.drop_publishes = False
+        self.dropped = 0  # PUBLISHes dropped so far
         self.forwarded = []  # payloads of the readings let through, in order
         self.conns = set()
         self.loop = asyncio.new_event_loop()
@@ -324,6 +327,9 @@ class Proxy:
                     break
                 if self.holding:
                     continue  # held until the connection is reset, then lost
+                if self.drop_publishes and packet[0] >> 4 == 3:
+                    self.dropped += 1
+                    continue
                 writer.write(packet)
                 reading = reading_published(packet)
                 if reading is not None:
@@ -348,29 +354,31 @@ class Proxy:
         self.running = False
         self.holding = False
         self.hold_at = None
+        self.drop_publishes = False
         for c_writer, b_writer in list(self.conns):
             reset(c_writer)
             reset(b_writer)
 
-    async def _start(self, hold_after):
+    async def _start(self, hold_after, drop_publishes):
         if self.holding:
             await self._kill()  # what was held is gone: those streams cannot go on
         self.running = True
         self.holding = False
         self.hold_at = None if hold_after is None else len(self.forwarded) + hold_after
+        self.drop_publishes = drop_publishes
 
     async def _state(self):
         return {'holding': self.holding, 'forwarded': list(self.forwarded),
-                'connections': len(self.conns)}
+                'dropped': self.dropped, 'connections': len(self.conns)}
 
     def kill(self):
         self._call(self._kill())
 
-    def start(self, hold_after=None):
-        self._call(self._start(hold_after))
+    def start(self, hold_after=None, drop_publishes=False):
+        self._call(self._start(hold_after, drop_publishes))
 
     def state(self):
-        """{'holding': bool, 'forwarded': [reading, ...], 'connections': n}"""
+        """{'holding': bool, 'forwarded': [reading, ...], 'dropped': n, 'connections': n}"""
         return self._call(self._state())
 
     def close(self):

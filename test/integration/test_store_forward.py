@@ -80,11 +80,6 @@ def wait_for_requests(sim, n, since):
                30, what='%d requests to the meters' % n)
 
 
-def status(messages, state):
-    return [i for i, (t, p, _) in enumerate(messages)
-            if t.endswith('/status') and isinstance(p, dict) and p.get('state') == state]
-
-
 @pytest.mark.slow
 def test_broker_down_for_a_minute_loses_nothing(persistent_broker, modbus_sim, gateway,
                                                 subscriber_factory, tmp_path):
@@ -150,27 +145,24 @@ def interrupted_drain(crash, broker, proxy_factory, modbus_sim, gateway,
                       subscriber_factory, tmp_path):
     """Build a backlog while the link is down, let 8 of it through to the
     broker with window 2, then, with the 8th delivered and its PUBACK held by
-    the proxy, @crash() the link. The subscriber talks to the broker directly."""
+    the proxy, @crash() the link. The subscriber talks to the broker directly.
+    The link is down from the start, so this is the one connection that dies
+    with publishes in flight."""
     proxy = proxy_factory(broker.port)
     cfg, sim = simulated_bus(tmp_path, proxy.port, modbus_sim, n_meters=8)
     cfg['mqtt']['window'] = 2  # a slow drain, so there is a middle to stop it in
     sub = subscriber_factory(broker.port, 'meterhub/gw-test/#')
-    gw = gateway(cfg).start()
-    wait_until(lambda: len(readings(sub.snapshot())) >= 8, 15, what='first readings')
     proxy.kill()
     down = time.time()
-    # The broker publishes the daemon's will once it has seen the connection
-    # die, after everything that came before on it.
-    wait_until(lambda: status(sub.snapshot(), 'offline'), 15, what='the will')
-    before_outage = seqs(sub.snapshot())
-    wait_for_requests(sim, 32, down)  # 4 rounds of 8 meters stored meanwhile
+    gw = gateway(cfg).start()
+    wait_for_requests(sim, 32, down)  # 4 rounds of 8 meters stored
     up = time.time()
     proxy.start(hold_after=8)
     wait_until(lambda: proxy.state()['holding'], 30, what='8 records of the backlog through')
-    let_through = [r['seq'] for r in proxy.state()['forwarded']][-8:]
+    let_through = [r['seq'] for r in proxy.state()['forwarded']]
     wait_until(lambda: set(let_through) <= seqs(sub.snapshot()), 15,
                what='the subscriber to have what the broker acknowledged')
-    before_crash = seqs(sub.snapshot()) - before_outage
+    before_crash = seqs(sub.snapshot())
     crash(proxy)
     restart = time.time()
     wait_past(sub, restart, 60)
@@ -178,8 +170,7 @@ def interrupted_drain(crash, broker, proxy_factory, modbus_sim, gateway,
 
     messages = sub.snapshot()
     check_complete(messages)
-    backlog = {p['seq'] for p in readings(messages)
-               if p['seq'] > max(before_outage) and read_at(p) < up}
+    backlog = {p['seq'] for p in readings(messages) if read_at(p) < up}
     assert before_crash and before_crash < backlog, 'the drain was stopped in its middle'
     # The last one let through was delivered but never acknowledged to the
     # daemon: it must have been sent again.
@@ -246,13 +237,9 @@ def test_full_store_drops_oldest_readings_and_says_so(broker, proxy_factory, mod
                          health={'interval': '1s'})
     cfg['store']['max_bytes'] = '64KiB'
     sub = subscriber_factory(broker.port, 'meterhub/gw-test/#')
+    proxy.kill()  # the link is down from the start: everything is stored
     gw = gateway(cfg).start()
-    wait_until(lambda: readings(sub.snapshot()), 10, what='a first reading')
-    proxy.kill()
-    # Everything of the first connection reaches the subscriber before the will.
-    wait_until(lambda: status(sub.snapshot(), 'offline'), 15, what='the will')
-    first_conn = sub.snapshot()
-    # 16 readings a second of ~230 bytes: 64 KiB is full after about 20 s.
+    # 16 readings a second of ~230 bytes: 64 KiB is full after about 15 s.
     wait_until(lambda: sum(d[0] for d in drops_logged(gw.log())) >= 20, 120,
                what='20 records dropped')
     outage_drops = drops_logged(gw.log())
@@ -263,10 +250,9 @@ def test_full_store_drops_oldest_readings_and_says_so(broker, proxy_factory, mod
     # the last drops may still be on their way.
     wait_until(lambda: len(drop_events(sub.snapshot())) >= len(drops_logged(gw.log())), 15,
                what='an event for every drop')
-    wait_until(lambda: [p for t, p, _ in sub.snapshot()[len(first_conn):]
-                        if t.endswith('/health') and p['store']['dropped'] ==
-                        sum(d[0] for d in drops_logged(gw.log()))], 15,
-               what='a health report counting every drop')
+    wait_until(lambda: [p for t, p, _ in sub.snapshot() if t.endswith('/health') and
+                        p['store']['dropped'] == sum(d[0] for d in drops_logged(gw.log()))],
+               15, what='a health report counting every drop')
     assert gw.stop() == 0
 
     logged = drops_logged(gw.log())
@@ -280,15 +266,40 @@ def test_full_store_drops_oldest_readings_and_says_so(broker, proxy_factory, mod
         assert e['first_seq'] <= e['last_seq'] and e['lost'] == 0, e
     # Oldest first: what was still stored when the link came back is newer
     # than everything dropped before.
-    sent_before = seqs(first_conn)
-    survivors = [p['seq'] for p in readings(messages[len(first_conn):])
-                 if p['seq'] not in sent_before]
-    assert survivors and min(survivors) > max(d[2] for d in outage_drops)
+    assert min(p['seq'] for p in readings(messages)) > max(d[2] for d in outage_drops)
     # And apart from what was dropped, nothing is missing.
     dropped = set()
     for _, first, last, _ in logged:
         dropped.update(range(first, last + 1))
     check_complete(messages, excused=dropped)
+
+
+@pytest.mark.xfail(strict=True, reason='meterhub bug: a publish paho still had queued when '
+                   'the connection died goes out first on the next one, ahead of the rewind')
+def test_publish_queued_when_the_link_dies_does_not_overtake_the_rewind(
+        broker, proxy_factory, modbus_sim, gateway, subscriber_factory, tmp_path):
+    """paho's in-flight limit is the window (32), and the retained status
+    takes one place of it, so of the 32 records the daemon hands over after
+    connecting the last waits in paho's queue. The link then drops every
+    publish and dies. paho keeps its queue across the clean-session
+    reconnect and sends that record first, before the daemon's rewind to the
+    oldest unacknowledged one: the subscriber gets seq 32 or so before seq 1."""
+    proxy = proxy_factory(broker.port)
+    cfg, sim = simulated_bus(tmp_path, proxy.port, modbus_sim, n_meters=16)
+    sub = subscriber_factory(broker.port, 'meterhub/gw-test/#')
+    proxy.kill()
+    down = time.time()
+    gw = gateway(cfg).start()
+    wait_for_requests(sim, 48, down)  # a backlog longer than the window
+    proxy.start(drop_publishes=True)
+    wait_until(lambda: proxy.state()['dropped'] >= 32, 30,
+               what='the status and 31 records sent into the void')
+    proxy.kill()
+    proxy.start()
+    up = time.time()
+    wait_past(sub, up, 60)
+    assert gw.stop() == 0
+    check_complete(sub.snapshot())
 
 
 def test_health_reports_buses_backlog_and_store(broker, modbus_sim, gateway,
