@@ -78,6 +78,7 @@ struct mh_uplink {
 	uint64_t cursor; /* highest seq published on this connection */
 	bool status_pending;
 	bool stop_requested;
+	bool client_used; /* the client was connected once: it may hold stale commands */
 
 	char *uri;
 	char *password;
@@ -194,6 +195,29 @@ static void schedule_reconnect(struct mh_uplink *up)
 	uv_timer_start(&up->retry, on_retry, up->backoff_ms, 0);
 }
 
+static void on_connection_lost(void *ctx, char *cause);
+static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *msg);
+
+/* A paho client for the broker, its callbacks set. Returns 0 or a negative errno. */
+static int create_client(struct mh_uplink *up)
+{
+	MQTTAsync_createOptions copts = MQTTAsync_createOptions_initializer;
+	int rc;
+
+	copts.sendWhileDisconnected = 0;
+	copts.MQTTVersion = MQTTVERSION_3_1_1;
+	rc = MQTTAsync_createWithOptions(&up->client, up->uri, up->cfg->mqtt.client_id,
+		MQTTCLIENT_PERSISTENCE_NONE, NULL, &copts);
+	if (rc != MQTTASYNC_SUCCESS) {
+		mh_log_err(MQTT, "cannot create a client for %s: paho code %d", up->uri, rc);
+		up->client = NULL;
+		return paho_error(rc);
+	}
+	MQTTAsync_setCallbacks(up->client, up, on_connection_lost, on_message, NULL);
+	up->client_used = false;
+	return 0;
+}
+
 static void connect_now(struct mh_uplink *up)
 {
 	MQTTAsync_connectOptions opts = MQTTAsync_connectOptions_initializer;
@@ -206,6 +230,19 @@ static void connect_now(struct mh_uplink *up)
 	if (!ctx) {
 		schedule_reconnect(up);
 		return;
+	}
+	/*
+	 * paho keeps publishes it had queued when a connection died and sends
+	 * them first on the next one, ahead of our rewind: that would reorder
+	 * the stream. A fresh client starts with nothing queued.
+	 */
+	if (up->client_used) {
+		MQTTAsync_destroy(&up->client);
+		if (create_client(up) < 0) {
+			free(ctx);
+			schedule_reconnect(up);
+			return;
+		}
 	}
 	up->gen++;
 	*ctx = (struct pub_ctx){ .up = up, .gen = up->gen };
@@ -419,6 +456,7 @@ static void handle_event(struct mh_uplink *up, struct event *ev)
 			break;
 		mh_log_notice(MQTT, "connected to %s", up->uri);
 		up->state = ST_CONNECTED;
+		up->client_used = true;
 		up->backoff_ms = RECONNECT_MIN_MS;
 		up->in_flight = 0;
 		/* Rewind: everything not acknowledged goes out again, oldest first. */
@@ -551,7 +589,6 @@ void mh_uplink_set_started(struct mh_uplink *up, int64_t started_ms)
 int mh_uplink_start(uv_loop_t *loop, const struct mh_config *cfg, struct mh_outbox *outbox,
 	int64_t started_ms, struct mh_uplink **out)
 {
-	MQTTAsync_createOptions copts = MQTTAsync_createOptions_initializer;
 	struct mh_uplink *up = calloc(1, sizeof(*up));
 	const char *uri = cfg->mqtt.uri;
 	int rc;
@@ -583,18 +620,13 @@ int mh_uplink_start(uv_loop_t *loop, const struct mh_config *cfg, struct mh_outb
 	snprintf(up->status_topic, sizeof(up->status_topic), "%s/status", cfg->mqtt.topic_prefix);
 	make_status(up, started_ms);
 
-	copts.sendWhileDisconnected = 0;
-	copts.MQTTVersion = MQTTVERSION_3_1_1;
-	rc = MQTTAsync_createWithOptions(&up->client, up->uri, cfg->mqtt.client_id,
-		MQTTCLIENT_PERSISTENCE_NONE, NULL, &copts);
-	if (rc != MQTTASYNC_SUCCESS) {
-		mh_log_err(MQTT, "cannot create a client for %s: paho code %d", up->uri, rc);
+	rc = create_client(up);
+	if (rc < 0) {
 		free(up->password);
 		free(up->uri);
 		free(up);
-		return paho_error(rc);
+		return rc;
 	}
-	MQTTAsync_setCallbacks(up->client, up, on_connection_lost, on_message, NULL);
 
 	mh_require(mh_queue_init(&up->events, &up->wake) == 0);
 	uv_async_init(loop, &up->wake, on_wake);

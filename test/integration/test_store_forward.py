@@ -274,16 +274,15 @@ def test_full_store_drops_oldest_readings_and_says_so(broker, proxy_factory, mod
     check_complete(messages, excused=dropped)
 
 
-@pytest.mark.xfail(strict=True, reason='meterhub bug: a publish paho still had queued when '
-                   'the connection died goes out first on the next one, ahead of the rewind')
 def test_publish_queued_when_the_link_dies_does_not_overtake_the_rewind(
         broker, proxy_factory, modbus_sim, gateway, subscriber_factory, tmp_path):
     """paho's in-flight limit is the window (32), and the retained status
     takes one place of it, so of the 32 records the daemon hands over after
     connecting the last waits in paho's queue. The link then drops every
-    publish and dies. paho keeps its queue across the clean-session
-    reconnect and sends that record first, before the daemon's rewind to the
-    oldest unacknowledged one: the subscriber gets seq 32 or so before seq 1."""
+    publish and dies. paho would keep that queue across the clean-session
+    reconnect and send the record first, before the daemon's rewind to the
+    oldest unacknowledged one (seq 32 or so before seq 1); the daemon starts
+    every connection with a fresh client, so the rewind comes first."""
     proxy = proxy_factory(broker.port)
     cfg, sim = simulated_bus(tmp_path, proxy.port, modbus_sim, n_meters=16)
     sub = subscriber_factory(broker.port, 'meterhub/gw-test/#')
