@@ -571,11 +571,10 @@ class Gateway:
         return self.proc.log_path.read_text()
 
 
-def check_complete(messages, excused=()):
-    """Every seq from the first to the last, first arrivals in order, duplicates
-    identical: the proof that nothing was lost. Seqs in @excused (dropped by a
-    full store, and said so) may be missing. Takes (topic, payload, retain)
-    tuples, or longer ones ending so (a timed subscriber's)."""
+def first_arrivals(messages):
+    """The seq of every record, in order of first arrival; asserts that a seq
+    arriving twice is the same record both times. Takes (topic, payload,
+    retain) tuples, or longer ones ending so (a timed subscriber's)."""
     first_seen = []
     by_seq = {}
     for m in messages:
@@ -584,10 +583,19 @@ def check_complete(messages, excused=()):
             continue
         seq = payload['seq']
         if seq in by_seq:
-            assert by_seq[seq] == (topic, payload), 'seq %d reused for another record' % seq
+            assert by_seq[seq] == (topic, payload), \
+                'seq %d reused for another record: %r vs %r' % (seq, by_seq[seq], (topic, payload))
             continue
         by_seq[seq] = (topic, payload)
         first_seen.append(seq)
+    return first_seen
+
+
+def check_complete(messages, excused=()):
+    """Every seq from the first to the last, first arrivals in order, duplicates
+    identical: the proof that nothing was lost. Seqs in @excused (dropped by a
+    full store, and said so) may be missing."""
+    first_seen = first_arrivals(messages)
     assert first_seen, 'nothing arrived'
     assert first_seen == sorted(first_seen), 'reordered'
     missing = set(range(first_seen[0], first_seen[-1] + 1)) - set(first_seen) - set(excused)

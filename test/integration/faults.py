@@ -19,7 +19,8 @@ import time
 
 import pytest
 
-from conftest import PYTHON, SIM_DIR, Subscriber, check_complete, meterhub_binary, wait_until  # noqa: F401
+from conftest import (PYTHON, SIM_DIR, Subscriber, check_complete, first_arrivals,  # noqa: F401
+                      meterhub_binary, wait_until)
 
 
 # --- the clock shim --------------------------------------------------------
@@ -172,16 +173,7 @@ def times_before(messages, year=2020):
 
 def check_seq_unique(messages):
     """No seq was given to two different records."""
-    by_seq = {}
-    for m in messages:
-        topic, payload = m[-3], m[-2]
-        if not isinstance(payload, dict) or 'seq' not in payload:
-            continue
-        seq = payload['seq']
-        if seq in by_seq:
-            assert by_seq[seq] == (topic, payload), \
-                'seq %d reused for another record: %r vs %r' % (seq, by_seq[seq], (topic, payload))
-        by_seq[seq] = (topic, payload)
+    first_arrivals(messages)
 
 
 # --- a serial adapter with a stable name -----------------------------------
