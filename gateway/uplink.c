@@ -79,6 +79,8 @@ struct mh_uplink {
 	bool status_pending;
 	bool stop_requested;
 	bool client_used; /* the client was connected once: it may hold stale commands */
+	/* The context of the connect in progress (one at a time: connect_now runs only when none is). */
+	struct pub_ctx connecting;
 
 	char *uri;
 	char *password;
@@ -105,18 +107,20 @@ static void post(struct mh_uplink *up, enum event_kind kind, unsigned gen, uint6
 	mh_queue_push(&up->events, &ev->node);
 }
 
+/*
+ * The connect context lives in the uplink: paho never calls back for a
+ * connect whose client was destroyed, so a context of its own would leak.
+ */
 static void on_connect_ok(void *ctx, MQTTAsync_successData *resp)
 {
 	struct pub_ctx *c = ctx;
 	post(c->up, EV_CONNECTED, c->gen, 0, 0);
-	free(c);
 }
 
 static void on_connect_fail(void *ctx, MQTTAsync_failureData *resp)
 {
 	struct pub_ctx *c = ctx;
 	post(c->up, EV_CONNECT_FAILED, c->gen, 0, resp ? resp->code : MQTTASYNC_FAILURE);
-	free(c);
 }
 
 static void on_connection_lost(void *ctx, char *cause)
@@ -224,13 +228,8 @@ static void connect_now(struct mh_uplink *up)
 	MQTTAsync_willOptions will = MQTTAsync_willOptions_initializer;
 	MQTTAsync_SSLOptions ssl = MQTTAsync_SSLOptions_initializer;
 	const struct mh_config *cfg = up->cfg;
-	struct pub_ctx *ctx = calloc(1, sizeof(*ctx));
 	int rc;
 
-	if (!ctx) {
-		schedule_reconnect(up);
-		return;
-	}
 	/*
 	 * paho keeps publishes it had queued when a connection died and sends
 	 * them first on the next one, ahead of our rewind: that would reorder
@@ -239,13 +238,12 @@ static void connect_now(struct mh_uplink *up)
 	if (up->client_used) {
 		MQTTAsync_destroy(&up->client);
 		if (create_client(up) < 0) {
-			free(ctx);
 			schedule_reconnect(up);
 			return;
 		}
 	}
 	up->gen++;
-	*ctx = (struct pub_ctx){ .up = up, .gen = up->gen };
+	up->connecting = (struct pub_ctx){ .up = up, .gen = up->gen };
 	will.topicName = up->status_topic;
 	will.message = up->offline;
 	will.retained = 1;
@@ -259,7 +257,7 @@ static void connect_now(struct mh_uplink *up)
 	opts.password = up->password;
 	opts.onSuccess = on_connect_ok;
 	opts.onFailure = on_connect_fail;
-	opts.context = ctx;
+	opts.context = &up->connecting;
 	if (!strncmp(up->uri, "ssl://", 6)) {
 		ssl.trustStore = cfg->mqtt.tls.ca;
 		ssl.keyStore = cfg->mqtt.tls.cert;
@@ -271,7 +269,6 @@ static void connect_now(struct mh_uplink *up)
 	up->state = ST_CONNECTING;
 	rc = MQTTAsync_connect(up->client, &opts);
 	if (rc != MQTTASYNC_SUCCESS) {
-		free(ctx);
 		mh_log_err(MQTT, "cannot start connecting to %s: paho code %d", up->uri, rc);
 		schedule_reconnect(up);
 	}
