@@ -363,7 +363,7 @@ int mh_daemon_run(const struct mh_config *cfg)
 
 	now = mh_clock_wall_ms();
 	rc = mh_uplink_start(&d->loop, cfg, d->outbox,
-		mh_clock_plausible(&d->clock, now) ? now : 0, &d->uplink);
+		mh_clock_plausible(&d->clock, now) ? now : 0, NULL, NULL, &d->uplink);
 	if (rc < 0) {
 		uv_close((uv_handle_t *)&d->done_wake, NULL);
 		goto out;

@@ -3,6 +3,7 @@
 
 #include <MQTTAsync.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,16 @@
 #define ACK_COMMIT_MS 100
 #define ACK_COMMIT_BATCH 1024
 
+/*
+ * Threads. paho runs its callbacks on its own threads holding its global
+ * mutex, and sends the PUBACK of an incoming message only once the
+ * message-arrived callback returns. That callback must wait until the loop
+ * has journaled the command, so the loop may never block on paho's mutex:
+ * every paho call is made by the uplink's worker thread, fed by a request
+ * FIFO. The loop keeps all state and only posts requests; the worker and
+ * paho's callbacks only post events back.
+ */
+
 enum event_kind {
 	EV_CONNECTED,
 	EV_CONNECT_FAILED,
@@ -30,15 +41,21 @@ enum event_kind {
 	EV_PUB_FAILED,
 	EV_STATUS_DONE,
 	EV_DISCONNECTED,
+	EV_SUBSCRIBED,
+	EV_MESSAGE, /* lives on the stack of paho's thread, which waits for it */
+	EV_CLOSED,  /* the worker destroyed the client and is ending */
 };
 
-/* What paho's threads tell the loop. */
+/* What paho's threads and the worker tell the loop. */
 struct event {
 	struct mh_queue_node node;
 	enum event_kind kind;
 	unsigned gen;
 	uint64_t seq;
 	int code;
+	/* EV_MESSAGE */
+	const struct mh_inbound *in;
+	bool done;
 };
 
 /* The context of one publish, handed back by paho's callbacks. */
@@ -48,12 +65,35 @@ struct pub_ctx {
 	uint64_t seq; /* 0 for the status message */
 };
 
+enum request_kind {
+	RQ_CONNECT,    /* a fresh client, then connect */
+	RQ_SEND,       /* publish */
+	RQ_SUBSCRIBE,  /* the command topic, QoS 1 */
+	RQ_DISCONNECT,
+	RQ_DESTROY,    /* destroy the client and end the worker */
+};
+
+/* What the loop asks the worker to do; one allocation with its strings. */
+struct request {
+	struct mh_queue_node node;
+	enum request_kind kind;
+	unsigned gen;
+	uint64_t seq;        /* RQ_SEND: the record, 0 for the status */
+	int qos, retained;   /* RQ_SEND */
+	bool track;          /* RQ_SEND: report the outcome (QoS 1) */
+	size_t len;          /* RQ_SEND: payload bytes */
+	char *topic;         /* RQ_SEND */
+	char *payload;       /* RQ_SEND; RQ_CONNECT: the will */
+	char data[];
+};
+
 enum state {
 	ST_DISCONNECTED,
 	ST_CONNECTING,
 	ST_CONNECTED,
 	ST_STOPPING,
 	ST_DISCONNECTING,
+	ST_CLOSING, /* the worker is destroying the client */
 	ST_CLOSED,
 };
 
@@ -61,7 +101,6 @@ struct mh_uplink {
 	uv_loop_t *loop;
 	const struct mh_config *cfg;
 	struct mh_outbox *outbox;
-	MQTTAsync client;
 	struct mh_queue events;
 	uv_async_t wake;
 	uv_timer_t retry;
@@ -69,6 +108,23 @@ struct mh_uplink {
 	uv_timer_t ack_timer;
 	unsigned acks_uncommitted;
 	int open_handles;
+
+	/* The worker and what only it touches. */
+	uv_thread_t worker;
+	uv_mutex_t rq_lock;
+	uv_cond_t rq_cond;
+	struct mh_fifo requests;
+	MQTTAsync client;
+	bool client_fresh; /* created and never connected */
+	/* The context of the connect in progress (one at a time: a connect is requested only when none is). */
+	struct pub_ctx connecting;
+
+	/* Incoming messages on the command topic. */
+	mh_uplink_inbound_fn on_inbound;
+	void *inbound_ud;
+	uv_mutex_t in_lock; /* with in_cond: paho's thread waits for the loop */
+	uv_cond_t in_cond;
+	bool die_before_puback; /* test failpoint MH_FAILPOINT=before_puback */
 
 	enum state state;
 	/* Bumped on every new connection; callbacks of older ones only acknowledge. */
@@ -78,20 +134,18 @@ struct mh_uplink {
 	uint64_t cursor; /* highest seq published on this connection */
 	bool status_pending;
 	bool stop_requested;
-	bool client_used; /* the client was connected once: it may hold stale commands */
-	/* The context of the connect in progress (one at a time: connect_now runs only when none is). */
-	struct pub_ctx connecting;
 
 	char *uri;
 	char *password;
 	char status_topic[256];
+	char cmd_topic[256];
 	char online[256];
 	char offline[256];
 	void (*done)(void *ud);
 	void *done_ud;
 };
 
-/* ---- paho threads: queue and wake, nothing else --------------------- */
+/* ---- paho threads and the worker: queue and wake, nothing else ------- */
 
 static void post(struct mh_uplink *up, enum event_kind kind, unsigned gen, uint64_t seq, int code)
 {
@@ -130,8 +184,34 @@ static void on_connection_lost(void *ctx, char *cause)
 	post(up, EV_LOST, 0, 0, 0);
 }
 
+/*
+ * A message arrived (paho's thread, holding paho's mutex). paho sends its
+ * PUBACK when this returns, so wait until the loop has dealt with it: an
+ * accepted command is journaled by then, and a crash at any moment either
+ * leaves it unacknowledged (the broker sends it again) or journaled.
+ */
 static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *msg)
 {
+	struct mh_uplink *up = ctx;
+	size_t tlen = topic_len ? (size_t)topic_len : strlen(topic);
+
+	if (up->on_inbound && tlen == strlen(up->cmd_topic) && !memcmp(topic, up->cmd_topic, tlen)) {
+		struct mh_inbound in = {
+			.payload = msg->payload,
+			.len = msg->payloadlen > 0 ? (size_t)msg->payloadlen : 0,
+			.retained = msg->retained != 0,
+			.dup = msg->dup != 0,
+		};
+		struct event ev = { .kind = EV_MESSAGE, .in = &in };
+
+		mh_queue_push(&up->events, &ev.node);
+		uv_mutex_lock(&up->in_lock);
+		while (!ev.done)
+			uv_cond_wait(&up->in_cond, &up->in_lock);
+		uv_mutex_unlock(&up->in_lock);
+		if (up->die_before_puback)
+			raise(SIGKILL);
+	}
 	MQTTAsync_freeMessage(&msg);
 	MQTTAsync_free(topic);
 	return 1;
@@ -152,6 +232,21 @@ static void on_publish_fail(void *ctx, MQTTAsync_failureData *resp)
 	free(c);
 }
 
+static void on_subscribe_ok(void *ctx, MQTTAsync_successData *resp)
+{
+	struct pub_ctx *c = ctx;
+	/* A refusal comes as QoS 0x80 in a successful SUBACK. */
+	post(c->up, EV_SUBSCRIBED, c->gen, 0, resp ? resp->alt.qos : 0);
+	free(c);
+}
+
+static void on_subscribe_fail(void *ctx, MQTTAsync_failureData *resp)
+{
+	struct pub_ctx *c = ctx;
+	post(c->up, EV_SUBSCRIBED, c->gen, 0, 0x80);
+	free(c);
+}
+
 static void on_disconnect_ok(void *ctx, MQTTAsync_successData *resp)
 {
 	post(ctx, EV_DISCONNECTED, 0, 0, 0);
@@ -161,8 +256,6 @@ static void on_disconnect_fail(void *ctx, MQTTAsync_failureData *resp)
 {
 	post(ctx, EV_DISCONNECTED, 0, 0, resp ? resp->code : MQTTASYNC_FAILURE);
 }
-
-/* ---- loop thread ----------------------------------------------------- */
 
 /* paho's return codes, translated once. */
 static int paho_error(int rc)
@@ -189,18 +282,36 @@ static int paho_error(int rc)
 	}
 }
 
-static void on_retry(uv_timer_t *t);
+/* ---- the worker: every paho call ------------------------------------ */
 
-static void schedule_reconnect(struct mh_uplink *up)
+static void submit(struct mh_uplink *up, struct request *rq)
 {
-	if (up->stop_requested)
-		return;
-	up->state = ST_DISCONNECTED;
-	uv_timer_start(&up->retry, on_retry, up->backoff_ms, 0);
+	uv_mutex_lock(&up->rq_lock);
+	mh_fifo_push(&up->requests, &rq->node);
+	uv_cond_signal(&up->rq_cond);
+	uv_mutex_unlock(&up->rq_lock);
 }
 
-static void on_connection_lost(void *ctx, char *cause);
-static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *msg);
+/* A request carrying copies of @topic and @len bytes of @payload (either may be NULL). */
+static struct request *request_new(enum request_kind kind, unsigned gen, const char *topic,
+	const void *payload, size_t len)
+{
+	size_t tlen = topic ? strlen(topic) + 1 : 0;
+	struct request *rq = calloc(1, sizeof(*rq) + tlen + len + 1);
+
+	if (!rq)
+		return NULL;
+	rq->kind = kind;
+	rq->gen = gen;
+	rq->len = len;
+	if (topic)
+		rq->topic = memcpy(rq->data, topic, tlen);
+	rq->payload = rq->data + tlen;
+	if (len)
+		memcpy(rq->payload, payload, len);
+	rq->payload[len] = '\0';
+	return rq;
+}
 
 /* A paho client for the broker, its callbacks set. Returns 0 or a negative errno. */
 static int create_client(struct mh_uplink *up)
@@ -218,11 +329,11 @@ static int create_client(struct mh_uplink *up)
 		return paho_error(rc);
 	}
 	MQTTAsync_setCallbacks(up->client, up, on_connection_lost, on_message, NULL);
-	up->client_used = false;
+	up->client_fresh = true;
 	return 0;
 }
 
-static void connect_now(struct mh_uplink *up)
+static void worker_connect(struct mh_uplink *up, struct request *rq)
 {
 	MQTTAsync_connectOptions opts = MQTTAsync_connectOptions_initializer;
 	MQTTAsync_willOptions will = MQTTAsync_willOptions_initializer;
@@ -235,21 +346,23 @@ static void connect_now(struct mh_uplink *up)
 	 * them first on the next one, ahead of our rewind: that would reorder
 	 * the stream. A fresh client starts with nothing queued.
 	 */
-	if (up->client_used) {
+	if (!up->client_fresh) {
 		MQTTAsync_destroy(&up->client);
-		if (create_client(up) < 0) {
-			schedule_reconnect(up);
+		rc = create_client(up);
+		if (rc < 0) {
+			post(up, EV_CONNECT_FAILED, rq->gen, 0, rc);
 			return;
 		}
 	}
-	up->gen++;
-	up->connecting = (struct pub_ctx){ .up = up, .gen = up->gen };
+	up->client_fresh = false;
+	up->connecting = (struct pub_ctx){ .up = up, .gen = rq->gen };
 	will.topicName = up->status_topic;
-	will.message = up->offline;
+	will.message = rq->payload;
 	will.retained = 1;
 	will.qos = 1;
 	opts.keepAliveInterval = (int)cfg->mqtt.keepalive_s;
-	opts.cleansession = 1;
+	/* Commands wait in the broker while the link is down: a persistent session. */
+	opts.cleansession = up->on_inbound ? 0 : 1;
 	opts.connectTimeout = 10;
 	opts.maxInflight = (int)cfg->mqtt.window;
 	opts.will = &will;
@@ -266,12 +379,138 @@ static void connect_now(struct mh_uplink *up)
 		ssl.verify = 1;
 		opts.ssl = &ssl;
 	}
-	up->state = ST_CONNECTING;
 	rc = MQTTAsync_connect(up->client, &opts);
 	if (rc != MQTTASYNC_SUCCESS) {
 		mh_log_err(MQTT, "cannot start connecting to %s: paho code %d", up->uri, rc);
-		schedule_reconnect(up);
+		post(up, EV_CONNECT_FAILED, rq->gen, 0, rc);
 	}
+}
+
+static void worker_send(struct mh_uplink *up, struct request *rq)
+{
+	MQTTAsync_message msg = MQTTAsync_message_initializer;
+	MQTTAsync_responseOptions opts = MQTTAsync_responseOptions_initializer;
+	struct pub_ctx *ctx = NULL;
+	int rc;
+
+	if (rq->track) {
+		ctx = calloc(1, sizeof(*ctx));
+		if (!ctx) {
+			post(up, rq->seq ? EV_PUB_FAILED : EV_STATUS_DONE, rq->gen, rq->seq, -ENOMEM);
+			return;
+		}
+		*ctx = (struct pub_ctx){ .up = up, .gen = rq->gen, .seq = rq->seq };
+		opts.onSuccess = on_publish_ok;
+		opts.onFailure = on_publish_fail;
+		opts.context = ctx;
+	}
+	msg.payload = rq->payload;
+	msg.payloadlen = (int)rq->len;
+	msg.qos = rq->qos;
+	msg.retained = rq->retained;
+	rc = MQTTAsync_sendMessage(up->client, rq->topic, &msg, ctx ? &opts : NULL);
+	if (rc != MQTTASYNC_SUCCESS && ctx) {
+		free(ctx);
+		/* Nothing was sent; the loop starts the connection over. */
+		post(up, rq->seq ? EV_PUB_FAILED : EV_STATUS_DONE, rq->gen, rq->seq, rc);
+	}
+}
+
+static void worker_subscribe(struct mh_uplink *up, struct request *rq)
+{
+	MQTTAsync_responseOptions opts = MQTTAsync_responseOptions_initializer;
+	struct pub_ctx *ctx = calloc(1, sizeof(*ctx));
+	int rc;
+
+	if (!ctx) {
+		post(up, EV_SUBSCRIBED, rq->gen, 0, 0x80);
+		return;
+	}
+	*ctx = (struct pub_ctx){ .up = up, .gen = rq->gen };
+	opts.onSuccess = on_subscribe_ok;
+	opts.onFailure = on_subscribe_fail;
+	opts.context = ctx;
+	rc = MQTTAsync_subscribe(up->client, up->cmd_topic, 1, &opts);
+	if (rc != MQTTASYNC_SUCCESS) {
+		free(ctx);
+		post(up, EV_SUBSCRIBED, rq->gen, 0, 0x80);
+	}
+}
+
+static void worker_disconnect(struct mh_uplink *up)
+{
+	MQTTAsync_disconnectOptions opts = MQTTAsync_disconnectOptions_initializer;
+
+	opts.timeout = 1000;
+	opts.onSuccess = on_disconnect_ok;
+	opts.onFailure = on_disconnect_fail;
+	opts.context = up;
+	/* Already down (the usual reason this fails): go on as if it had worked. */
+	if (MQTTAsync_disconnect(up->client, &opts) != MQTTASYNC_SUCCESS)
+		post(up, EV_DISCONNECTED, 0, 0, 0);
+}
+
+static void worker_thread(void *arg)
+{
+	struct mh_uplink *up = arg;
+
+	for (;;) {
+		uv_mutex_lock(&up->rq_lock);
+		while (!up->requests.len)
+			uv_cond_wait(&up->rq_cond, &up->rq_lock);
+		struct request *rq = (struct request *)mh_fifo_pop(&up->requests);
+		uv_mutex_unlock(&up->rq_lock);
+
+		enum request_kind kind = rq->kind;
+		switch (kind) {
+		case RQ_CONNECT:
+			worker_connect(up, rq);
+			break;
+		case RQ_SEND:
+			worker_send(up, rq);
+			break;
+		case RQ_SUBSCRIBE:
+			worker_subscribe(up, rq);
+			break;
+		case RQ_DISCONNECT:
+			worker_disconnect(up);
+			break;
+		case RQ_DESTROY:
+			/* paho joins its threads here; no callback runs after it returns. */
+			MQTTAsync_destroy(&up->client);
+			break;
+		}
+		free(rq);
+		if (kind == RQ_DESTROY)
+			break;
+	}
+	post(up, EV_CLOSED, 0, 0, 0);
+}
+
+/* ---- loop thread ----------------------------------------------------- */
+
+static void on_retry(uv_timer_t *t);
+
+static void schedule_reconnect(struct mh_uplink *up)
+{
+	if (up->stop_requested)
+		return;
+	up->state = ST_DISCONNECTED;
+	uv_timer_start(&up->retry, on_retry, up->backoff_ms, 0);
+}
+
+static void connect_now(struct mh_uplink *up)
+{
+	struct request *rq;
+
+	up->gen++;
+	rq = request_new(RQ_CONNECT, up->gen, NULL, up->offline, strlen(up->offline));
+	if (!rq) {
+		schedule_reconnect(up);
+		return;
+	}
+	up->state = ST_CONNECTING;
+	submit(up, rq);
 }
 
 static void on_retry(uv_timer_t *t)
@@ -282,29 +521,19 @@ static void on_retry(uv_timer_t *t)
 		connect_now(up);
 }
 
+/* Ask the worker to publish; a QoS 1 publish is tracked (its outcome comes back as an event). */
 static int publish(struct mh_uplink *up, const char *topic, const void *payload, size_t len,
-	int retained, uint64_t seq)
+	int qos, int retained, uint64_t seq)
 {
-	MQTTAsync_message msg = MQTTAsync_message_initializer;
-	MQTTAsync_responseOptions opts = MQTTAsync_responseOptions_initializer;
-	struct pub_ctx *ctx = calloc(1, sizeof(*ctx));
-	int rc;
+	struct request *rq = request_new(RQ_SEND, up->gen, topic, payload, len);
 
-	if (!ctx)
+	if (!rq)
 		return -ENOMEM;
-	*ctx = (struct pub_ctx){ .up = up, .gen = up->gen, .seq = seq };
-	msg.payload = (void *)payload;
-	msg.payloadlen = (int)len;
-	msg.qos = 1;
-	msg.retained = retained;
-	opts.onSuccess = on_publish_ok;
-	opts.onFailure = on_publish_fail;
-	opts.context = ctx;
-	rc = MQTTAsync_sendMessage(up->client, topic, &msg, &opts);
-	if (rc != MQTTASYNC_SUCCESS) {
-		free(ctx);
-		return paho_error(rc);
-	}
+	rq->seq = seq;
+	rq->qos = qos;
+	rq->retained = retained;
+	rq->track = qos > 0;
+	submit(up, rq);
 	return 0;
 }
 
@@ -316,9 +545,9 @@ static int publish_record(void *ud, const struct mh_record *rec)
 
 	snprintf(topic, sizeof(topic), "%s/%.*s", up->cfg->mqtt.topic_prefix,
 		(int)rec->subtopic_len, rec->subtopic);
-	rc = publish(up, topic, rec->payload, rec->payload_len, 0, rec->seq);
+	rc = publish(up, topic, rec->payload, rec->payload_len, 1, 0, rec->seq);
 	if (rc < 0) {
-		/* Nothing was sent; the record stays and goes out after the reconnect. */
+		/* Nothing was sent; the record stays and goes out with the next pump. */
 		mh_log_warn(MQTT, "publish of seq %llu failed: %s",
 			(unsigned long long)rec->seq, strerror(-rc));
 		return 1;
@@ -340,7 +569,7 @@ void mh_uplink_pump(struct mh_uplink *up)
 
 static void publish_status(struct mh_uplink *up, const char *payload)
 {
-	int rc = publish(up, up->status_topic, payload, strlen(payload), 1, 0);
+	int rc = publish(up, up->status_topic, payload, strlen(payload), 1, 1, 0);
 
 	up->status_pending = rc == 0;
 	if (rc < 0)
@@ -356,20 +585,15 @@ static void finish_close(uv_handle_t *h)
 	void (*done)(void *) = up->done;
 	void *ud = up->done_ud;
 	mh_queue_deinit(&up->events);
+	uv_mutex_destroy(&up->rq_lock);
+	uv_cond_destroy(&up->rq_cond);
+	uv_mutex_destroy(&up->in_lock);
+	uv_cond_destroy(&up->in_cond);
 	free(up->uri);
 	free(up->password);
 	free(up);
 	if (done)
 		done(ud);
-}
-
-static void free_events(struct mh_queue_node *node)
-{
-	while (node) {
-		struct mh_queue_node *next = node->next;
-		free(node);
-		node = next;
-	}
 }
 
 static void commit_acks(struct mh_uplink *up)
@@ -387,12 +611,27 @@ static void on_ack_timer(uv_timer_t *t)
 	commit_acks(t->data);
 }
 
+/* Have the worker destroy the client; EV_CLOSED finishes the job. */
 static void close_all(struct mh_uplink *up)
 {
+	struct request *rq;
+
+	if (up->state == ST_CLOSING || up->state == ST_CLOSED)
+		return;
+	up->state = ST_CLOSING;
+	uv_timer_stop(&up->retry);
+	uv_timer_stop(&up->stop_timer);
+	/* Without memory for a request, reuse nothing: wait and try again. */
+	while (!(rq = request_new(RQ_DESTROY, up->gen, NULL, NULL, 0)))
+		uv_sleep(10);
+	submit(up, rq);
+}
+
+/* The worker is gone: nothing can call back any more. */
+static void finish_closed(struct mh_uplink *up)
+{
+	uv_thread_join(&up->worker);
 	up->state = ST_CLOSED;
-	/* paho joins its threads here; no callback runs after it returns. */
-	MQTTAsync_destroy(&up->client);
-	free_events(mh_queue_take_all(&up->events));
 	commit_acks(up);
 	up->open_handles = 4;
 	uv_close((uv_handle_t *)&up->wake, finish_close);
@@ -403,26 +642,23 @@ static void close_all(struct mh_uplink *up)
 
 static void disconnect(struct mh_uplink *up)
 {
-	MQTTAsync_disconnectOptions opts = MQTTAsync_disconnectOptions_initializer;
+	struct request *rq;
 
-	if (up->state == ST_DISCONNECTING || up->state == ST_CLOSED)
+	if (up->state == ST_DISCONNECTING || up->state >= ST_CLOSING)
 		return;
-	up->state = ST_DISCONNECTING;
-	opts.timeout = 1000;
-	opts.onSuccess = on_disconnect_ok;
-	opts.onFailure = on_disconnect_fail;
-	opts.context = up;
-	if (MQTTAsync_disconnect(up->client, &opts) == MQTTASYNC_SUCCESS) {
-		/* Should paho never confirm the disconnect, connect again all the same. */
-		if (!up->stop_requested)
-			uv_timer_start(&up->retry, on_retry, 5000, 0);
+	rq = request_new(RQ_DISCONNECT, up->gen, NULL, NULL, 0);
+	if (!rq) {
+		if (up->stop_requested)
+			close_all(up);
+		else
+			schedule_reconnect(up);
 		return;
 	}
-	/* Already down (the usual reason this fails): go on as if it had worked. */
-	if (up->stop_requested)
-		close_all(up);
-	else
-		schedule_reconnect(up);
+	up->state = ST_DISCONNECTING;
+	submit(up, rq);
+	/* Should paho never confirm the disconnect, connect again all the same. */
+	if (!up->stop_requested)
+		uv_timer_start(&up->retry, on_retry, 5000, 0);
 }
 
 /* While stopping: disconnect once the offline status and the window are acknowledged. */
@@ -445,6 +681,16 @@ static void on_stop_timeout(uv_timer_t *t)
 	}
 }
 
+/* A message on the command topic: the owner deals with it, then paho may acknowledge it. */
+static void handle_message(struct mh_uplink *up, struct event *ev)
+{
+	up->on_inbound(up->inbound_ud, ev->in);
+	uv_mutex_lock(&up->in_lock);
+	ev->done = true;
+	uv_cond_broadcast(&up->in_cond);
+	uv_mutex_unlock(&up->in_lock);
+}
+
 static void handle_event(struct mh_uplink *up, struct event *ev)
 {
 	switch (ev->kind) {
@@ -453,13 +699,20 @@ static void handle_event(struct mh_uplink *up, struct event *ev)
 			break;
 		mh_log_notice(MQTT, "connected to %s", up->uri);
 		up->state = ST_CONNECTED;
-		up->client_used = true;
 		up->backoff_ms = RECONNECT_MIN_MS;
 		up->in_flight = 0;
 		/* Rewind: everything not acknowledged goes out again, oldest first. */
 		commit_acks(up);
 		up->cursor = 0;
 		publish_status(up, up->online);
+		/* The session keeps the subscription; ask again all the same, it costs nothing. */
+		if (up->on_inbound) {
+			struct request *rq = request_new(RQ_SUBSCRIBE, up->gen, NULL, NULL, 0);
+			if (rq)
+				submit(up, rq);
+			else
+				mh_log_err(MQTT, "cannot subscribe to %s: out of memory", up->cmd_topic);
+		}
 		break;
 	case EV_CONNECT_FAILED:
 		if (ev->gen != up->gen || up->state != ST_CONNECTING)
@@ -508,6 +761,16 @@ static void handle_event(struct mh_uplink *up, struct event *ev)
 		if (ev->gen == up->gen)
 			up->status_pending = false;
 		break;
+	case EV_SUBSCRIBED:
+		if (ev->gen != up->gen)
+			break;
+		if (ev->code == 0x80)
+			mh_log_err(MQTT, "the broker refused the subscription to %s: no commands "
+					 "can arrive; trying again at the next connection",
+				up->cmd_topic);
+		else
+			mh_log_info(MQTT, "subscribed to %s", up->cmd_topic);
+		break;
 	case EV_DISCONNECTED:
 		if (up->state != ST_DISCONNECTING)
 			break;
@@ -516,6 +779,12 @@ static void handle_event(struct mh_uplink *up, struct event *ev)
 			return;
 		}
 		schedule_reconnect(up);
+		break;
+	case EV_MESSAGE:
+		handle_message(up, ev);
+		break;
+	case EV_CLOSED:
+		finish_closed(up);
 		break;
 	}
 }
@@ -527,12 +796,15 @@ static void on_wake(uv_async_t *a)
 
 	while (node) {
 		struct mh_queue_node *next = node->next;
+		struct event *ev = (struct event *)node;
+		bool owned = ev->kind != EV_MESSAGE; /* a message event is paho's, on its stack */
 		if (up->state != ST_CLOSED)
-			handle_event(up, (struct event *)node);
-		free(node);
+			handle_event(up, ev);
+		if (owned)
+			free(node);
 		node = next;
 	}
-	if (up->state == ST_CLOSED)
+	if (up->state >= ST_CLOSING)
 		return;
 	if (up->acks_uncommitted >= ACK_COMMIT_BATCH)
 		commit_acks(up);
@@ -584,10 +856,11 @@ void mh_uplink_set_started(struct mh_uplink *up, int64_t started_ms)
 }
 
 int mh_uplink_start(uv_loop_t *loop, const struct mh_config *cfg, struct mh_outbox *outbox,
-	int64_t started_ms, struct mh_uplink **out)
+	int64_t started_ms, mh_uplink_inbound_fn on_command, void *ud, struct mh_uplink **out)
 {
 	struct mh_uplink *up = calloc(1, sizeof(*up));
 	const char *uri = cfg->mqtt.uri;
+	const char *failpoint = getenv("MH_FAILPOINT");
 	int rc;
 
 	if (!up)
@@ -596,6 +869,9 @@ int mh_uplink_start(uv_loop_t *loop, const struct mh_config *cfg, struct mh_outb
 	up->cfg = cfg;
 	up->outbox = outbox;
 	up->backoff_ms = RECONNECT_MIN_MS;
+	up->on_inbound = on_command;
+	up->inbound_ud = ud;
+	up->die_before_puback = failpoint && !strcmp(failpoint, "before_puback");
 	/* paho knows tcp:// and ssl://; mqtt:// and mqtts:// are their common aliases. */
 	if (!strncmp(uri, "mqtt://", 7) && asprintf(&up->uri, "tcp://%s", uri + 7) < 0)
 		up->uri = NULL;
@@ -615,8 +891,10 @@ int mh_uplink_start(uv_loop_t *loop, const struct mh_config *cfg, struct mh_outb
 		return rc;
 	}
 	snprintf(up->status_topic, sizeof(up->status_topic), "%s/status", cfg->mqtt.topic_prefix);
+	snprintf(up->cmd_topic, sizeof(up->cmd_topic), "%s/cmd", cfg->mqtt.topic_prefix);
 	make_status(up, started_ms);
 
+	/* Made here, before any thread, so a URI paho refuses fails the start. */
 	rc = create_client(up);
 	if (rc < 0) {
 		free(up->password);
@@ -626,6 +904,11 @@ int mh_uplink_start(uv_loop_t *loop, const struct mh_config *cfg, struct mh_outb
 	}
 
 	mh_require(mh_queue_init(&up->events, &up->wake) == 0);
+	mh_require(uv_mutex_init(&up->rq_lock) == 0);
+	mh_require(uv_cond_init(&up->rq_cond) == 0);
+	mh_require(uv_mutex_init(&up->in_lock) == 0);
+	mh_require(uv_cond_init(&up->in_cond) == 0);
+	mh_require(uv_thread_create(&up->worker, worker_thread, up) == 0);
 	uv_async_init(loop, &up->wake, on_wake);
 	uv_timer_init(loop, &up->retry);
 	uv_timer_init(loop, &up->stop_timer);
@@ -639,17 +922,12 @@ int mh_uplink_start(uv_loop_t *loop, const struct mh_config *cfg, struct mh_outb
 int mh_uplink_publish_volatile(struct mh_uplink *up, const char *subtopic, const char *payload,
 	bool retained)
 {
-	MQTTAsync_message msg = MQTTAsync_message_initializer;
 	char topic[512];
 
 	if (up->state != ST_CONNECTED)
 		return -ENOTCONN;
 	snprintf(topic, sizeof(topic), "%s/%s", up->cfg->mqtt.topic_prefix, subtopic);
-	msg.payload = (void *)payload;
-	msg.payloadlen = (int)strlen(payload);
-	msg.qos = 0;
-	msg.retained = retained;
-	return paho_error(MQTTAsync_sendMessage(up->client, topic, &msg, NULL));
+	return publish(up, topic, payload, strlen(payload), 0, retained, 0);
 }
 
 bool mh_uplink_connected(const struct mh_uplink *up)

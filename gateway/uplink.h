@@ -9,6 +9,12 @@
  * but never a gap. Also keeps the retained status topic (online, with
  * offline as the last will). paho's threads only queue events; all state is
  * touched on the loop thread.
+ *
+ * With a command handler it also subscribes to topic_prefix/cmd (QoS 1, a
+ * persistent session, again on every connection) and hands every message
+ * there to the handler on the loop thread. paho acknowledges the message
+ * only after the handler returns, so what the handler commits before
+ * returning is durable before the broker forgets the message.
  */
 
 #include <stdbool.h>
@@ -19,15 +25,27 @@
 
 struct mh_uplink;
 
+/* A message that arrived on the command topic; valid during the handler's call. */
+struct mh_inbound {
+	const char *payload; /* not NUL-terminated */
+	size_t len;
+	bool retained; /* the broker kept it as retained */
+	bool dup;      /* the broker says it may have sent it before */
+};
+
+/* Called on the loop thread for each message on the command topic. */
+typedef void (*mh_uplink_inbound_fn)(void *ud, const struct mh_inbound *in);
+
 /*
  * Create the client for @cfg on @loop, publishing from @outbox (both must
  * outlive the uplink). @started_ms is when the gateway started, or 0 while
- * the wall clock is not set (the status then says no start time). Starts
- * connecting at once and keeps reconnecting with backoff. Returns 0 and
- * *@out, or a negative errno.
+ * the wall clock is not set (the status then says no start time).
+ * @on_command (may be NULL: no subscription) gets the command topic's
+ * messages. Starts connecting at once and keeps reconnecting with backoff.
+ * Returns 0 and *@out, or a negative errno.
  */
 int mh_uplink_start(uv_loop_t *loop, const struct mh_config *cfg, struct mh_outbox *outbox,
-	int64_t started_ms, struct mh_uplink **out);
+	int64_t started_ms, mh_uplink_inbound_fn on_command, void *ud, struct mh_uplink **out);
 
 /* The wall clock got set: the status now says when the gateway started. */
 void mh_uplink_set_started(struct mh_uplink *up, int64_t started_ms);

@@ -98,7 +98,7 @@ static double run_meterhub(const char *uri, uint64_t n, unsigned window, const c
 	uv_timer_init(&loop, &d.poll);
 	d.poll.data = &d;
 	start = now_s();
-	if (mh_uplink_start(&loop, &cfg, d.store, 0, &d.up) < 0)
+	if (mh_uplink_start(&loop, &cfg, d.store, 0, NULL, NULL, &d.up) < 0)
 		exit(1);
 	uv_timer_start(&d.poll, on_poll, 10, 10);
 	uv_run(&loop, UV_RUN_DEFAULT);
