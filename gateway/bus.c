@@ -43,6 +43,37 @@ static struct mh_job *next_job(struct mh_bus *bus, unsigned timeout_ms)
 	return (struct mh_job *)node;
 }
 
+/* An urgent job, if one waits; never blocks. */
+static struct mh_job *next_urgent(struct mh_bus *bus)
+{
+	struct mh_queue_node *node;
+
+	uv_mutex_lock(&bus->lock);
+	node = mh_fifo_pop(&bus->priority);
+	uv_mutex_unlock(&bus->lock);
+	return (struct mh_job *)node;
+}
+
+/*
+ * Between two frames of a read: the urgent jobs waiting run now. A port
+ * that fails under one stops the others; the read it interrupted meets the
+ * same failure at its next frame and the thread reopens the port.
+ */
+static void run_urgent(void *ud, struct mh_reader *reader)
+{
+	struct mh_bus *bus = ud;
+	struct mh_job *job;
+
+	while (!atomic_load(&bus->stop) && (job = next_urgent(bus))) {
+		int rc = mh_reader_run(reader, job, &bus->stop);
+		if (rc == -ECANCELED)
+			job->canceled = true;
+		mh_queue_push(bus->done, &job->node);
+		if (rc == -ENODEV)
+			break;
+	}
+}
+
 static void set_port(struct mh_bus *bus, bool open, int err)
 {
 	uv_mutex_lock(&bus->lock);
@@ -61,6 +92,7 @@ static void refuse(struct mh_bus *bus, struct mh_job *job, int err)
 	mh_reading_clear(r);
 	r->read_at_ms = mh_clock_wall_ms();
 	r->quality = MH_QUALITY_ERROR;
+	job->result = -ENODEV;
 	snprintf(r->error, sizeof(r->error), "port %s unavailable: %s", bus->cfg->device,
 		err == -EBUSY ? "in use by another process" : strerror(-err));
 }
@@ -91,6 +123,7 @@ static void bus_thread(void *arg)
 				if (was_open || port_err)
 					mh_log_notice(BUS, "%s: %s is open again", bus->cfg->name,
 						bus->cfg->device);
+				mh_reader_set_yield(reader, run_urgent, bus);
 				was_open = true;
 				port_err = 0;
 				backoff = REOPEN_MIN_MS;

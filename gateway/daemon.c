@@ -12,6 +12,7 @@
 #include "bus.h"
 #include "clock.h"
 #include "collect.h"
+#include "commands.h"
 #include "db.h"
 #include "health.h"
 #include "job.h"
@@ -38,6 +39,7 @@ struct mh_daemon {
 	struct mh_outbox *outbox;
 	struct mh_tables *tables;
 	struct mh_collect *collect;
+	struct mh_commands *commands; /* NULL without a commands section */
 	struct mh_uplink *uplink;
 	struct mh_meter_set meters;
 	struct mh_bus **buses;
@@ -97,6 +99,11 @@ static void commit(struct mh_daemon *d)
 	}
 	if (d->uplink)
 		mh_uplink_pump(d->uplink);
+}
+
+static void commit_cb(void *ud)
+{
+	commit(ud);
 }
 
 /* ---- jobs ------------------------------------------------------------ */
@@ -177,6 +184,8 @@ static bool watch_clock(struct mh_daemon *d, int64_t now)
 		}
 		if (d->uplink && d->clock_waited)
 			mh_uplink_set_started(d->uplink, started);
+		if (d->commands && !first)
+			mh_commands_resume(d->commands);
 		d->next_boundary = mh_schedule_next(now, d->cfg->schedule.interval_ms);
 	} else if (step) {
 		mh_schedule_format(now - step, false, floor, sizeof(floor));
@@ -223,6 +232,7 @@ static void on_health(uv_timer_t *t)
 	size_t backlog[d->cfg->n_buses + 1];
 	struct mh_bus_port ports[d->cfg->n_buses + 1];
 	struct mh_outbox_stats st;
+	struct mh_commands_stats cst;
 	char *json;
 
 	for (size_t b = 0; b < d->cfg->n_buses; b++) {
@@ -240,6 +250,7 @@ static void on_health(uv_timer_t *t)
 		.store = &st,
 		.connected = mh_uplink_connected(d->uplink),
 		.in_flight = mh_uplink_in_flight(d->uplink),
+		.commands = d->commands ? (mh_commands_stats(d->commands, &cst), &cst) : NULL,
 	};
 	json = mh_health_report(d->health, &snap);
 	if (json && mh_uplink_publish_volatile(d->uplink, "health", json, true) < 0)
@@ -276,6 +287,8 @@ static void stop(struct mh_daemon *d)
 		d->buses[b] = NULL;
 	}
 	drain_done(d);
+	/* Commands still arriving are journaled and run at the next start. */
+	mh_commands_stop(d->commands);
 	mh_uplink_stop(d->uplink, STOP_FLUSH_MS, on_uplink_closed, d);
 }
 
@@ -325,6 +338,7 @@ static int open_store(struct mh_daemon *d)
 
 static void free_daemon(struct mh_daemon *d)
 {
+	mh_commands_free(d->commands);
 	mh_collect_free(d->collect);
 	mh_tables_free(d->tables);
 	mh_outbox_free(d->outbox);
@@ -361,10 +375,20 @@ int mh_daemon_run(const struct mh_config *cfg)
 	uv_async_init(&d->loop, &d->done_wake, on_done);
 	d->done_wake.data = d;
 
+	if (cfg->commands.enabled) {
+		rc = mh_commands_open(&d->loop, cfg, &d->meters, d->db, d->outbox, &d->clock,
+			commit_cb, d, &d->commands);
+		if (rc < 0) {
+			uv_close((uv_handle_t *)&d->done_wake, NULL);
+			goto out;
+		}
+	}
 	now = mh_clock_wall_ms();
 	rc = mh_uplink_start(&d->loop, cfg, d->outbox,
-		mh_clock_plausible(&d->clock, now) ? now : 0, NULL, NULL, &d->uplink);
+		mh_clock_plausible(&d->clock, now) ? now : 0,
+		d->commands ? mh_commands_inbound : NULL, d->commands, &d->uplink);
 	if (rc < 0) {
+		mh_commands_stop(d->commands);
 		uv_close((uv_handle_t *)&d->done_wake, NULL);
 		goto out;
 	}
@@ -396,6 +420,9 @@ int mh_daemon_run(const struct mh_config *cfg)
 	if (rc < 0)
 		mh_log_err(MAIN, "watchdog keep-alives not started: %s", uv_strerror(rc));
 	on_tick(&d->tick);
+	/* Journaled commands go on once the buses run and the clock can be trusted. */
+	if (d->commands)
+		mh_commands_resume(d->commands);
 	/* While the clock is not set, on_tick() has said so in the status. */
 	if (d->clock.set)
 		notify_running(d);

@@ -72,6 +72,29 @@ void mh_health_note_drops(struct mh_health *h, const struct mh_outbox_drops *d)
 	h->lost += d->lost;
 }
 
+/* Remote commands since start: what came, how it ended, why it was refused. */
+static void add_commands(cJSON *obj, const struct mh_commands_stats *st)
+{
+	cJSON *cmd = cJSON_AddObjectToObject(obj, "commands"), *rejected;
+
+	if (!cmd)
+		return;
+	cJSON_AddNumberToObject(cmd, "received", (double)st->received);
+	cJSON_AddNumberToObject(cmd, "accepted", (double)st->accepted);
+	cJSON_AddNumberToObject(cmd, "succeeded", (double)st->succeeded);
+	cJSON_AddNumberToObject(cmd, "failed", (double)st->failed);
+	cJSON_AddNumberToObject(cmd, "expired", (double)st->expired);
+	cJSON_AddNumberToObject(cmd, "active", (double)st->active);
+	cJSON_AddNumberToObject(cmd, "redelivered", (double)st->redelivered);
+	cJSON_AddNumberToObject(cmd, "unpublished", (double)st->unpublished);
+	cJSON_AddNumberToObject(cmd, "journal_errors", (double)st->journal_errors);
+	rejected = cJSON_AddObjectToObject(cmd, "rejected");
+	for (int r = MH_CMD_OK + 1; rejected && r < MH_CMD_REASONS; r++)
+		if (st->rejected[r])
+			cJSON_AddNumberToObject(rejected, mh_cmd_reason_name(r),
+				(double)st->rejected[r]);
+}
+
 char *mh_health_report(struct mh_health *h, const struct mh_health_snapshot *snap)
 {
 	cJSON *obj = cJSON_CreateObject(), *buses, *store, *mqtt;
@@ -138,6 +161,8 @@ char *mh_health_report(struct mh_health *h, const struct mh_health_snapshot *sna
 		cJSON_AddBoolToObject(mqtt, "connected", snap->connected);
 		cJSON_AddNumberToObject(mqtt, "in_flight", snap->in_flight);
 	}
+	if (snap->commands)
+		add_commands(obj, snap->commands);
 	if (buses && store && mqtt)
 		text = cJSON_PrintUnformatted(obj);
 	cJSON_Delete(obj);

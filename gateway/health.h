@@ -12,6 +12,7 @@
 
 #include "config.h"
 #include "bus.h"
+#include "commands.h"
 #include "job.h"
 #include "outbox.h"
 
@@ -38,6 +39,7 @@ struct mh_health_snapshot {
 	const struct mh_outbox_stats *store;
 	bool connected;
 	unsigned in_flight;
+	const struct mh_commands_stats *commands; /* NULL without commands */
 };
 
 /*

@@ -6,19 +6,24 @@
  * meter's bus, and gets the same object back through the bus's completion
  * queue, filled in; it then calls job->done on the loop thread. A bus
  * thread reads only what the job carries and the slot of its meter; all
- * runtime state stays with the loop. Kinds to come: control, recall, time
- * sync (remote commands and clock sync) sit beside read.
+ * runtime state stays with the loop: a job carries everything the bus
+ * needs (a control job its password and deadline), so the bus never looks
+ * into the configuration for it.
  */
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dlt645.h"
+#include "modbus_regs.h"
 #include "queue.h"
 
 enum mh_job_kind {
 	MH_JOB_READ,
 	MH_JOB_FROZEN, /* DL/T 645: a daily freeze the meter kept, and the one before it */
+	MH_JOB_CONTROL, /* a relay command: one control frame (or write), no read-back */
+	MH_JOB_RECALL,  /* read the relay state back (召测) */
 };
 
 enum mh_quality {
@@ -49,6 +54,42 @@ struct mh_frozen {
 	size_t n_import, n_export;   /* how many the meter gave (0: none) */
 };
 
+/* How a control job reaches the meter. */
+enum mh_control_how {
+	MH_CONTROL_DLT645,	/* plain 0x1C with the job's password and deadline */
+	MH_CONTROL_DLT645_BLOCK, /* 0x1C with the head-end's data field, unchanged */
+	MH_CONTROL_MODBUS,	/* write one coil or register */
+};
+
+struct mh_control {
+	enum mh_control_how how;
+	struct mh_dlt645_control dlt645; /* MH_CONTROL_DLT645 */
+	uint8_t block[MH_DLT645_MAX_DATA]; /* MH_CONTROL_DLT645_BLOCK */
+	size_t block_len;
+	struct { /* MH_CONTROL_MODBUS */
+		enum mh_modbus_table table;
+		uint16_t address, value;
+	} write;
+};
+
+/* Where a Modbus meter shows its relay (MH_JOB_RECALL; DL/T 645 has status word 3). */
+struct mh_relay_point {
+	enum mh_modbus_table table;
+	uint16_t address;
+	uint16_t open_when;
+};
+
+/* The relay as the meter reported it. */
+struct mh_relay {
+	bool known;	      /* read: open is the actual state */
+	bool open;	      /* tripped */
+	bool has_commanded;   /* DL/T 645 also says what it was last told */
+	bool commanded_open;  /* bit 6 */
+	bool keep_power;      /* bit 12 (DL/T 645 only) */
+	bool alarm;	      /* bit 7 (DL/T 645 only) */
+	uint16_t raw;	      /* the status word or register as read */
+};
+
 struct mh_meter;
 struct mh_job;
 
@@ -66,6 +107,12 @@ struct mh_job {
 	mh_job_done_fn done;
 	void *ud;
 	struct mh_reading reading; /* MH_JOB_READ; quality and error for every kind */
+	int result;    /* MH_JOB_CONTROL, MH_JOB_RECALL: 0, or -ETIMEDOUT, -EBADMSG, -EACCES/-EPROTO/-ENODATA
+			  (a DL/T 645 refusal, err), -EREMOTEIO (a Modbus exception), -ENODEV (the port) */
+	uint8_t err;   /* DL/T 645 ERR byte or Modbus exception of a refusal */
+	struct mh_control control;   /* MH_JOB_CONTROL */
+	struct mh_relay_point relay_point; /* MH_JOB_RECALL, Modbus */
+	struct mh_relay relay;	     /* MH_JOB_RECALL */
 	unsigned back;             /* MH_JOB_FROZEN: the freeze n days back, 1 = the last */
 	unsigned attempt;          /* MH_JOB_FROZEN: tries of this job made before */
 	struct mh_frozen frozen[2]; /* MH_JOB_FROZEN: freezes back and back + 1 */

@@ -3,8 +3,8 @@
 
 /*
  * The loop's runtime object for one meter: its piece of the configuration,
- * the bus that reads it, whether a scheduled read is under way, and (to
- * come) its interval state and command queue. Jobs point here, never at
+ * the bus that reads it, whether a scheduled read is under way, its
+ * interval state and its command queue. Jobs point here, never at
  * indexes into a configuration that a reload may replace. Loop thread only.
  */
 
@@ -16,6 +16,7 @@
 #include "intervals.h"
 
 struct mh_bus;
+struct mh_command;
 
 /* The meter's interval builder (see tables.h): set up from its profile and tariff. */
 struct mh_meter_table {
@@ -42,6 +43,9 @@ struct mh_meter {
 	int64_t retry_at, retry_due;
 	unsigned retries; /* made for the current boundary */
 	struct mh_meter_table table;
+	/* Remote commands (see commands.h): the running one first, then in arrival order. */
+	struct mh_command *cmd_head, *cmd_tail;
+	unsigned cmd_waiting;
 };
 
 /* The gateway's meters, bus by bus, in configuration order. */

@@ -76,11 +76,23 @@ struct mh_reader {
 	struct meter_plan *plans;
 	struct reply reply;
 	int64_t last_frame_ms; /* monotonic time the last reply ended */
+	/* Urgent jobs run between two frames of a read (see mh_reader_set_yield()). */
+	mh_reader_yield_fn yield;
+	void *yield_ud;
+	bool urgent; /* the job in progress is one: it never yields */
 };
 
-/* Keep the bus quiet for the frame gap since the last reply, and count the frame. */
+/*
+ * Before every frame: let urgent jobs in, keep the bus quiet for the frame
+ * gap since the last reply, and count the frame.
+ */
 static void before_frame(struct mh_reader *reader, struct mh_reading *r)
 {
+	if (reader->yield && !reader->urgent) {
+		reader->urgent = true;
+		reader->yield(reader->yield_ud, reader);
+		reader->urgent = false;
+	}
 	int64_t wait = reader->last_frame_ms + reader->bus->frame_gap_ms - mh_clock_mono_ms();
 
 	if (wait > 0) {
@@ -588,13 +600,160 @@ static int read_frozen(struct mh_reader *rd, struct mh_job *job, const atomic_bo
 	return 0;
 }
 
+/* ---- relay control and recall ----------------------------------------- */
+
+/* Classify the outcome @rc of a control or recall frame into the job. */
+static int settle_result(struct mh_reader *rd, struct mh_job *job, int rc, const char *what)
+{
+	struct mh_reading *r = &job->reading;
+	char why[96];
+
+	job->result = rc;
+	if (rc == 0)
+		return 0;
+	if (rc == -ETIMEDOUT) {
+		fail(r, MH_QUALITY_TIMEOUT, "no reply to %s within %u ms", what, rd->bus->timeout_ms);
+	} else if (port_failed(rc)) {
+		job->result = -ENODEV;
+		fail(r, MH_QUALITY_ERROR, "port error: %s", strerror(-rc));
+		return -ENODEV;
+	} else if (rc == -EBADMSG) {
+		fail(r, MH_QUALITY_ERROR, "garbled reply to %s (twice)", what);
+	} else {
+		rd->proto->refusal(rc, &rd->reply, why, sizeof(why));
+		fail(r, MH_QUALITY_ERROR, "meter refused %s: %s", what, why);
+	}
+	return 0;
+}
+
+static int dlt645_control(struct mh_reader *rd, const struct mh_meter_config *m,
+	const struct mh_control *c, struct mh_job *job)
+{
+	struct mh_dlt645_frame req, rsp;
+	int rc = c->how == MH_CONTROL_DLT645_BLOCK
+		? mh_dlt645_build_control_passthrough(&req, m->dlt645_addr, c->block, c->block_len)
+		: mh_dlt645_build_control(&req, m->dlt645_addr, &c->dlt645);
+
+	if (rc < 0) {
+		fail(&job->reading, MH_QUALITY_ERROR, "cannot build the control frame: %s",
+			strerror(-rc));
+		job->result = -EINVAL;
+		return 0;
+	}
+	/* A control frame is idempotent: a garbled answer is worth one more. */
+	for (int attempt = 0; attempt < 2; attempt++) {
+		before_frame(rd, &job->reading);
+		rc = mh_dlt645_link_transact(rd->dlt645, &req, &rsp);
+		rd->last_frame_ms = mh_clock_mono_ms();
+		if (rc != -EBADMSG)
+			break;
+	}
+	if (rc == 0) {
+		rc = mh_dlt645_reply_error(&rsp, &rd->reply.err);
+		job->err = rd->reply.err;
+	}
+	return settle_result(rd, job, rc, "the control command");
+}
+
+static int modbus_control(struct mh_reader *rd, const struct mh_meter_config *m,
+	const struct mh_control *c, struct mh_job *job)
+{
+	int rc = 0;
+
+	for (int attempt = 0; attempt < 2; attempt++) {
+		before_frame(rd, &job->reading);
+		rc = mh_modbus_link_write(rd->modbus, (int)m->unit, c->write.table, c->write.address,
+			c->write.value, &rd->reply.exception);
+		rd->last_frame_ms = mh_clock_mono_ms();
+		if (rc != -EBADMSG)
+			break;
+	}
+	job->err = rd->reply.exception;
+	return settle_result(rd, job, rc, "the relay write");
+}
+
+static int run_control(struct mh_reader *rd, struct mh_job *job)
+{
+	const struct mh_meter_config *m = &rd->bus->meters[job->slot];
+
+	if ((job->control.how == MH_CONTROL_MODBUS) != (rd->modbus != NULL)) {
+		fail(&job->reading, MH_QUALITY_ERROR, "control of another protocol than the bus's");
+		job->result = -EINVAL;
+		return 0;
+	}
+	return rd->modbus ? modbus_control(rd, m, &job->control, job)
+			  : dlt645_control(rd, m, &job->control, job);
+}
+
+static int run_recall(struct mh_reader *rd, struct mh_job *job, const atomic_bool *stop)
+{
+	const struct mh_meter_config *m = &rd->bus->meters[job->slot];
+	struct mh_relay *relay = &job->relay;
+	int rc;
+
+	memset(relay, 0, sizeof(*relay));
+	if (rd->modbus) {
+		const struct mh_relay_point *p = &job->relay_point;
+		struct mh_modbus_request req = { .table = p->table, .address = p->address, .count = 1 };
+
+		for (int attempt = 0; attempt < 2; attempt++) {
+			before_frame(rd, &job->reading);
+			rc = mh_modbus_link_read(rd->modbus, (int)m->unit, &req, rd->reply.regs,
+				&rd->reply.exception);
+			rd->last_frame_ms = mh_clock_mono_ms();
+			if (rc != -EBADMSG)
+				break;
+		}
+		job->err = rd->reply.exception;
+		if (rc == 0) {
+			relay->known = true;
+			relay->raw = rd->reply.regs[0];
+			relay->open = rd->reply.regs[0] == p->open_when;
+		}
+		return settle_result(rd, job, rc, "the relay read");
+	}
+
+	struct mh_dlt645_di_status3 st;
+	rc = read_di(rd, m, 0x04000503u, &job->reading, stop);
+	job->err = rd->reply.err;
+	if (rc == 0 && mh_dlt645_di_status3_decode(rd->reply.data, rd->reply.len, &st) < 0) {
+		fail(&job->reading, MH_QUALITY_ERROR, "undecodable status word 3 (%zu bytes)",
+			rd->reply.len);
+		rc = -EBADMSG;
+	}
+	job->result = rc == -ENODEV ? -ENODEV : rc;
+	if (rc == 0)
+		*relay = (struct mh_relay){
+			.known = true,
+			.open = st.relay_open,
+			.has_commanded = true,
+			.commanded_open = st.relay_cmd_open,
+			.keep_power = st.keep_power,
+			.alarm = st.pretrip_alarm,
+			.raw = st.raw,
+		};
+	return rc == -ENODEV || rc == -ECANCELED ? rc : 0;
+}
+
+void mh_reader_set_yield(struct mh_reader *reader, mh_reader_yield_fn fn, void *ud)
+{
+	reader->yield = fn;
+	reader->yield_ud = ud;
+}
+
 int mh_reader_run(struct mh_reader *reader, struct mh_job *job, const atomic_bool *stop)
 {
 	struct mh_reading *r = &job->reading;
 	int64_t start = mh_clock_mono_ms();
+	bool urgent = reader->urgent;
 	int rc = -EINVAL;
 
 	mh_reading_clear(r);
+	job->result = 0;
+	job->err = 0;
+	/* Relay jobs are the urgent ones, and nothing overtakes them. */
+	if (job->kind == MH_JOB_CONTROL || job->kind == MH_JOB_RECALL)
+		reader->urgent = true;
 	switch (job->kind) {
 	case MH_JOB_READ:
 		rc = read_meter(reader, job, stop);
@@ -602,7 +761,14 @@ int mh_reader_run(struct mh_reader *reader, struct mh_job *job, const atomic_boo
 	case MH_JOB_FROZEN:
 		rc = read_frozen(reader, job, stop);
 		break;
+	case MH_JOB_CONTROL:
+		rc = run_control(reader, job);
+		break;
+	case MH_JOB_RECALL:
+		rc = run_recall(reader, job, stop);
+		break;
 	}
+	reader->urgent = urgent;
 	r->duration_ms = (unsigned)(mh_clock_mono_ms() - start);
 	return rc;
 }

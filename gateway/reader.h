@@ -27,9 +27,18 @@ int mh_reader_open(const struct mh_bus_config *bus, struct mh_reader **out);
 void mh_reader_free(struct mh_reader *reader);
 
 /*
+ * Called before each frame of a job that is not urgent (a read): run the
+ * urgent jobs waiting, with mh_reader_run() on @reader, then return. A
+ * command thus starts after at most the frame in progress, not after the
+ * whole read of a meter. Urgent jobs (control, recall) never yield.
+ */
+typedef void (*mh_reader_yield_fn)(void *ud, struct mh_reader *reader);
+void mh_reader_set_yield(struct mh_reader *reader, mh_reader_yield_fn fn, void *ud);
+
+/*
  * Run @job. A meter that does not answer costs one response timeout: a read
  * ends there with quality timeout. Returns 0 when the job is complete (its
- * result says how it went); -ECANCELED when *@stop became true between two
+ * result says how it went: a read's quality, a relay job's result too); -ECANCELED when *@stop became true between two
  * frames (the job is incomplete and must not be published); -ENODEV when
  * the port itself failed (the job says so; close the reader and reopen).
  */

@@ -441,6 +441,7 @@ int mh_dlt645_di_status3_decode(const uint8_t *data, size_t len, struct mh_dlt64
 	out->relay_open = w & (1u << 4);
 	out->relay_cmd_open = w & (1u << 6);
 	out->pretrip_alarm = w & (1u << 7);
+	out->keep_power = w & (1u << 12);
 	out->meter_type = (enum mh_dlt645_di_meter_type)((w >> 8) & 0x3);
 	return 0;
 }

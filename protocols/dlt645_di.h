@@ -74,6 +74,7 @@ struct mh_dlt645_di_status3 {
 	bool relay_cmd_open;			 /* bit 6: the last relay command was a trip */
 	bool pretrip_alarm;			 /* bit 7 */
 	enum mh_dlt645_di_meter_type meter_type; /* bits 8-9 */
+	bool keep_power;			 /* bit 12: keep-power (保电) is on; trips are refused */
 };
 
 /* A power-down event record (03110001..0311000A, n-th last). */

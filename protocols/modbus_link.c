@@ -147,6 +147,20 @@ void mh_modbus_link_free(struct mh_modbus_link *link)
 	free(link);
 }
 
+/* A libmodbus call failed (errno says how) after it started at @start. */
+static int call_error(const struct mh_modbus_link *link, int64_t start, uint8_t *exception)
+{
+	int err = errno;
+
+	/*
+	 * libmodbus reports a reply cut short as a timeout too, but then the
+	 * byte timeout fired long before the response timeout: bytes came.
+	 */
+	if (err == ETIMEDOUT && mh_serial_mono_ms() - start < link->response_timeout_ms * 9 / 10)
+		return -EBADMSG;
+	return translate(err, exception);
+}
+
 int mh_modbus_link_read(struct mh_modbus_link *link, int unit, const struct mh_modbus_request *req,
 	uint16_t *dst, uint8_t *exception)
 {
@@ -173,20 +187,34 @@ int mh_modbus_link_read(struct mh_modbus_link *link, int unit, const struct mh_m
 	default:
 		return -EINVAL;
 	}
-	if (n < 0) {
-		int err = errno;
-		/*
-		 * libmodbus reports a reply cut short as a timeout too, but then the
-		 * byte timeout fired long before the response timeout: bytes came.
-		 */
-		if (err == ETIMEDOUT && mh_serial_mono_ms() - start < link->response_timeout_ms * 9 / 10)
-			return -EBADMSG;
-		return translate(err, exception);
-	}
+	if (n < 0)
+		return call_error(link, start, exception);
 	if (n != req->count)
 		return -EBADMSG;
 	if (mh_modbus_table_is_bits(req->table))
 		for (int i = 0; i < n; i++)
 			dst[i] = bits[i];
 	return 0;
+}
+
+int mh_modbus_link_write(struct mh_modbus_link *link, int unit, enum mh_modbus_table table,
+	uint16_t address, uint16_t value, uint8_t *exception)
+{
+	int64_t start = mh_serial_mono_ms();
+	int n;
+
+	*exception = 0;
+	if (modbus_set_slave(link->ctx, unit) < 0)
+		return -EINVAL;
+	switch (table) {
+	case MH_MODBUS_COIL:
+		n = modbus_write_bit(link->ctx, address, value ? 1 : 0);
+		break;
+	case MH_MODBUS_HOLDING:
+		n = modbus_write_register(link->ctx, address, value);
+		break;
+	default:
+		return -EINVAL;
+	}
+	return n < 0 ? call_error(link, start, exception) : 0;
 }

@@ -45,5 +45,14 @@ void mh_modbus_link_free(struct mh_modbus_link *link);
 int mh_modbus_link_read(struct mh_modbus_link *link, int unit, const struct mh_modbus_request *req,
 	uint16_t *dst, uint8_t *exception);
 
+/*
+ * Write @value to one coil (function 05: non-zero is ON) or one holding
+ * register (function 06) of slave @unit. Returns 0 once the slave echoed
+ * the write, or the errors of mh_modbus_link_read(); -EINVAL for another
+ * table.
+ */
+int mh_modbus_link_write(struct mh_modbus_link *link, int unit, enum mh_modbus_table table,
+	uint16_t address, uint16_t value, uint8_t *exception);
+
 /* Text for a Modbus exception code ("illegal data address"). */
 const char *mh_modbus_exception_str(uint8_t code);

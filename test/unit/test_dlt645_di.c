@@ -561,7 +561,7 @@ static void test_status3(void **state)
 	assert_true(s.pretrip_alarm);
 	assert_int_equal(s.meter_type, MH_DLT645_DI_ENERGY_PREPAID);
 
-	/* 00 FE: money-prepaid (bits 8-9 = 10); bits 10-15, which meters use differently, stay out.
+	/* 00 FE: money-prepaid (bits 8-9 = 10); bits 10-15 (but 12) stay out.
 	 */
 	unhex("00 FE", b);
 	assert_int_equal(mh_dlt645_di_status3_decode(b, 2, &s), 0);
@@ -571,6 +571,14 @@ static void test_status3(void **state)
 	unhex("00 03", b);
 	assert_int_equal(mh_dlt645_di_status3_decode(b, 2, &s), 0);
 	assert_int_equal(s.meter_type, MH_DLT645_DI_TYPE_RESERVED);
+	assert_false(s.keep_power);
+
+	/* 00 10: keep-power (bit 12) on, relay closed. */
+	unhex("00 10", b);
+	assert_int_equal(mh_dlt645_di_status3_decode(b, 2, &s), 0);
+	assert_true(s.keep_power);
+	assert_false(s.relay_open);
+	assert_int_equal(s.meter_type, MH_DLT645_DI_NON_PREPAID);
 
 	assert_int_equal(mh_dlt645_di_status3_decode(b, 1, &s), -EBADMSG);
 	assert_int_equal(mh_dlt645_di_status3_decode(b, 3, &s), -EBADMSG);
