@@ -8,10 +8,15 @@ Frames are the public vectors of DL/T 645-2007 (each source is named in
 test/unit/test_dlt645.c) and the hand-checked frames of the unit tests;
 register values come from test/unit/test_dlt645_di.c and
 test_modbus_regs.c; the config seeds are config/examples/demo.yaml and
-each built-in profile wrapped into a whole config. Files are named by
+each built-in profile wrapped into a whole config; the command seeds are
+commands signed with fuzz_cmd.c's key and one of each malformed class of
+gateway/cmd.h. Files are named by
 what they hold, so rerunning this rewrites the same files. Inputs that
 fuzzing adds to a corpus (run -merge) sit beside these and are kept.
 """
+import hashlib
+import hmac
+import json
 import os
 import struct
 import sys
@@ -256,6 +261,77 @@ def config():
         write('config', name + '.yaml', (CONFIG_HEAD + bus + user).encode())
 
 
+# The key of test/fuzz/fuzz_cmd.c.
+CMD_KEY = b'meterhub-fuzz-key-0123456789abcdef'
+CMD_FIELDS = ('id', 'meter', 'action', 'ts', 'expires')
+
+
+def signed(fields, block=None):
+    """@fields signed as the command contract says, JSON-encoded the way a head-end would."""
+    parts = [fields[k] for k in CMD_FIELDS] + ([block] if block is not None else [])
+    cmd = dict(fields)
+    if block is not None:
+        cmd['block'] = block
+    cmd['sig'] = hmac.new(CMD_KEY, '\n'.join(parts).encode(), hashlib.sha256).hexdigest()
+    return cmd
+
+
+def cmd():
+    base = {'id': 'c-42', 'meter': 'm-0001', 'action': 'trip', 'ts': '2026-11-22T03:45:00Z',
+            'expires': '2026-11-22T04:45:00Z'}
+    valid = {
+        'trip': signed(base),
+        'restore-offset': signed(dict(base, id='c-43', action='restore', ts='2026-11-22T11:45:00+08:00',
+                                      expires='2026-11-22T12:45:00.5+08:00')),
+        'keep-power-block': signed(dict(base, id='gw1:c.44', action='keep_power'),
+                                   block='02333333343333333333'),
+        'unknown-action': signed(dict(base, action='explode')),
+        'recall-leap-day': signed(dict(base, id='C_45', action='recall', ts='2028-02-29T23:59:59.999Z',
+                                       expires='2028-03-01T00:00:00-00:00')),
+        'unsigned': dict(base, action='alarm_on'),
+        'wrong-sig': dict(signed(base), meter='m-0002'),
+    }
+    for name, c in valid.items():
+        write('cmd', 'ok-' + name, json.dumps(c, separators=(',', ':')).encode())
+    # Unknown keys and escapes, each still a valid command (ok-: parses; not all verify).
+    extra = dict(signed(base), note='电表 [[[', v=[1, {'a': None}])
+    write('cmd', 'ok-extra-keys', json.dumps(extra, ensure_ascii=False, indent=1).encode())
+    escaped = json.dumps(signed(base), separators=(',', ':')).replace('"c-42"', '"c\\u002d42"')
+    write('cmd', 'ok-escaped', escaped.encode())
+
+    good = json.dumps(signed(base), separators=(',', ':'))
+    broken = {
+        'too-large': good + ' ' * (4097 - len(good)),
+        'deep': '[' * 4096,
+        'deep-object': '{"a":' * 5 + '1' + '}' * 5,
+        'not-json': 'trip c-42 now',
+        'truncated': good[:-10],
+        'trailing': good + ' {}',
+        'array': '[' + good + ']',
+        'string': '"c-42"',
+        'duplicate-id': good[:-1] + ',"id":"c-43"}',
+        'duplicate-sig': good[:-1] + ',"sig":"%s"}' % ('0' * 64),
+        'nul-escape': good.replace('"c-42"', '"c-42\\u0000x"'),
+        'control': good.replace('"c-42"', '"c-\x0142"'),
+        'id-syntax': good.replace('"c-42"', '"c 42"'),
+        'id-long': good.replace('"c-42"', '"%s"' % ('c' * 65)),
+        'meter-empty': good.replace('"m-0001"', '""'),
+        'action-number': good.replace('"trip"', '7'),
+        'ts-bad': good.replace('2026-11-22T03:45:00Z', '2026-02-29T03:45:00Z'),
+        'expires-null': good.replace('"2026-11-22T04:45:00Z"', 'null'),
+        'sig-short': good.replace(signed(base)['sig'], signed(base)['sig'][:63]),
+        'block-odd': json.dumps(dict(signed(base), block='023')),
+        'missing-ts': json.dumps({k: v for k, v in signed(base).items() if k != 'ts'}),
+    }
+    for name, text in broken.items():
+        write('cmd', 'bad-' + name, text.encode())
+    utf8 = {'overlong': b'\xc0\xaf', 'surrogate': b'\xed\xa0\x80', 'beyond': b'\xf4\x90\x80\x80',
+            'cut': b'\xe4\xb8'}
+    for name, seq in utf8.items():
+        write('cmd', 'bad-utf8-' + name, b'{"x":"' + seq + b'",' + good[1:].encode())
+    write('cmd', 'bad-nul', good[:20].encode() + b'\0' + good[20:].encode())
+
+
 def main():
     if len(sys.argv) != 1:
         sys.exit(__doc__)
@@ -263,6 +339,7 @@ def main():
     di()
     modbus()
     config()
+    cmd()
 
 
 if __name__ == '__main__':
