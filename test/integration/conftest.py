@@ -167,7 +167,7 @@ class Broker:
             'user root\n'
             '%s'
             'log_dest file %s\n'
-            'log_type error\nlog_type warning\nlog_type notice\n'
+            'log_type error\nlog_type warning\nlog_type notice\nlog_type subscribe\n'
             'max_queued_messages 1000000\n'
             'max_inflight_messages 100\n' % (self.port, persistence, self.log))
         self.proc = None
@@ -189,6 +189,27 @@ class Broker:
     def stop(self, sig=signal.SIGTERM):
         self.proc.send_signal(sig)
         self.proc.wait(10)
+
+    def client_events(self, client_id):
+        """What the broker's log says @client_id did, in order: ('connect',
+        clean_session) and ('subscribe', topic filter) tuples. mosquitto
+        writes a log line as it acts, so a subscription in this list is in
+        place: a message published after it reaches the subscriber."""
+        events = []
+        try:
+            text = self.log.read_text(errors='replace')
+        except OSError:
+            return events
+        for line in text.splitlines():
+            m = re.match(r'^\d+: New client connected from \S+ as (\S+) \(p\d+, c(\d)', line)
+            if m:
+                if m.group(1) == client_id:
+                    events.append(('connect', m.group(2) == '1'))
+                continue
+            m = re.match(r'^\d+: (\S+) (\d) (\S+)$', line)
+            if m and m.group(1) == client_id:
+                events.append(('subscribe', m.group(3)))
+        return events
 
 
 @pytest.fixture
@@ -504,6 +525,12 @@ class ModbusSim:
             return []
         return [json.loads(line) for line in self.log.read_text().splitlines() if line]
 
+    def writes(self, slave=None, fcs=(5, 6, 15, 16)):
+        """The write requests (coils: fc 5, 15; registers: 6, 16) that reached
+        the bus, for @slave or every slave, executed or not."""
+        return [r for r in self.requests() if r['fc'] in fcs and
+                (slave is None or r['slave'] == slave)]
+
 
 @pytest.fixture
 def modbus_sim(procs, tmp_path):
@@ -539,6 +566,14 @@ class Dlt645Sim:
         if not self.log.exists():
             return []
         return [json.loads(line) for line in self.log.read_text().splitlines() if line]
+
+    def control_frames(self, addr=None):
+        """The remote-control (1CH) requests that reached the bus, for meter
+        @addr (12 digits) or any, answered or not; each has "control" with
+        the decoded n1 (1AH trip, 1BH close permit, 1CH close, 3AH/3BH keep
+        power on/off, ...), password, operator and deadline."""
+        return [f for f in self.frames() if f.get('dir') == 'rx' and f.get('c') == 0x1C
+                and (addr is None or f.get('addr') == addr)]
 
 
 @pytest.fixture

@@ -144,21 +144,29 @@ deadline ss mm hh DD MM YY (BCD).  Checks in order: L=16, password
   1A trip: bit6=1 now; bit4=1 after trip_delay_s.  1B close permit: bit6=0,
   bit4 stays 1 until the button (SIGUSR1 / auto_button_after_s).  1C direct
   close: bit6=0, bit4=0 at once (cancels a pending trip).  2A/2B: bit7 pre-trip
-  alarm on/off.  3A/3B: keep-power on/off (only blocks trips).
+  alarm on/off.  3A/3B: keep-power (保电) on/off (only blocks trips; bit12).
 Status word 3 (04000503): bit4 relay actually open, bit6 relay command trip,
-bit7 pre-trip alarm, bits 8-9 meter_type; other bits 0.  Status words 1,2,4-7
+bit7 pre-trip alarm, bits 8-9 meter_type, bit12 keep-power state (set by
+keep_power true or 3AH, cleared by 3BH); other bits 0.  Status words 1,2,4-7
 read as 0000.
 
 Log (--log, JSON lines, appended, flushed per line):
   {"t", "dir": "rx"|"tx"|"echo", "addr", "c", "di", "hex", "values", "fault"}
   rx: every complete master frame (addr as in the frame, AA kept as "AA").
+  A remote-control request (c == 0x1C) also carries "control": {"level",
+  "password" (P2P1P0 digits), "operator" (C3..C0 hex), "n1", "n2" (ints),
+  "deadline" ("YYYY-MM-DD hh:mm:ss" as sent, or the raw hex when it is not
+  BCD)}, or null when its length is not 16; it is logged whether or not
+  a meter answers, so the rx entries with c == 0x1C count exactly the
+  control frames that reached the bus.
   tx: every reply as written (hex = exact wire bytes incl. FE/noise; "" for
   silence); addr = the answering meter; values = the numbers encoded, after
   quantisation, with canonical names (energy_import_kwh, energy_import_t1_kwh
   .. _t4_kwh, energy_export_kwh[_tN], energy_combined_kwh[_tN], voltage_a_v..c,
   current_a_a..c, power_kw, power_a_kw..c, power_factor, power_factor_a..c,
   frequency_hz, date, weekday, time, comm_address, meter_number,
-  status_word_3, freeze_time, ...).  For a split reply the first frame carries
+  status_word_3 (with relay_open, relay_cmd_trip, prealarm, keep_power
+  decoded from it), freeze_time, ...).  For a split reply the first frame carries
   all values, follow-ups carry "part": k.  fault = null or a comma list.
   echo: bytes echoed by the "echo" bus option.
 The meter clock is the simulator's local time; set TZ to control it.
@@ -719,6 +727,7 @@ class Meter:
         w |= 0x0040 if self.cmd_trip else 0
         w |= 0x0080 if self.alarm else 0
         w |= (int(self.cfg["meter_type"]) & 3) << 8
+        w |= 0x1000 if self.keep_power else 0
         return w
 
     # -- reading -----------------------------------------------------------
@@ -755,7 +764,7 @@ class Meter:
         if "status_word_3" in values:
             w = values["status_word_3"]
             values.update(relay_open=bool(w & 0x10), relay_cmd_trip=bool(w & 0x40),
-                          prealarm=bool(w & 0x80))
+                          prealarm=bool(w & 0x80), keep_power=bool(w & 0x1000))
         return payload, values
 
     def do_read(self, f, now):
@@ -927,6 +936,23 @@ class Meter:
         return fl
 
 
+def decode_control(d):
+    """The fields of a 1CH request's data (PA P0 P1 P2 C0..C3 N1 N2 N3..N8),
+    for the log; None unless it is 16 bytes long."""
+    if len(d) != 16:
+        return None
+    dl = d[10:16]                                       # ss mm hh DD MM YY
+    digits = [bcd_int(dl[i:i + 1]) for i in range(6)]
+    if None in digits:
+        deadline = hexs(dl)
+    else:
+        ss, mi, hh, dd, mo, yy = digits
+        deadline = "20%02d-%02d-%02d %02d:%02d:%02d" % (yy, mo, dd, hh, mi, ss)
+    return {"level": d[0], "password": bytes_digits(d[1:4]),
+            "operator": bytes_digits(d[4:8]), "n1": d[8], "n2": d[9],
+            "deadline": deadline}
+
+
 # ---------------------------------------------------------------------------
 # bus / simulator
 # ---------------------------------------------------------------------------
@@ -1060,9 +1086,12 @@ class Simulator:
     # -- frame handling -----------------------------------------------------------
     def handle_frame(self, f, now):
         di = f.di
-        self.log({"t": now, "dir": "rx", "addr": bytes_digits(f.addr), "c": f.c,
-                  "di": "%08X" % di if di is not None else None,
-                  "hex": hexs(f.raw), "values": None, "fault": None})
+        rec = {"t": now, "dir": "rx", "addr": bytes_digits(f.addr), "c": f.c,
+               "di": "%08X" % di if di is not None else None,
+               "hex": hexs(f.raw), "values": None, "fault": None}
+        if f.c == 0x1C:
+            rec["control"] = decode_control(f.data)
+        self.log(rec)
         if f.c & 0x80:
             return                                   # not a master frame
         fn = f.c & 0x1F

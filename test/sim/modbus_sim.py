@@ -25,7 +25,9 @@ Usage (run with Debian's python, which has python3-pymodbus and python3-serial):
   ``answered`` tells whether any byte was sent back, ``fault`` names the fault
   injected into this request (null if none). Write requests also carry
   ``"values"``: the registers or bits (0/1) the master wrote. ``address`` and
-  ``count`` are null for function codes other than 1-6, 15, 16.
+  ``count`` are null for function codes other than 1-6, 15, 16. The writes a
+  slave received are its entries with fc 5, 15 (coils) or 6, 16 (registers);
+  every request is logged once, whether or not it was executed or answered.
 
 Config::
 
@@ -35,6 +37,7 @@ Config::
              "typed": [{"table": "holding", "address": 100, "type": "float32",
                         "word_order": "big", "value": 1234.5}],
              "relay": {"coil": 0, "discrete": 0, "invert": false},
+             "relay_delay_ms": 0,
              "fault": null},
        "2": {"holding": {"0": 1}, "fault": {"kind": "silent"}}}}
 
@@ -46,6 +49,12 @@ Config::
 * ``relay``: a successful coil write covering ``coil`` sets discrete input
   ``discrete`` to the coil value (inverted if ``invert``). Missing relay
   addresses are created (coil 0, discrete mirrored from the coil).
+* ``relay_delay_ms`` (needs ``relay``; default 0): the relay input moves this
+  many ms after the coil write was executed (and answered), like a breaker
+  that takes time to operate; reads in between see the old state. Each write
+  schedules its own move, applied in order, so a coil written back before
+  the delay ends leaves the input where the last write put it. Moves still
+  pending are dropped by a reload.
 * Slave ids not in the config are never answered. Broadcast (slave 0) writes
   are executed on every configured slave and never answered.
 
@@ -83,7 +92,7 @@ import signal
 import struct
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import serial
 from pymodbus.datastore import ModbusSlaveContext, ModbusSparseDataBlock
@@ -212,7 +221,9 @@ class Slave:
     context: ModbusSlaveContext
     fault: dict | None = None  # validated fault with defaults filled in
     relay: dict | None = None  # {"coil", "discrete", "invert"}
+    relay_delay_s: float = 0.0
     requests: int = 0  # requests addressed to it since the config was loaded
+    pending: list = field(default_factory=list)  # [(monotonic due, discrete, value)]
 
     @property
     def stuck_relay(self):
@@ -230,7 +241,20 @@ class Slave:
         relay = self.relay
         if relay and address <= relay["coil"] < address + count:
             coil = self.context.getValues(1, relay["coil"], 1)[0]
-            self.context.setValues(2, relay["discrete"], [int(bool(coil) != relay["invert"])])
+            value = int(bool(coil) != relay["invert"])
+            if self.relay_delay_s > 0:
+                self.pending.append((time.monotonic() + self.relay_delay_s, relay["discrete"], value))
+            else:
+                self.context.setValues(2, relay["discrete"], [value])
+
+    def move_relay(self, now):
+        """Apply the delayed relay moves due by monotonic time now."""
+        while self.pending and self.pending[0][0] <= now:
+            _, discrete, value = self.pending.pop(0)
+            self.context.setValues(2, discrete, [value])
+
+    def next_move(self):
+        return self.pending[0][0] if self.pending else None
 
 
 def _check_keys(obj, allowed, where):
@@ -332,15 +356,21 @@ def parse_config(doc):
         if not key.isdigit():
             raise ConfigError(f"{where}: slave id is not a decimal number")
         slave_id = _int_in(int(key), 1, 247, where)
-        _check_keys(raw, (*TABLES, "typed", "relay", "fault"), where)
+        _check_keys(raw, (*TABLES, "typed", "relay", "relay_delay_ms", "fault"), where)
         tables = {name: _parse_table(raw.get(name, {}), name, f"{where}.{name}") for name in TABLES}
         _apply_typed(raw.get("typed", []), tables, f"{where}.typed")
         relay = _parse_relay(raw.get("relay"), tables, f"{where}.relay")
+        delay = raw.get("relay_delay_ms", 0)
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0:
+            raise ConfigError(f"{where}.relay_delay_ms: expected a number >= 0")
+        if delay and relay is None:
+            raise ConfigError(f"{where}.relay_delay_ms: needs a relay")
         blocks = {kw: ModbusSparseDataBlock(tables[name]) for name, (kw, _) in TABLES.items()}
         slaves[slave_id] = Slave(
             context=ModbusSlaveContext(zero_mode=True, **blocks),
             fault=_parse_fault(raw.get("fault"), f"{where}.fault"),
             relay=relay,
+            relay_delay_s=delay / 1000,
         )
     return slaves
 
@@ -485,8 +515,10 @@ class Simulator:
     def serve(self):
         port_fd = self.port.fileno()
         while not self.stop_requested:
-            deadline = self.rx.gap_deadline()
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            self.move_relays()
+            deadlines = [d for d in [self.rx.gap_deadline()] + [s.next_move() for s in self.slaves.values()]
+                         if d is not None]
+            timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
             readable, _, _ = select.select([port_fd, self.wake_r], [], [], timeout)
             if self.wake_r in readable:
                 self._handle_signals()
@@ -497,6 +529,11 @@ class Simulator:
                 if frame is None:
                     break
                 self.handle_frame(frame)
+
+    def move_relays(self):
+        now = time.monotonic()
+        for slave in self.slaves.values():
+            slave.move_relay(now)
 
     def _pause(self, seconds):
         """Sleep, still acting on signals; False if a stop was requested meanwhile."""
@@ -512,6 +549,7 @@ class Simulator:
 
     def handle_frame(self, frame):
         received = time.time()
+        self.move_relays()
         slave_id, pdu = frame[0], frame[1:-2]
         fc = pdu[0]
         fault = None

@@ -247,6 +247,7 @@ MAIN_CONFIG = {
         {"address": "000000000021", "password": "123456", "trip_delay_s": 1.0,
          "load_kw": 1.0, "meter_type": 2},
         {"address": "000000000022", "fault": {"relay_stuck": True}},
+        {"address": "000000000023", "keep_power": True},
         {"address": "000000000031", "max_frame_data": 16,
          "import_kwh": [15.0, 1.0, 2.0, 3.0, 9.0]},
         {"address": "000000000041", "load_kw": 3.6, "speedup": 3600,
@@ -437,14 +438,43 @@ def test_relay_trip_delay_close_permit_and_keep_power(main_bus):
     assert b.ask(remote_ctrl(a, 0x2A, password=pw)).c == 0x9C
     assert b.status3(a) & 0x80
     assert b.ask(remote_ctrl(a, 0x2B, password=pw)).c == 0x9C
-    # keep power blocks trip (ERR b2), release allows it again
+    # keep power (status word 3 bit 12) blocks trip (ERR b2), release allows it again
+    assert b.status3(a) & 0x1000 == 0
     assert b.ask(remote_ctrl(a, 0x3A, password=pw)).c == 0x9C
+    assert b.status3(a) == 0x1200                          # keep power, money prepaid
     r = b.ask(remote_ctrl(a, 0x1A, password=pw))
     assert (r.c, r.data) == (0xDC, b"\x04")
     assert b.status3(a) & 0x50 == 0x00
     assert b.ask(remote_ctrl(a, 0x3B, password=pw)).c == 0x9C
+    assert b.status3(a) & 0x1000 == 0
     assert b.ask(remote_ctrl(a, 0x1A, password=pw)).c == 0x9C
     assert b.status3(a) & 0x40
+    # the log decodes the status word and every control frame received
+    sw = [x["values"] for x in b.log() if x["dir"] == "tx" and x["addr"] == a
+          and x["values"] and "keep_power" in x["values"]]
+    assert [v["keep_power"] for v in sw].count(True) == 2     # the two reads while on
+    ctl = [x["control"] for x in b.log() if x["dir"] == "rx" and x["c"] == 0x1C]
+    assert [c["n1"] for c in ctl] == [0x1A, 0x1A, 0x1A, 0x1B, 0x1A, 0x1C, 0x2A, 0x2B,
+                                      0x3A, 0x1A, 0x3B, 0x1A]
+    assert ctl[0] == {"level": 2, "password": "000000", "operator": "04030201",
+                      "n1": 0x1A, "n2": 0, "deadline": "2099-12-31 23:59:59"}
+    assert ctl[1]["deadline"] == "2020-01-01 00:00:00"
+    assert all(c["password"] == pw for c in ctl[2:])
+
+
+def test_keep_power_configured_at_start_shows_in_status_word(main_bus):
+    a = "000000000023"
+    assert main_bus.status3(a) == 0x1000
+    r = main_bus.ask(remote_ctrl(a, 0x1A))
+    assert (r.c, r.data) == (0xDC, b"\x04")
+    assert main_bus.status3(a) == 0x1000
+    assert main_bus.ask(remote_ctrl(a, 0x3B)).c == 0x9C
+    assert main_bus.status3(a) == 0x0000
+    # a control frame of the wrong length is logged (control: null) and refused
+    raw = make_frame(a, 0x1C, bytes(15))
+    assert main_bus.ask(raw).c == 0xDC
+    rx = [x for x in main_bus.log() if x["dir"] == "rx" and x["c"] == 0x1C]
+    assert len(rx) == 3 and rx[-1]["control"] is None
 
 
 def test_relay_stuck(main_bus):

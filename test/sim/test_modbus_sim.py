@@ -53,6 +53,7 @@ CONFIG = {
         "8": {"holding": {"0": 1}, "fault": {"kind": "wrong_slave"}},
         "9": {"holding": {"0": 1}, "fault": {"kind": "noise", "after": True}},
         "10": {"coil": {"0": 0}, "relay": {"coil": 0, "discrete": 0}, "fault": {"kind": "stuck_relay"}},
+        "11": {"coil": {"0": 0}, "relay": {"coil": 0, "discrete": 0}, "relay_delay_ms": 400},
     }
 }
 
@@ -269,6 +270,38 @@ def test_writes_and_relay(sim):
     assert sim.transact(req(10, 5, 0, 0xFF00)) == req(10, 5, 0, 0xFF00)
     assert sim.transact(req(10, 1, 0, 1)) == rtu(bytes([10, 1, 1, 1]))
     assert sim.transact(req(10, 2, 0, 1)) == rtu(bytes([10, 2, 1, 0]))
+
+
+def test_delayed_relay_moves_after_its_delay(sim):
+    # the write is acknowledged at once; the relay input follows 400 ms later
+    written = time.monotonic()
+    assert sim.transact(req(11, 5, 0, 0xFF00)) == req(11, 5, 0, 0xFF00)
+    assert sim.transact(req(11, 1, 0, 1)) == rtu(bytes([11, 1, 1, 1]))  # coil set at once
+    assert sim.transact(req(11, 2, 0, 1)) == rtu(bytes([11, 2, 1, 0]))  # relay not yet
+    assert time.monotonic() - written < 0.4, "the master was too slow to see the delay"
+    while sim.transact(req(11, 2, 0, 1)) != rtu(bytes([11, 2, 1, 1])):
+        assert time.monotonic() - written < 2.0, "the delayed relay never moved"
+    assert time.monotonic() - written >= 0.4
+    # written back and forth within the delay: the input ends where the last write put it
+    written = time.monotonic()
+    sim.transact(req(11, 5, 0, 0x0000))
+    sim.transact(req(11, 5, 0, 0xFF00))
+    sim.transact(req(11, 5, 0, 0x0000))
+    while time.monotonic() - written < 0.6:
+        time.sleep(0.05)
+    assert sim.transact(req(11, 2, 0, 1)) == rtu(bytes([11, 2, 1, 0]))
+    # the log tells how many coil writes the slave received, and what they wrote
+    writes = [e for e in sim.log_entries(0) if e["slave"] == 11 and e["fc"] in (5, 6, 15, 16)]
+    assert [(e["fc"], e["address"], e["values"]) for e in writes] == [
+        (5, 0, [1]), (5, 0, [0]), (5, 0, [1]), (5, 0, [0])]
+
+
+def test_relay_delay_needs_a_relay(bench):
+    bench.write_config({"slaves": {"1": {"coil": {"0": 0}, "relay_delay_ms": 100}}})
+    proc = subprocess.run(
+        [sys.executable, str(SIM), "--port", bench.sim_port, "--config", str(bench.config_path)],
+        capture_output=True, timeout=10, check=False)
+    assert proc.returncode == 2 and b"needs a relay" in proc.stderr
 
 
 def test_resync_after_garbage_and_back_to_back_frames(sim):
