@@ -3,7 +3,8 @@
  * Loading a configuration: the built-in profiles, then the user's file, each
  * walked against the key tables (schema.c); then the checks that need the
  * whole file at once (profiles, meters against their buses, names that must
- * be unique). The value parsers shared with the command line live here too.
+ * be unique, a meter's control over its profile's, the commands' timing and
+ * protect windows). The value parsers shared with the command line live here too.
  */
 #include "config.h"
 
@@ -21,6 +22,7 @@
 #include "profile.h"
 #include "profiles.h"
 #include "schema.h"
+#include "window.h"
 
 /* ---- value parsers --------------------------------------------------- */
 
@@ -214,6 +216,14 @@ static void validate_meters(struct mh_schema *s, struct mh_bus_config *bus, size
 		valid = known && validate_meter_address(s, bus, m, path);
 		m->profile = mh_config_profile(cfg, m->profile_name);
 		snprintf(path2, sizeof(path2), "%s.profile", path);
+		if (m->profile) {
+			/* The profile's; a meter's own control keys are laid over it later. */
+			m->has_control = m->profile->control.present;
+			if (m->profile->protocol == MH_PROTO_DLT645)
+				m->control = m->profile->control.present
+						     ? m->profile->control.dlt645
+						     : mh_schema_control_defaults;
+		}
 		if (!m->profile)
 			mh_yamldoc_error_at(&s->doc, &m->pos, path2, "no profile named \"%s\"",
 				mh_yamldoc_show(&s->doc, m->profile_name));
@@ -294,6 +304,114 @@ out:
 	mh_nameset_deinit(&ids);
 	mh_nameset_deinit(&names);
 	mh_nameset_deinit(&devices);
+}
+
+/*
+ * The meters' own control keys over their profiles' (validate_meters() set
+ * the profile's). A meter whose profile is unknown has been reported.
+ */
+static void validate_meter_controls(struct mh_schema *s)
+{
+	for (const struct mh_meter_control *mc = s->meter_controls; mc; mc = mc->next) {
+		struct mh_meter_config *m = mc->meter;
+
+		if (!m->profile)
+			continue;
+		if (m->profile->protocol != MH_PROTO_DLT645) {
+			mh_yamldoc_error_at(&s->doc, &mc->pos, mc->path,
+				"a meter's control gives DL/T 645 passwords, but profile \"%s\" "
+				"reads Modbus: a Modbus meter is controlled by its profile's "
+				"control (trip, restore, relay)",
+				mh_yamldoc_show(&s->doc, m->profile->name));
+			continue;
+		}
+		if (mc->fields & MH_METER_CONTROL_LEVEL)
+			m->control.level = mc->given.level;
+		if (mc->fields & MH_METER_CONTROL_PASSWORD)
+			memcpy(m->control.password, mc->given.password, sizeof(m->control.password));
+		if (mc->fields & MH_METER_CONTROL_OPERATOR)
+			memcpy(m->control.operator_code, mc->given.operator_code,
+				sizeof(m->control.operator_code));
+		if (mc->fields & MH_METER_CONTROL_CLOSE)
+			m->control.close = mc->given.close;
+		if (mc->fields & MH_METER_CONTROL_ESAM)
+			m->control.esam = mc->given.esam;
+		m->has_control = true;
+	}
+}
+
+/* ---- commands -------------------------------------------------------- */
+
+/* @ms as the file would say it: "10s", "1500ms", "5m". */
+static void format_duration(unsigned ms, char out[24])
+{
+	if (ms % 60000 == 0)
+		snprintf(out, 24, "%um", ms / 60000);
+	else if (ms % 1000 == 0)
+		snprintf(out, 24, "%us", ms / 1000);
+	else
+		snprintf(out, 24, "%ums", ms);
+}
+
+static void validate_commands(struct mh_schema *s)
+{
+	const struct mh_commands_config *c = &s->cfg->commands;
+	char settle[24], confirm[24];
+
+	/* 0 is a wrong value, reported where it stands. */
+	if (c->settle_ms && c->confirm_within_ms && c->confirm_within_ms < c->settle_ms) {
+		format_duration(c->settle_ms, settle);
+		format_duration(c->confirm_within_ms, confirm);
+		if (s->confirm_pos.line)
+			mh_yamldoc_error_at(&s->doc, &s->confirm_pos, "commands.confirm_within",
+				"%s is shorter than settle (%s%s): an attempt would end before its "
+				"first read-back of the relay",
+				confirm, settle, s->settle_pos.line ? "" : ", the default");
+		else
+			mh_yamldoc_error_at(&s->doc, &s->settle_pos, "commands.settle",
+				"%s is longer than confirm_within (%s, the default): an attempt "
+				"would end before its first read-back of the relay; raise "
+				"confirm_within",
+				settle, confirm);
+	}
+	for (size_t i = 0; i < c->n_windows; i++) {
+		const struct mh_protect_window_config *w = &c->windows[i];
+		struct mh_window_edge from, to;
+		int64_t from_ms, to_ms;
+		char path[64];
+
+		/* Edges that are missing or do not parse have been reported. */
+		if (!w->from || !w->to || mh_window_edge_parse(w->from, &from) < 0 ||
+			mh_window_edge_parse(w->to, &to) < 0)
+			continue;
+		snprintf(path, sizeof(path), "commands.protect_windows[%zu]", i);
+		if (!mh_window_edge_ordered(&from, &to))
+			mh_yamldoc_error_at(&s->doc, &w->pos, path,
+				"from \"%s\" is after to \"%s\"", mh_yamldoc_show(&s->doc, w->from),
+				mh_yamldoc_show(&s->doc, w->to));
+		else if (mh_config_window_resolve(w, &from_ms, &to_ms) < 0)
+			/* Only a date can fail: past 2038 where time_t has 32 bits. */
+			mh_yamldoc_error_at(&s->doc, &w->pos, path,
+				"\"%s\" to \"%s\" is past the last date this system's clock "
+				"can hold",
+				mh_yamldoc_show(&s->doc, w->from), mh_yamldoc_show(&s->doc, w->to));
+	}
+}
+
+int mh_config_window_resolve(const struct mh_protect_window_config *w, int64_t *from_ms,
+	int64_t *to_ms)
+{
+	struct mh_window_edge from, to;
+	int64_t a, b;
+
+	if (!w->from || !w->to || mh_window_edge_parse(w->from, &from) < 0 ||
+		mh_window_edge_parse(w->to, &to) < 0 ||
+		mh_window_edge_resolve(&from, false, &a) < 0 ||
+		mh_window_edge_resolve(&to, true, &b) < 0)
+		return -EINVAL;
+	*from_ms = a;
+	*to_ms = b;
+	return 0;
 }
 
 /* ---- tariffs --------------------------------------------------------- */
@@ -433,6 +551,8 @@ static void validate(struct mh_schema *s)
 			mh_profile_validate(&s->doc, &cfg->arena, &cfg->profiles[p]) < 0)
 			s->oom = true;
 	validate_buses(s);
+	validate_meter_controls(s);
+	validate_commands(s);
 	validate_tariffs(s);
 }
 
@@ -501,6 +621,15 @@ int mh_config_load_string(const char *name, const char *text, size_t len,
 	cfg->schedule.retries = UINT_MAX;
 	cfg->schedule.backfill_days = UINT_MAX;
 	cfg->schedule.backfill_at_min = UINT_MAX;
+	/* The commands' defaults stand also without the section; a wrong value replaces one. */
+	cfg->commands = (struct mh_commands_config){
+		.max_attempts = 3,
+		.retry_backoff_ms = 5000,
+		.max_skew_ms = 300000,
+		.settle_ms = 1000,
+		.confirm_within_ms = 10000,
+		.queue = 8,
+	};
 	mh_schema_init(&s, cfg, on_error, ud);
 	rc = load_builtins(&s);
 	if (!rc)

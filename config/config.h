@@ -35,6 +35,54 @@ struct mh_point {
 	struct mh_pos pos;
 };
 
+/* What a profile's control sends to a DL/T 645 meter (0x1C remote control). */
+enum mh_close_mode {
+	MH_CLOSE_DIRECT, /* key "close: direct": N1 1C, the relay closes at once */
+	MH_CLOSE_PERMIT, /* key "close: permit": N1 1B, the customer closes it with the button */
+};
+
+struct mh_dlt645_control_config {
+	/* Key "password_level", 0 to 99 as written; PA on the wire is its BCD (98 is 0x98). */
+	unsigned level;
+	/*
+	 * Keys "password" and "operator" in wire order, as protocols/dlt645.h
+	 * struct mh_dlt645_auth wants: P0 holds the lowest two digits, C0 the
+	 * lowest two hex digits.
+	 */
+	uint8_t password[3];
+	uint8_t operator_code[4];
+	enum mh_close_mode close;
+	/* The meter takes only ESAM-encrypted commands: trip and restore need a head-end block. */
+	bool esam;
+};
+
+/* One Modbus write: a coil (value 0 or 1) or a holding register. */
+struct mh_modbus_write_config {
+	enum mh_modbus_table table; /* MH_MODBUS_COIL or MH_MODBUS_HOLDING */
+	uint16_t address;
+	uint16_t value;
+};
+
+/* Where a Modbus meter shows its relay: the relay is open when the value reads open_when. */
+struct mh_modbus_relay_config {
+	enum mh_modbus_table table;
+	uint16_t address;
+	uint16_t open_when;
+};
+
+/*
+ * A profile's key "control". Only the half of the profile's protocol is
+ * filled: dlt645 (with its defaults) for a DL/T 645 profile, trip, restore
+ * and relay for a Modbus one.
+ */
+struct mh_control_config {
+	bool present; /* the key was given: the meters of this profile can be controlled */
+	struct mh_dlt645_control_config dlt645;
+	struct mh_modbus_write_config trip, restore;
+	struct mh_modbus_relay_config relay;
+	struct mh_pos pos;
+};
+
 struct mh_profile {
 	const char *name;
 	const char *description;
@@ -47,6 +95,7 @@ struct mh_profile {
 	 * gap 0 from then on.
 	 */
 	unsigned max_gap;
+	struct mh_control_config control;
 	bool builtin;
 	struct mh_pos pos;
 };
@@ -60,6 +109,14 @@ struct mh_meter_config {
 	const struct mh_profile *profile; /* resolved by validation */
 	const char *tariff_name;          /* key "tariff": one of the config's tariffs */
 	const struct mh_tariff *tariff;   /* resolved by validation; NULL: the gateway's */
+	/*
+	 * Resolved by validation. has_control: the meter can be controlled, as
+	 * its profile has a control or (DL/T 645) the meter has its own key
+	 * "control". control, DL/T 645 only: the profile's control (or the
+	 * defaults) with the fields of the meter's own on top.
+	 */
+	struct mh_dlt645_control_config control;
+	bool has_control;
 	struct mh_pos pos;
 };
 
@@ -90,6 +147,21 @@ struct mh_tariff_config {
 	struct mh_pos pos;
 	char path[256];          /* key path, for errors found by validation */
 	struct mh_tariff tariff; /* built by validation */
+};
+
+/* A protect window (保电期) as written: no trip from "from" until "to". */
+struct mh_protect_window_config {
+	const char *from, *to; /* a date "YYYY-MM-DD" (local, inclusive) or an RFC 3339 time */
+	struct mh_pos pos;
+};
+
+/* Key "commands": remote commands from the head-end. */
+struct mh_commands_config {
+	bool enabled; /* the section is present */
+	const char *hmac_key_file;
+	unsigned max_attempts, retry_backoff_ms, max_skew_ms, settle_ms, confirm_within_ms, queue;
+	struct mh_protect_window_config *windows;
+	size_t n_windows;
 };
 
 struct mh_bus_config {
@@ -141,6 +213,8 @@ struct mh_config {
 	struct {
 		unsigned interval_ms; /* how often health is published (key "health.interval") */
 	} health;
+	/* Filled with the defaults also when the section is absent (enabled false). */
+	struct mh_commands_config commands;
 	struct mh_bus_config *buses;
 	size_t n_buses;
 	struct mh_profile *profiles; /* built-in first, then the user's */
@@ -165,6 +239,16 @@ int mh_config_load_string(const char *name, const char *text, size_t len,
 
 /* Release a loaded configuration; NULL is a no-op. */
 void mh_config_free(struct mh_config *cfg);
+
+/*
+ * Resolve @w into [*from_ms, *to_ms) (milliseconds since the epoch) with
+ * the process's current TZ: a date "from" starts at its local midnight, a
+ * date "to" ends at the next local midnight, an RFC 3339 time is the
+ * instant it names. Returns 0, or -EINVAL when an edge does not parse or
+ * a date is past what this system's time_t holds.
+ */
+int mh_config_window_resolve(const struct mh_protect_window_config *w, int64_t *from_ms,
+	int64_t *to_ms);
 
 /* Find a named tariff (key "tariffs"), or NULL. */
 const struct mh_tariff *mh_config_tariff(const struct mh_config *cfg, const char *name);

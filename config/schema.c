@@ -9,11 +9,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "arena.h"
+#include "dlt645.h"
 #include "dlt645_di.h"
 #include "log.h"
+#include "window.h"
 
 #define node_error(s, node, ...) mh_yamldoc_error(&(s)->doc, node, __VA_ARGS__)
 /* A value from the file as a message quotes it. */
@@ -25,12 +28,18 @@ void mh_schema_init(struct mh_schema *s, struct mh_config *cfg, mh_config_error_
 	memset(s, 0, sizeof(*s));
 	mh_yamldoc_init(&s->doc, on_error, ud);
 	s->cfg = cfg;
+	s->meter_controls_tail = &s->meter_controls;
 }
 
 void mh_schema_deinit(struct mh_schema *s)
 {
 	mh_yamldoc_unload(&s->doc);
 }
+
+const struct mh_dlt645_control_config mh_schema_control_defaults = {
+	.level = 2,
+	.close = MH_CLOSE_DIRECT,
+};
 
 void *mh_schema_alloc(struct mh_schema *s, size_t size)
 {
@@ -96,6 +105,12 @@ enum {
 	 */
 	KEY_LIVE = 1 << 2,
 	KEY_RESTART = 1 << 3,
+	/*
+	 * A key of another shape of the same mapping (a Modbus key in a DL/T 645
+	 * profile's control): an error that says so, spec->arg finishing the
+	 * sentence "'KEY' is ...".
+	 */
+	KEY_FOREIGN = 1 << 4,
 };
 
 struct key_spec {
@@ -126,14 +141,16 @@ static void check_table(const struct key_spec *specs, size_t n)
 		bool live = spec->flags & KEY_LIVE, restart = spec->flags & KEY_RESTART;
 
 		mh_require(live != restart);
-		mh_require(spec->type || (spec->flags & KEY_UNSUPPORTED));
+		mh_require(spec->type || (spec->flags & (KEY_UNSUPPORTED | KEY_FOREIGN)));
+		mh_require(!(spec->flags & KEY_FOREIGN) || spec->arg);
 		/* A restart key must be comparable, or no reload could ever notice it changed. */
 		mh_require(!restart || (spec->type->store != STORE_NONE &&
 					       spec->type->store != STORE_MAP));
 	}
 }
 
-static void walk_map(struct mh_schema *s, yaml_node_t *node, const struct key_spec *specs,
+/* Walk mapping @node against @specs into @obj. Returns the keys given, bit i for specs[i]. */
+static uint64_t walk_map(struct mh_schema *s, yaml_node_t *node, const struct key_spec *specs,
 	void *obj)
 {
 	const struct key_spec *spec;
@@ -146,7 +163,7 @@ static void walk_map(struct mh_schema *s, yaml_node_t *node, const struct key_sp
 
 	if (node->type != YAML_MAPPING_NODE) {
 		node_error(s, node, "expected a mapping, found %s", mh_yamldoc_kind(node));
-		return;
+		return 0;
 	}
 	for (yaml_node_pair_t *pair = node->data.mapping.pairs.start;
 		pair < node->data.mapping.pairs.top; pair++) {
@@ -169,6 +186,9 @@ static void walk_map(struct mh_schema *s, yaml_node_t *node, const struct key_sp
 		} else if (spec->flags & KEY_UNSUPPORTED) {
 			seen |= 1ull << (spec - specs);
 			node_error(s, k, "not supported by this version of meterhub yet; remove it");
+		} else if (spec->flags & KEY_FOREIGN) {
+			seen |= 1ull << (spec - specs);
+			node_error(s, k, "'%s' is %s", key, (const char *)spec->arg);
 		} else {
 			seen |= 1ull << (spec - specs);
 			spec->type->parse(s, v, (char *)obj + spec->offset, spec);
@@ -182,6 +202,7 @@ static void walk_map(struct mh_schema *s, yaml_node_t *node, const struct key_sp
 			mh_yamldoc_path_pop(&s->doc, saved);
 		}
 	}
+	return seen;
 }
 
 /* ---- values ---------------------------------------------------------- */
@@ -232,6 +253,39 @@ static void parse_file(struct mh_schema *s, yaml_node_t *node, void *dst,
 		return;
 	}
 	*(const char **)dst = mh_schema_strdup(s, scalar(node));
+}
+
+/*
+ * A file that holds a secret (the MQTT password, the TLS private key, the
+ * command key): readable by meterhub and by nobody else, as ssh refuses a
+ * private key others can read. Checked when the file is loaded, so
+ * --check-config says it as a start would.
+ */
+static void parse_secret_file(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	const char *path;
+	struct stat st;
+
+	if (!expect_scalar(s, node, "a file name"))
+		return;
+	path = scalar(node);
+	if (access(path, R_OK) < 0 || stat(path, &st) < 0) {
+		node_error(s, node, "cannot read \"%s\": %s", shown(s, path), strerror(errno));
+		return;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		node_error(s, node, "%s is not a regular file", shown(s, path));
+		return;
+	}
+	if (st.st_mode & 077) {
+		node_error(s, node, "%s is %s by group or others (mode %04o); chmod 600 it",
+			shown(s, path),
+			st.st_mode & 044 ? "readable" : "writable or executable",
+			(unsigned)(st.st_mode & 07777));
+		return;
+	}
+	*(const char **)dst = mh_schema_strdup(s, path);
 }
 
 static void parse_uint(struct mh_schema *s, yaml_node_t *node, void *dst,
@@ -725,6 +779,197 @@ static const struct key_type t_store_size = { parse_store_size, STORE_U64 };
 static const struct key_type t_di = { parse_di, STORE_NONE };
 static const struct key_type t_map = { parse_map, STORE_MAP };
 
+/* ---- commands and control -------------------------------------------- */
+
+/* A 16-bit field (a Modbus address or value): parse_uint's checks, stored in a uint16_t. */
+static void parse_u16(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	unsigned v = UINT_MAX;
+
+	parse_uint(s, node, &v, spec);
+	if (v <= 0xffff)
+		*(uint16_t *)dst = (uint16_t)v;
+}
+
+/* YAML 1.2's booleans (its core schema), which is what a reader of the file expects. */
+static void parse_bool(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	static const char *const yes[] = { "true", "True", "TRUE" };
+	static const char *const no[] = { "false", "False", "FALSE" };
+
+	if (!expect_scalar(s, node, "true or false"))
+		return;
+	for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+		if (!strcmp(scalar(node), yes[i]) || !strcmp(scalar(node), no[i])) {
+			*(bool *)dst = !strcmp(scalar(node), yes[i]);
+			return;
+		}
+	}
+	node_error(s, node, "\"%s\" is not true or false", shown(s, scalar(node)));
+}
+
+/* A DL/T 645 password: 6 decimal digits as the meter shows them, into P0 P1 P2. */
+static void parse_password(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	const char *text;
+
+	if (!expect_scalar(s, node, "a password"))
+		return;
+	text = scalar(node);
+	/* Decimal only: the codec would also take "AA" pairs, which are an address wildcard. */
+	if (strlen(text) != 6 || strspn(text, "0123456789") != 6 ||
+		mh_dlt645_digits_parse(text, 6, dst) < 0)
+		node_error(s, node,
+			"\"%s\" is not a password (6 decimal digits, quoted, e.g. \"000000\")",
+			shown(s, text));
+}
+
+/* A DL/T 645 operator code: 8 hex digits, into C0..C3 (C0 the lowest two). */
+static void parse_operator(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	uint8_t *code = dst;
+	uint32_t v;
+
+	if (!expect_scalar(s, node, "an operator code"))
+		return;
+	/* The codec's parser of 8 hex digits (a data identifier's) reads them MSB first. */
+	if (mh_dlt645_di_parse(scalar(node), &v) < 0) {
+		node_error(s, node,
+			"\"%s\" is not an operator code (8 hex digits, quoted, e.g. \"00000000\")",
+			shown(s, scalar(node)));
+		return;
+	}
+	for (int i = 0; i < 4; i++)
+		code[i] = (uint8_t)(v >> (8 * i));
+}
+
+/*
+ * commands.settle and commands.confirm_within: a duration, 0 when it is
+ * wrong (no valid one is 0), and where it was written, so validation can
+ * hold one against the other.
+ */
+static void parse_commands_duration(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec, struct mh_pos *pos)
+{
+	unsigned ms = 0;
+
+	parse_duration(s, node, &ms, spec);
+	*(unsigned *)dst = ms;
+	*pos = mh_yamldoc_pos(&s->doc, node);
+}
+
+static void parse_settle(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	parse_commands_duration(s, node, dst, spec, &s->settle_pos);
+}
+
+static void parse_confirm_within(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	parse_commands_duration(s, node, dst, spec, &s->confirm_pos);
+}
+
+static void parse_window_edge(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	struct mh_window_edge e;
+
+	if (!expect_scalar(s, node, "a date or a time"))
+		return;
+	if (mh_window_edge_parse(scalar(node), &e) < 0) {
+		node_error(s, node,
+			"\"%s\" is neither a date (\"YYYY-MM-DD\", quoted) nor an RFC 3339 time "
+			"with its offset (\"2027-06-01T08:00:00+08:00\")",
+			shown(s, scalar(node)));
+		return;
+	}
+	*(const char **)dst = mh_schema_strdup(s, scalar(node));
+}
+
+static void parse_commands(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	struct mh_config *cfg = dst;
+
+	cfg->commands.enabled = true;
+	walk_map(s, node, spec->arg, dst);
+}
+
+/* A Modbus write of a control: a coil takes 0 or 1 (libmodbus sends 1 as FF00). */
+static void parse_modbus_write(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	struct mh_modbus_write_config *w = dst;
+	yaml_node_t *value;
+
+	/* A wrong value is reported where it stands and leaves these as they are. */
+	w->table = (enum mh_modbus_table)-1;
+	w->value = 0;
+	walk_map(s, node, spec->arg, w);
+	value = mh_yamldoc_map_value(&s->doc, node, "value");
+	if (w->table == MH_MODBUS_COIL && value && w->value > 1) {
+		size_t saved = mh_yamldoc_path_push_key(&s->doc, "value");
+		node_error(s, value, "a coil is 0 or 1, not %u", w->value);
+		mh_yamldoc_path_pop(&s->doc, saved);
+	}
+}
+
+/* Where a Modbus meter shows its relay: a coil or discrete input reads 0 or 1. */
+static void parse_modbus_relay(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	struct mh_modbus_relay_config *r = dst;
+	yaml_node_t *value;
+
+	r->table = (enum mh_modbus_table)-1;
+	r->open_when = 1;
+	walk_map(s, node, spec->arg, r);
+	value = mh_yamldoc_map_value(&s->doc, node, "open_when");
+	if ((int)r->table >= 0 && mh_modbus_table_is_bits(r->table) && value && r->open_when > 1) {
+		size_t saved = mh_yamldoc_path_push_key(&s->doc, "open_when");
+		node_error(s, value, "a %s reads 0 or 1, not %u",
+			r->table == MH_MODBUS_COIL ? "coil" : "discrete input", r->open_when);
+		mh_yamldoc_path_pop(&s->doc, saved);
+	}
+}
+
+/*
+ * A profile's control: which keys belong depends on the profile's
+ * protocol, which its points tell, and they may come after it. The node is
+ * kept and walked once the whole profile is (walk_profile_control()).
+ */
+static void parse_profile_control(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	struct mh_control_config *c = dst;
+
+	c->present = true;
+	c->pos = mh_yamldoc_pos(&s->doc, node);
+	s->control_node = node;
+}
+
+static void parse_meter_control(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec);
+
+static const struct key_type t_u16 = { parse_u16, STORE_NONE };
+static const struct key_type t_bool = { parse_bool, STORE_NONE };
+static const struct key_type t_password = { parse_password, STORE_NONE };
+static const struct key_type t_operator = { parse_operator, STORE_NONE };
+static const struct key_type t_secret_file = { parse_secret_file, STORE_STRING };
+static const struct key_type t_settle = { parse_settle, STORE_UINT };
+static const struct key_type t_confirm_within = { parse_confirm_within, STORE_UINT };
+static const struct key_type t_window_edge = { parse_window_edge, STORE_STRING };
+static const struct key_type t_commands = { parse_commands, STORE_MAP };
+static const struct key_type t_modbus_write = { parse_modbus_write, STORE_NONE };
+static const struct key_type t_modbus_relay = { parse_modbus_relay, STORE_NONE };
+static const struct key_type t_profile_control = { parse_profile_control, STORE_NONE };
+static const struct key_type t_meter_control = { parse_meter_control, STORE_NONE };
+
 /* ---- lists ----------------------------------------------------------- */
 
 static bool expect_list(struct mh_schema *s, const yaml_node_t *node)
@@ -818,6 +1063,14 @@ static const struct uint_range range_max_gap = { 0, MH_MODBUS_MAX_REGS };
 static const struct uint_range range_reg = { 0, 0xffff };
 static const struct uint_range range_retries = { 0, 5 };
 static const struct uint_range range_backfill = { 0, 61 };
+static const struct uint_range range_attempts = { 1, 10 };
+static const struct uint_range range_backoff = { 100, 600000 };
+static const struct uint_range range_skew = { 1000, 86400000 };
+static const struct uint_range range_settle = { 100, 60000 };
+static const struct uint_range range_confirm = { 100, 600000 };
+static const struct uint_range range_queue = { 1, 64 };
+static const struct uint_range range_level = { 0, 99 };
+static const struct uint_range range_u16 = { 0, 0xffff };
 
 static const struct enum_name parity_names[] = {
 	{ "none", MH_PARITY_NONE },
@@ -837,6 +1090,19 @@ static const struct enum_name table_names[] = {
 	{ "input", MH_MODBUS_INPUT },
 	{ "coil", MH_MODBUS_COIL },
 	{ "discrete", MH_MODBUS_DISCRETE },
+	{ NULL, 0 },
+};
+
+/* What a control may write: a coil, or a holding register. */
+static const struct enum_name write_table_names[] = {
+	{ "coil", MH_MODBUS_COIL },
+	{ "holding", MH_MODBUS_HOLDING },
+	{ NULL, 0 },
+};
+
+static const struct enum_name close_names[] = {
+	{ "direct", MH_CLOSE_DIRECT },
+	{ "permit", MH_CLOSE_PERMIT },
 	{ NULL, 0 },
 };
 
@@ -877,7 +1143,7 @@ static const struct key_spec store_keys[] = {
 static const struct key_spec tls_keys[] = {
 	{ "ca", &t_file, CFG(mqtt.tls.ca), KEY_LIVE, NULL },
 	{ "cert", &t_file, CFG(mqtt.tls.cert), KEY_LIVE, NULL },
-	{ "key", &t_file, CFG(mqtt.tls.key), KEY_LIVE, NULL },
+	{ "key", &t_secret_file, CFG(mqtt.tls.key), KEY_LIVE, NULL },
 	{ NULL, NULL, 0, 0, NULL },
 };
 
@@ -887,7 +1153,7 @@ static const struct key_spec mqtt_keys[] = {
 	{ "topic_prefix", &t_topic_prefix, CFG(mqtt.topic_prefix), KEY_LIVE, NULL },
 	{ "tls", &t_tls, 0, KEY_LIVE, tls_keys },
 	{ "username", &t_string, CFG(mqtt.username), KEY_LIVE, NULL },
-	{ "password_file", &t_file, CFG(mqtt.password_file), KEY_LIVE, NULL },
+	{ "password_file", &t_secret_file, CFG(mqtt.password_file), KEY_LIVE, NULL },
 	{ "keepalive", &t_uint, CFG(mqtt.keepalive_s), KEY_LIVE, &range_keepalive },
 	{ "window", &t_uint, CFG(mqtt.window), KEY_LIVE, &range_window },
 	{ NULL, NULL, 0, 0, NULL },
@@ -900,6 +1166,31 @@ static const struct key_spec schedule_keys[] = {
 	{ "retries", &t_uint, CFG(schedule.retries), KEY_LIVE, &range_retries },
 	{ "backfill_days", &t_uint, CFG(schedule.backfill_days), KEY_LIVE, &range_backfill },
 	{ "backfill_at", &t_time_of_day, CFG(schedule.backfill_at_min), KEY_LIVE, NULL },
+	{ NULL, NULL, 0, 0, NULL },
+};
+
+#define WINDOW(field) offsetof(struct mh_protect_window_config, field)
+static const struct key_spec window_keys[] = {
+	{ "from", &t_window_edge, WINDOW(from), KEY_REQUIRED | KEY_LIVE, NULL },
+	{ "to", &t_window_edge, WINDOW(to), KEY_REQUIRED | KEY_LIVE, NULL },
+	{ NULL, NULL, 0, 0, NULL },
+};
+
+static void parse_protect_windows(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec);
+static const struct key_type t_protect_windows = { parse_protect_windows, STORE_NONE };
+
+static const struct key_spec commands_keys[] = {
+	{ "hmac_key_file", &t_secret_file, CFG(commands.hmac_key_file), KEY_REQUIRED | KEY_LIVE,
+		NULL },
+	{ "max_attempts", &t_uint, CFG(commands.max_attempts), KEY_LIVE, &range_attempts },
+	{ "retry_backoff", &t_duration, CFG(commands.retry_backoff_ms), KEY_LIVE, &range_backoff },
+	{ "max_skew", &t_duration, CFG(commands.max_skew_ms), KEY_LIVE, &range_skew },
+	{ "settle", &t_settle, CFG(commands.settle_ms), KEY_LIVE, &range_settle },
+	{ "confirm_within", &t_confirm_within, CFG(commands.confirm_within_ms), KEY_LIVE,
+		&range_confirm },
+	{ "queue", &t_uint, CFG(commands.queue), KEY_LIVE, &range_queue },
+	{ "protect_windows", &t_protect_windows, CFG(commands), KEY_LIVE, NULL },
 	{ NULL, NULL, 0, 0, NULL },
 };
 
@@ -920,12 +1211,73 @@ static const struct key_spec point_keys[] = {
 	{ NULL, NULL, 0, 0, NULL },
 };
 
+#define WRITE(field) offsetof(struct mh_modbus_write_config, field)
+static const struct key_spec modbus_write_keys[] = {
+	{ "table", &t_enum, WRITE(table), KEY_REQUIRED | KEY_LIVE, write_table_names },
+	{ "address", &t_u16, WRITE(address), KEY_REQUIRED | KEY_LIVE, &range_reg },
+	{ "value", &t_u16, WRITE(value), KEY_REQUIRED | KEY_LIVE, &range_u16 },
+	{ NULL, NULL, 0, 0, NULL },
+};
+
+#define RELAY(field) offsetof(struct mh_modbus_relay_config, field)
+static const struct key_spec modbus_relay_keys[] = {
+	{ "table", &t_enum, RELAY(table), KEY_REQUIRED | KEY_LIVE, table_names },
+	{ "address", &t_u16, RELAY(address), KEY_REQUIRED | KEY_LIVE, &range_reg },
+	{ "open_when", &t_u16, RELAY(open_when), KEY_LIVE, &range_u16 },
+	{ NULL, NULL, 0, 0, NULL },
+};
+
+#define MODBUS_KEY_IN_DLT645 "a Modbus control key; this profile reads DL/T 645"
+#define DLT645_KEY_IN_MODBUS "a DL/T 645 control key; this profile reads Modbus"
+#define MODBUS_KEY_IN_METER                                                                        \
+	"a Modbus control key, which only a profile's control holds; a meter's control "          \
+	"gives DL/T 645 passwords (password_level, password, operator, close, esam)"
+
+/* The DL/T 645 keys of a control, in the order of the MH_METER_CONTROL_* bits. */
+#define DLT645(field) offsetof(struct mh_dlt645_control_config, field)
+#define DLT645_CONTROL_KEYS                                                                        \
+	{ "password_level", &t_uint, DLT645(level), KEY_LIVE, &range_level },                      \
+	{ "password", &t_password, DLT645(password), KEY_LIVE, NULL },                             \
+	{ "operator", &t_operator, DLT645(operator_code), KEY_LIVE, NULL },                        \
+	{ "close", &t_enum, DLT645(close), KEY_LIVE, close_names },                                \
+	{ "esam", &t_bool, DLT645(esam), KEY_LIVE, NULL }
+
+static const struct key_spec dlt645_control_keys[] = {
+	DLT645_CONTROL_KEYS,
+	{ "trip", NULL, 0, KEY_FOREIGN | KEY_LIVE, MODBUS_KEY_IN_DLT645 },
+	{ "restore", NULL, 0, KEY_FOREIGN | KEY_LIVE, MODBUS_KEY_IN_DLT645 },
+	{ "relay", NULL, 0, KEY_FOREIGN | KEY_LIVE, MODBUS_KEY_IN_DLT645 },
+	{ NULL, NULL, 0, 0, NULL },
+};
+
+static const struct key_spec meter_control_keys[] = {
+	DLT645_CONTROL_KEYS,
+	{ "trip", NULL, 0, KEY_FOREIGN | KEY_LIVE, MODBUS_KEY_IN_METER },
+	{ "restore", NULL, 0, KEY_FOREIGN | KEY_LIVE, MODBUS_KEY_IN_METER },
+	{ "relay", NULL, 0, KEY_FOREIGN | KEY_LIVE, MODBUS_KEY_IN_METER },
+	{ NULL, NULL, 0, 0, NULL },
+};
+
+#define CONTROL(field) offsetof(struct mh_control_config, field)
+static const struct key_spec modbus_control_keys[] = {
+	{ "trip", &t_modbus_write, CONTROL(trip), KEY_REQUIRED | KEY_LIVE, modbus_write_keys },
+	{ "restore", &t_modbus_write, CONTROL(restore), KEY_REQUIRED | KEY_LIVE,
+		modbus_write_keys },
+	{ "relay", &t_modbus_relay, CONTROL(relay), KEY_REQUIRED | KEY_LIVE, modbus_relay_keys },
+	{ "password_level", NULL, 0, KEY_FOREIGN | KEY_LIVE, DLT645_KEY_IN_MODBUS },
+	{ "password", NULL, 0, KEY_FOREIGN | KEY_LIVE, DLT645_KEY_IN_MODBUS },
+	{ "operator", NULL, 0, KEY_FOREIGN | KEY_LIVE, DLT645_KEY_IN_MODBUS },
+	{ "close", NULL, 0, KEY_FOREIGN | KEY_LIVE, DLT645_KEY_IN_MODBUS },
+	{ "esam", NULL, 0, KEY_FOREIGN | KEY_LIVE, DLT645_KEY_IN_MODBUS },
+	{ NULL, NULL, 0, 0, NULL },
+};
+
 #define PROFILE(field) offsetof(struct mh_profile, field)
 static const struct key_spec profile_keys[] = {
 	{ "description", &t_string, PROFILE(description), KEY_LIVE, NULL },
 	{ "points", &t_points, 0, KEY_REQUIRED | KEY_LIVE, NULL },
 	{ "max_gap", &t_uint, PROFILE(max_gap), KEY_LIVE, &range_max_gap },
-	{ "control", NULL, 0, KEY_UNSUPPORTED | KEY_LIVE, NULL },
+	{ "control", &t_profile_control, PROFILE(control), KEY_LIVE, NULL },
 	{ NULL, NULL, 0, 0, NULL },
 };
 
@@ -959,6 +1311,7 @@ static const struct key_spec meter_keys[] = {
 	{ "address", &t_string, METER(address), KEY_REQUIRED | KEY_LIVE, NULL },
 	{ "profile", &t_string, METER(profile_name), KEY_REQUIRED | KEY_LIVE, NULL },
 	{ "tariff", &t_string, METER(tariff_name), KEY_LIVE, NULL },
+	{ "control", &t_meter_control, METER(control), KEY_LIVE, NULL },
 	{ NULL, NULL, 0, 0, NULL },
 };
 
@@ -983,7 +1336,7 @@ static const struct key_spec root_keys[] = {
 	{ "health", &t_map, 0, KEY_LIVE, health_keys },
 	{ "tariff", &t_tariff, 0, KEY_LIVE, NULL },
 	{ "tariffs", &t_tariffs, 0, KEY_LIVE, NULL },
-	{ "commands", NULL, 0, KEY_UNSUPPORTED | KEY_LIVE, NULL },
+	{ "commands", &t_commands, 0, KEY_LIVE, commands_keys },
 	{ "buses", &t_buses, 0, KEY_REQUIRED | KEY_LIVE, NULL },
 	{ "profiles", &t_profiles, 0, KEY_LIVE, NULL },
 	{ NULL, NULL, 0, 0, NULL },
@@ -1015,6 +1368,35 @@ static void parse_meters(struct mh_schema *s, yaml_node_t *node, void *dst,
 		NULL, meter_keys, &bus->n_meters);
 }
 
+static void parse_meter_control(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	struct mh_meter_control *mc = mh_schema_alloc(s, sizeof(*mc));
+
+	if (!mc)
+		return;
+	mc->meter = (struct mh_meter_config *)((char *)dst -
+					       offsetof(struct mh_meter_config, control));
+	mc->pos = mh_yamldoc_pos(&s->doc, node);
+	snprintf(mc->path, sizeof(mc->path), "%s", s->doc.path);
+	/* The DL/T 645 keys lead the table in the order of the MH_METER_CONTROL_* bits. */
+	mc->fields = (unsigned)(walk_map(s, node, meter_control_keys, &mc->given) & 0x1f);
+	*s->meter_controls_tail = mc;
+	s->meter_controls_tail = &mc->next;
+}
+
+static void parse_protect_windows(struct mh_schema *s, yaml_node_t *node, void *dst,
+	const struct key_spec *spec)
+{
+	struct mh_commands_config *c = dst;
+
+	/* "protect_windows: []" says there are none, as leaving the key out does. */
+	if (node->type == YAML_SEQUENCE_NODE && !mh_yamldoc_seq_len(node))
+		return;
+	c->windows = parse_list(s, node, sizeof(struct mh_protect_window_config),
+		offsetof(struct mh_protect_window_config, pos), NULL, window_keys, &c->n_windows);
+}
+
 static void parse_buses(struct mh_schema *s, yaml_node_t *node, void *dst,
 	const struct key_spec *spec)
 {
@@ -1022,6 +1404,28 @@ static void parse_buses(struct mh_schema *s, yaml_node_t *node, void *dst,
 
 	cfg->buses = parse_list(s, node, sizeof(struct mh_bus_config),
 		offsetof(struct mh_bus_config, pos), init_bus, bus_keys, &cfg->n_buses);
+}
+
+/* The control mapping of @profile, once its points say which protocol it reads. */
+static void walk_profile_control(struct mh_schema *s, yaml_node_t *node,
+	struct mh_profile *profile)
+{
+	struct mh_control_config *c = &profile->control;
+	bool dlt645 = false;
+	size_t saved;
+
+	c->dlt645 = mh_schema_control_defaults;
+	/* Without points the protocol is unknown; the missing points are reported. */
+	if (!profile->n_points)
+		return;
+	for (size_t i = 0; i < profile->n_points; i++)
+		dlt645 |= profile->points[i].has_di;
+	saved = mh_yamldoc_path_push_key(&s->doc, "control");
+	if (dlt645)
+		walk_map(s, node, dlt645_control_keys, &c->dlt645);
+	else
+		walk_map(s, node, modbus_control_keys, c);
+	mh_yamldoc_path_pop(&s->doc, saved);
 }
 
 static void parse_profiles(struct mh_schema *s, yaml_node_t *node, void *dst,
@@ -1068,7 +1472,11 @@ static void parse_profiles(struct mh_schema *s, yaml_node_t *node, void *dst,
 			profile->pos = mh_yamldoc_pos(&s->doc, k);
 			profile->builtin = s->builtin;
 			profile->max_gap = 8;
+			s->control_node = NULL;
 			walk_map(s, v, profile_keys, profile);
+			if (s->control_node)
+				walk_profile_control(s, s->control_node, profile);
+			s->control_node = NULL;
 			if (!twin)
 				cfg->n_profiles++;
 		}

@@ -15,6 +15,28 @@
 #include "config.h"
 #include "yamldoc.h"
 
+/* The fields of a meter's key "control", as bits of mh_meter_control.fields. */
+enum {
+	MH_METER_CONTROL_LEVEL = 1 << 0,
+	MH_METER_CONTROL_PASSWORD = 1 << 1,
+	MH_METER_CONTROL_OPERATOR = 1 << 2,
+	MH_METER_CONTROL_CLOSE = 1 << 3,
+	MH_METER_CONTROL_ESAM = 1 << 4,
+};
+
+/*
+ * A meter's key "control" as written, for validation to lay over its
+ * profile's once the profile is known.
+ */
+struct mh_meter_control {
+	struct mh_meter_config *meter;
+	struct mh_dlt645_control_config given;
+	unsigned fields; /* MH_METER_CONTROL_*: the keys given */
+	struct mh_pos pos;
+	char path[sizeof(((struct mh_yamldoc *)0)->path)]; /* "buses[0].meters[3].control" */
+	struct mh_meter_control *next;
+};
+
 /* The state of loading documents into one configuration. */
 struct mh_schema {
 	struct mh_yamldoc doc;
@@ -23,6 +45,12 @@ struct mh_schema {
 	bool oom;     /* an allocation failed; the result is not to be trusted */
 	struct mh_pos tls_pos; /* where mqtt.tls was given; line 0 when it was not */
 	struct mh_pos freeze_pos; /* where schedule.daily_freeze was given; line 0 when not */
+	/* Where commands.settle and commands.confirm_within were given; line 0 when not. */
+	struct mh_pos settle_pos, confirm_pos;
+	/* The profile being walked has this control mapping, walked once its points are known. */
+	yaml_node_t *control_node;
+	/* The meters' own control keys, in file order (in the configuration's arena). */
+	struct mh_meter_control *meter_controls, **meter_controls_tail;
 };
 
 /* Prepare @s to fill @cfg (zeroed by the caller); errors go to @on_error. */
@@ -41,6 +69,9 @@ void mh_schema_deinit(struct mh_schema *s);
  */
 int mh_schema_load(struct mh_schema *s, const char *name, const char *text, size_t len,
 	bool builtin);
+
+/* A DL/T 645 control's defaults: level 2, password 000000, operator 00000000, close direct. */
+extern const struct mh_dlt645_control_config mh_schema_control_defaults;
 
 /* Zeroed memory or a string copy in the configuration's arena; sets s->oom on failure. */
 void *mh_schema_alloc(struct mh_schema *s, size_t size);

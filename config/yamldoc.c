@@ -235,6 +235,20 @@ yaml_node_t *mh_yamldoc_node(struct mh_yamldoc *y, int index)
 	return yaml_document_get_node(&y->doc, index);
 }
 
+yaml_node_t *mh_yamldoc_map_value(struct mh_yamldoc *y, const yaml_node_t *node, const char *key)
+{
+	if (node->type != YAML_MAPPING_NODE)
+		return NULL;
+	for (yaml_node_pair_t *pair = node->data.mapping.pairs.start;
+		pair < node->data.mapping.pairs.top; pair++) {
+		yaml_node_t *k = mh_yamldoc_node(y, pair->key);
+
+		if (k->type == YAML_SCALAR_NODE && !strcmp(mh_yamldoc_scalar(k), key))
+			return mh_yamldoc_node(y, pair->value);
+	}
+	return NULL;
+}
+
 /* ---- documents ------------------------------------------------------- */
 
 /*

@@ -67,6 +67,9 @@ yaml_node_t *mh_yamldoc_root(struct mh_yamldoc *y);
 /* The node @index of a pair or a list, as libyaml numbers them. */
 yaml_node_t *mh_yamldoc_node(struct mh_yamldoc *y, int index);
 
+/* The value of the first @key of mapping @node, or NULL (also when @node is not a mapping). */
+yaml_node_t *mh_yamldoc_map_value(struct mh_yamldoc *y, const yaml_node_t *node, const char *key);
+
 /* Report "FILE:LINE:COL: key.path: what" at @node under the current key path. */
 __attribute__((format(printf, 3, 4))) void mh_yamldoc_error(struct mh_yamldoc *y,
 	const yaml_node_t *node, const char *fmt, ...);

@@ -9,7 +9,8 @@
  * least one line, each naming the file; what a loaded config holds is
  * usable as is by the codecs: Modbus profiles plan, DL/T 645 points are
  * identifiers the codec knows, every meter resolves to a profile of its
- * bus's protocol.
+ * bus's protocol, every protect window resolves, a meter's control is
+ * within its ranges and only there when its profile or the meter gave one.
  */
 #include <errno.h>
 
@@ -85,6 +86,17 @@ static void check_config(const struct mh_config *cfg)
 	touch(cfg->mqtt.tls.ca);
 	touch(cfg->mqtt.tls.cert);
 	touch(cfg->mqtt.tls.key);
+	touch(cfg->commands.hmac_key_file);
+	FUZZ_CHECK(!cfg->commands.enabled || cfg->commands.hmac_key_file);
+	FUZZ_CHECK(cfg->commands.settle_ms <= cfg->commands.confirm_within_ms);
+	for (size_t i = 0; i < cfg->commands.n_windows; i++) {
+		const struct mh_protect_window_config *w = &cfg->commands.windows[i];
+		int64_t from, to;
+
+		touch(w->from);
+		touch(w->to);
+		FUZZ_CHECK(mh_config_window_resolve(w, &from, &to) == 0);
+	}
 	for (size_t i = 0; i < cfg->n_profiles; i++)
 		check_profile(&cfg->profiles[i]);
 	for (size_t b = 0; b < cfg->n_buses; b++) {
@@ -101,6 +113,11 @@ static void check_config(const struct mh_config *cfg)
 			FUZZ_CHECK(mc->profile != NULL);
 			FUZZ_CHECK(mc->profile->protocol == bus->protocol);
 			FUZZ_CHECK(mh_config_profile(cfg, mc->profile_name) == mc->profile);
+			FUZZ_CHECK(mc->control.level <= 99);
+			if (mc->profile->protocol == MH_PROTO_MODBUS)
+				FUZZ_CHECK(mc->has_control == mc->profile->control.present);
+			else
+				FUZZ_CHECK(mc->has_control || !mc->profile->control.present);
 		}
 	}
 }

@@ -448,7 +448,9 @@ def test_tls_broker_with_password(procs, modbus_sim, gateway, subscriber_factory
     wait_until(lambda: subprocess.run(['mosquitto_pub', '-p', str(plain), '-t', 'x', '-m', 'x'],
                                       capture_output=True).returncode == 0, 10,
                what='the broker')
+    # A secret file others can read is refused at load: owner-only, whatever the umask.
     (tmp_path / 'password').write_text('s3cret\n')
+    os.chmod(tmp_path / 'password', 0o600)
     s, v = all_types_slave()
     sim = modbus_sim('bus1', {'1': s})
     cfg = gateway_config(tmp_path, plain, [bus('rs485-1', sim.gateway_end, [

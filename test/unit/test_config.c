@@ -12,8 +12,14 @@
  * durations and sizes, intervals that do or do not divide a day, time zones,
  * broker URIs, enums, numbers, meter ids and Modbus addresses, profiles
  * (missing, built-in names, overlapping, adjacent and duplicate points, bit
- * types), the contract keys this version does not support yet (tariff,
- * commands, schedule.daily_freeze, profile control), many errors in one
+ * types), remote commands (every key of "commands" with its default, range
+ * and position; confirm_within against settle; protect windows: dates,
+ * RFC 3339 times with offsets, order, garbage, and
+ * mh_config_window_resolve() in three time zones; the spec-cmd.md example),
+ * secret files refused when group or others may open them (created with
+ * explicit modes in a directory of the run), relay control (DL/T 645 and
+ * Modbus shapes, each key's errors, the other protocol's keys named, a
+ * meter's own DL/T 645 keys over its profile's), many errors in one
  * file, the DESIGN.md example (verbatim, its Modbus parts, and with its
  * DL/T 645 bus), defaults, number syntax (hex, decimal, leading zeros),
  * DL/T 645 meters and points, the built-in profiles, and
@@ -37,6 +43,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -817,19 +825,940 @@ static void test_point_past_last_register(void **state)
 	mh_config_free(cfg);
 }
 
-/* ---- keys in the contract that this version does not implement ------- */
+/* ---- remote commands ------------------------------------------------- */
 
-static void test_unsupported_keys(void **state)
+/*
+ * Secret files for the commands and MQTT keys, in a directory made for the
+ * run (cmocka group setup): one per mode, chmod-ed explicitly so the umask
+ * does not matter.
+ */
+static char secret_dir[64];
+
+static const struct {
+	const char *name;
+	mode_t mode;
+} secret_files[] = {
+	{"key", 0600},
+	{"key-0400", 0400},
+	{"key-0644", 0644},
+	{"key-0640", 0640},
+	{"key-0604", 0604},
+	{"key-0620", 0620},
+	{"key-0000", 0000},
+};
+
+/* dir/@name in one of four buffers, valid for the next three calls. */
+static const char *secret(const char *name)
 {
+	static char buf[4][128];
+	static unsigned next;
+	char *p = buf[next++ % 4];
+
+	snprintf(p, sizeof(buf[0]), "%s/%s", secret_dir, name);
+	return p;
+}
+
+static int secrets_setup(void **state)
+{
+	snprintf(secret_dir, sizeof(secret_dir), "/tmp/mh-test-config-XXXXXX");
+	if (!mkdtemp(secret_dir))
+		return -1;
+	for (size_t i = 0; i < sizeof(secret_files) / sizeof(secret_files[0]); i++) {
+		int fd = open(secret(secret_files[i].name), O_WRONLY | O_CREAT | O_EXCL, 0600);
+
+		if (fd < 0)
+			return -1;
+		if (write(fd, "0123456789abcdef0123456789abcdef\n", 33) != 33 ||
+			fchmod(fd, secret_files[i].mode) < 0) {
+			close(fd);
+			return -1;
+		}
+		close(fd);
+	}
+	return mkdir(secret("dir"), 0700);
+}
+
+static int secrets_teardown(void **state)
+{
+	for (size_t i = 0; i < sizeof(secret_files) / sizeof(secret_files[0]); i++)
+		unlink(secret(secret_files[i].name));
+	rmdir(secret("dir"));
+	rmdir(secret_dir);
+	return 0;
+}
+
+/* MINIMAL, then "commands:" on line 14, the key file on 15 (its value at column 18), then @body. */
+static const char *commands_doc(char *buf, size_t size, const char *key, const char *body)
+{
+	snprintf(buf, size, MINIMAL "commands:\n  hmac_key_file: %s\n%s", key, body);
+	return buf;
+}
+
+static void test_commands_defaults(void **state)
+{
+	char text[2048];
+	struct mh_config *cfg = expect_ok(MINIMAL);
+	const struct mh_commands_config *c = &cfg->commands;
+
+	/* No section: commands are off, and the defaults stand for whoever reads them. */
+	assert_false(c->enabled);
+	assert_null(c->hmac_key_file);
+	assert_int_equal(c->max_attempts, 3);
+	assert_int_equal(c->retry_backoff_ms, 5000);
+	assert_int_equal(c->max_skew_ms, 300000);
+	assert_int_equal(c->settle_ms, 1000);
+	assert_int_equal(c->confirm_within_ms, 10000);
+	assert_int_equal(c->queue, 8);
+	assert_null(c->windows);
+	assert_int_equal(c->n_windows, 0);
+	mh_config_free(cfg);
+
+	cfg = expect_ok(commands_doc(text, sizeof(text), secret("key"), ""));
+	c = &cfg->commands;
+	assert_true(c->enabled);
+	assert_string_equal(c->hmac_key_file, secret("key"));
+	assert_int_equal(c->max_attempts, 3);
+	assert_int_equal(c->retry_backoff_ms, 5000);
+	assert_int_equal(c->max_skew_ms, 300000);
+	assert_int_equal(c->settle_ms, 1000);
+	assert_int_equal(c->confirm_within_ms, 10000);
+	assert_int_equal(c->queue, 8);
+	assert_int_equal(c->n_windows, 0);
+	mh_config_free(cfg);
+
+	/* An empty list says there are no protect windows. */
+	cfg = expect_ok(commands_doc(text, sizeof(text), secret("key"), "  protect_windows: []\n"));
+	assert_null(cfg->commands.windows);
+	assert_int_equal(cfg->commands.n_windows, 0);
+	mh_config_free(cfg);
+}
+
+static void test_commands_values(void **state)
+{
+	char text[2048];
+	struct mh_config *cfg;
+
+	/* Each range's top. */
+	cfg = expect_ok(commands_doc(text, sizeof(text), secret("key-0400"),
+		"  max_attempts: 10\n  retry_backoff: 10m\n  max_skew: 24h\n  settle: 60s\n"
+		"  confirm_within: 10m\n  queue: 64\n"));
+	assert_string_equal(cfg->commands.hmac_key_file, secret("key-0400"));
+	assert_int_equal(cfg->commands.max_attempts, 10);
+	assert_int_equal(cfg->commands.retry_backoff_ms, 600000);
+	assert_int_equal(cfg->commands.max_skew_ms, 86400000);
+	assert_int_equal(cfg->commands.settle_ms, 60000);
+	assert_int_equal(cfg->commands.confirm_within_ms, 600000);
+	assert_int_equal(cfg->commands.queue, 64);
+	mh_config_free(cfg);
+
+	/* Each range's bottom; confirm_within may equal settle. */
+	cfg = expect_ok(commands_doc(text, sizeof(text), secret("key"),
+		"  max_attempts: 1\n  retry_backoff: 100ms\n  max_skew: 1s\n  settle: 100ms\n"
+		"  confirm_within: 100ms\n  queue: 1\n"));
+	assert_int_equal(cfg->commands.max_attempts, 1);
+	assert_int_equal(cfg->commands.retry_backoff_ms, 100);
+	assert_int_equal(cfg->commands.max_skew_ms, 1000);
+	assert_int_equal(cfg->commands.settle_ms, 100);
+	assert_int_equal(cfg->commands.confirm_within_ms, 100);
+	assert_int_equal(cfg->commands.queue, 1);
+	mh_config_free(cfg);
+}
+
+static void test_commands_ranges(void **state)
+{
+	static const struct {
+		const char *body, *error;
+	} bad[] = {
+		/* "  max_attempts: " puts the value at column 17. */
+		{"  max_attempts: 0\n",
+			"t.yaml:16:17: commands.max_attempts: 0 is out of range (1 to 10)"},
+		{"  max_attempts: 11\n",
+			"t.yaml:16:17: commands.max_attempts: 11 is out of range (1 to 10)"},
+		{"  max_attempts: three\n",
+			"t.yaml:16:17: commands.max_attempts: \"three\" is not a whole number"},
+		/* "  retry_backoff: ", column 18. */
+		{"  retry_backoff: 99ms\n",
+			"t.yaml:16:18: commands.retry_backoff: 99ms is out of range (100ms to "
+			"600000ms)"},
+		{"  retry_backoff: 11m\n",
+			"t.yaml:16:18: commands.retry_backoff: 11m is out of range (100ms to "
+			"600000ms)"},
+		{"  retry_backoff: 5\n",
+			"t.yaml:16:18: commands.retry_backoff: \"5\" is not a duration (a whole "
+			"number with ms, s, m or h, e.g. 500ms, 15m)"},
+		/* "  max_skew: ", column 13. */
+		{"  max_skew: 999ms\n",
+			"t.yaml:16:13: commands.max_skew: 999ms is out of range (1000ms to "
+			"86400000ms)"},
+		{"  max_skew: 25h\n",
+			"t.yaml:16:13: commands.max_skew: 25h is out of range (1000ms to "
+			"86400000ms)"},
+		/* "  settle: ", column 11. */
+		{"  settle: 99ms\n",
+			"t.yaml:16:11: commands.settle: 99ms is out of range (100ms to 60000ms)"},
+		{"  settle: 61s\n",
+			"t.yaml:16:11: commands.settle: 61s is out of range (100ms to 60000ms)"},
+		/* "  confirm_within: ", column 19. */
+		{"  confirm_within: 99ms\n",
+			"t.yaml:16:19: commands.confirm_within: 99ms is out of range (100ms to "
+			"600000ms)"},
+		{"  confirm_within: 11m\n",
+			"t.yaml:16:19: commands.confirm_within: 11m is out of range (100ms to "
+			"600000ms)"},
+		/* "  queue: ", column 10. */
+		{"  queue: 0\n", "t.yaml:16:10: commands.queue: 0 is out of range (1 to 64)"},
+		{"  queue: 65\n", "t.yaml:16:10: commands.queue: 65 is out of range (1 to 64)"},
+		{"  retries: 3\n", "t.yaml:16:3: commands.retries: unknown key"},
+		{"  queue: 4\n  queue: 5\n", "t.yaml:17:3: commands.queue: key given twice"},
+	};
+	char text[2048];
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		expect_errors(commands_doc(text, sizeof(text), secret("key"), bad[i].body), 1,
+			bad[i].error);
+
+	/* The key file is what the section is for; a flow mapping starts at its '{'. */
 	expect_errors(MINIMAL "commands: { max_attempts: 3 }\n", 1,
-		"t.yaml:14:1: commands: not supported by this version of meterhub yet; remove it");
-	expect_errors(
-		PROFILE_HEAD P("name: relay, table: coil, address: 0") "    control:\n      trip: "
-								       "{ table: coil, address: "
-								       "0x0000, value: 1 }\n",
+		"t.yaml:14:11: commands.hmac_key_file: missing required key");
+	expect_errors(MINIMAL "commands: on\n", 1,
+		"t.yaml:14:11: commands: expected a mapping, found a scalar");
+}
+
+/* An attempt reads the relay back every settle until confirm_within: it must get one read-back. */
+static void test_commands_confirm_after_settle(void **state)
+{
+	char text[2048];
+	struct mh_config *cfg;
+
+	expect_errors(commands_doc(text, sizeof(text), secret("key"), "  confirm_within: 500ms\n"),
 		1,
-		"t.yaml:18:5: profiles.my.control: not supported by this version of meterhub yet; "
-		"remove it");
+		"t.yaml:16:19: commands.confirm_within: 500ms is shorter than settle (1s, the "
+		"default): an attempt would end before its first read-back of the relay");
+	expect_errors(commands_doc(text, sizeof(text), secret("key"), "  settle: 20s\n"), 1,
+		"t.yaml:16:11: commands.settle: 20s is longer than confirm_within (10s, the "
+		"default): an attempt would end before its first read-back of the relay; raise "
+		"confirm_within");
+	expect_errors(commands_doc(text, sizeof(text), secret("key"),
+			      "  settle: 5s\n  confirm_within: 2s\n"),
+		1,
+		"t.yaml:17:19: commands.confirm_within: 2s is shorter than settle (5s): an attempt "
+		"would end before its first read-back of the relay");
+	/* A wrong settle is reported once, not held against confirm_within as well. */
+	expect_errors(commands_doc(text, sizeof(text), secret("key"),
+			      "  settle: soon\n  confirm_within: 500ms\n"),
+		1,
+		"t.yaml:16:11: commands.settle: \"soon\" is not a duration (a whole number with "
+		"ms, s, m or h, e.g. 500ms, 15m)");
+
+	cfg = expect_ok(commands_doc(
+		text, sizeof(text), secret("key"), "  settle: 20s\n  confirm_within: 30s\n"));
+	assert_int_equal(cfg->commands.settle_ms, 20000);
+	assert_int_equal(cfg->commands.confirm_within_ms, 30000);
+	mh_config_free(cfg);
+	cfg = expect_ok(commands_doc(text, sizeof(text), secret("key"), "  settle: 10s\n"));
+	assert_int_equal(cfg->commands.settle_ms, 10000);
+	assert_int_equal(cfg->commands.confirm_within_ms, 10000);
+	mh_config_free(cfg);
+}
+
+/* Secret files: the command key, the MQTT password, the TLS private key. */
+static void test_secret_file_modes(void **state)
+{
+	static const struct {
+		const char *name, *what;
+	} open_to_others[] = {
+		{"key-0644", "readable by group or others (mode 0644)"},
+		{"key-0640", "readable by group or others (mode 0640)"},
+		{"key-0604", "readable by group or others (mode 0604)"},
+		{"key-0620", "writable or executable by group or others (mode 0620)"},
+	};
+	char text[2048], want[512];
+	struct mh_config *cfg;
+
+	for (size_t i = 0; i < sizeof(open_to_others) / sizeof(open_to_others[0]); i++) {
+		snprintf(want, sizeof(want),
+			"t.yaml:15:18: commands.hmac_key_file: %s is %s; chmod 600 it",
+			secret(open_to_others[i].name), open_to_others[i].what);
+		expect_errors(commands_doc(text, sizeof(text), secret(open_to_others[i].name), ""),
+			1, want);
+	}
+	snprintf(want, sizeof(want),
+		"t.yaml:15:18: commands.hmac_key_file: cannot read \"%s\": "
+		"No such file or directory",
+		secret("missing"));
+	expect_errors(commands_doc(text, sizeof(text), secret("missing"), ""), 1, want);
+	snprintf(want, sizeof(want),
+		"t.yaml:15:18: commands.hmac_key_file: %s is not a regular file", secret("dir"));
+	expect_errors(commands_doc(text, sizeof(text), secret("dir"), ""), 1, want);
+	/* root reads any file, so "unreadable" exists only for other users. */
+	if (geteuid() != 0) {
+		snprintf(want, sizeof(want),
+			"t.yaml:15:18: commands.hmac_key_file: cannot read \"%s\": "
+			"Permission denied",
+			secret("key-0000"));
+		expect_errors(commands_doc(text, sizeof(text), secret("key-0000"), ""), 1, want);
+	}
+
+	/* "  password_file: " puts the value at column 18 of line 6. */
+	snprintf(text, sizeof(text),
+		GATEWAY "mqtt:\n  uri: tcp://h:1883\n  password_file: %s\n" SCHEDULE BUS METER1,
+		secret("key-0644"));
+	snprintf(want, sizeof(want),
+		"t.yaml:6:18: mqtt.password_file: %s is readable by group or others (mode 0644); "
+		"chmod 600 it",
+		secret("key-0644"));
+	expect_errors(text, 1, want);
+	snprintf(text, sizeof(text),
+		GATEWAY "mqtt:\n  uri: tcp://h:1883\n  password_file: %s\n" SCHEDULE BUS METER1,
+		secret("key"));
+	cfg = expect_ok(text);
+	assert_string_equal(cfg->mqtt.password_file, secret("key"));
+	mh_config_free(cfg);
+
+	/* "    key: " puts the value at column 10 of line 7; a CA and a certificate are public. */
+	snprintf(text, sizeof(text),
+		GATEWAY "mqtt:\n  uri: ssl://h:8883\n  tls:\n    key: %s\n    ca: %s\n"
+			"    cert: %s\n" SCHEDULE BUS METER1,
+		secret("key-0640"), secret("key-0644"), secret("key-0644"));
+	snprintf(want, sizeof(want),
+		"t.yaml:7:10: mqtt.tls.key: %s is readable by group or others (mode 0640); chmod "
+		"600 it",
+		secret("key-0640"));
+	expect_errors(text, 1, want);
+	snprintf(text, sizeof(text),
+		GATEWAY "mqtt:\n  uri: ssl://h:8883\n  tls:\n    key: %s\n    ca: %s\n"
+			"    cert: %s\n" SCHEDULE BUS METER1,
+		secret("key"), secret("key-0644"), secret("key-0644"));
+	cfg = expect_ok(text);
+	assert_string_equal(cfg->mqtt.tls.key, secret("key"));
+	assert_string_equal(cfg->mqtt.tls.ca, secret("key-0644"));
+	mh_config_free(cfg);
+}
+
+/* A window from @from to @to on line 17, the mapping at column 7, "from" at 15. */
+#define WINDOW_DOC(from, to) "  protect_windows:\n    - { from: \"" from "\", to: \"" to "\" }\n"
+#define NOT_AN_EDGE(text)                                                                          \
+	"\"" text "\" is neither a date (\"YYYY-MM-DD\", quoted) nor an RFC 3339 time with its "   \
+	"offset (\"2027-06-01T08:00:00+08:00\")"
+
+static void test_protect_windows(void **state)
+{
+	static const char *const bad[] = {
+		"soon",
+		"2027-02-30",
+		"2027-02-29", /* not a leap year */
+		"2027-2-5",
+		"27-02-05",
+		"2027/02/05",
+		"1969-12-31",
+		"2027-02-05Z",
+		"2027-02-05T08:00:00",	     /* no offset */
+		"2027-02-05 08:00:00+08:00", /* a space, not T */
+		"2027-02-05T08:00Z",	     /* no seconds */
+		"2027-02-05T24:00:00Z",
+		"2027-02-05T08:60:00Z",
+		"2027-02-05T08:00:60Z", /* a leap second */
+		"2027-02-05T08:00:00+08:60",
+		"2027-02-05T08:00:00+0800",
+		"2027-02-05T08:00:00.Z",
+		"2027-02-05T08:00:00+08:00x",
+	};
+	char text[2048], body[512], want[512];
+	struct mh_config *cfg;
+
+	cfg = expect_ok(commands_doc(text, sizeof(text), secret("key"),
+		"  protect_windows:\n"
+		"    - { from: \"2027-02-05\", to: \"2027-02-12\" }\n"
+		"    - { from: \"2027-06-01T08:00:00+08:00\", to: \"2027-06-01T18:00:00+08:00\" }\n"
+		"    - { from: \"2027-06-01T00:00:00Z\", to: \"2027-06-01T00:00:00.250z\" }\n"
+		"    - { from: \"2027-10-01t08:00:00-05:30\", to: \"2027-10-07\" }\n"
+		"    - { from: \"2028-02-29\", to: \"2028-02-29\" }\n"
+		"    - { from: \"2027-06-01\", to: \"2027-06-01T08:00:00+08:00\" }\n"
+		/* Later as an instant, though it reads earlier. */
+		"    - { from: \"2027-06-01T08:00:00+08:00\", to: \"2027-06-01T00:30:00Z\" }\n"
+		"    - { from: 2027-07-01, to: 2027-07-02 }\n"));
+	const struct mh_commands_config *c = &cfg->commands;
+	assert_int_equal(c->n_windows, 8);
+	assert_string_equal(c->windows[0].from, "2027-02-05");
+	assert_string_equal(c->windows[0].to, "2027-02-12");
+	assert_int_equal(c->windows[0].pos.line, 17);
+	assert_int_equal(c->windows[0].pos.col, 7);
+	assert_string_equal(c->windows[1].from, "2027-06-01T08:00:00+08:00");
+	assert_string_equal(c->windows[3].to, "2027-10-07");
+	assert_int_equal(c->windows[7].pos.line, 24);
+	assert_string_equal(c->windows[7].from, "2027-07-01");
+	mh_config_free(cfg);
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(body, sizeof(body),
+			"  protect_windows:\n    - { from: \"%s\", to: \"2027-12-31\" }\n", bad[i]);
+		snprintf(want, sizeof(want),
+			"t.yaml:17:15: commands.protect_windows[0].from: \"%s\" is neither a date "
+			"(\"YYYY-MM-DD\", quoted) nor an RFC 3339 time with its offset "
+			"(\"2027-06-01T08:00:00+08:00\")",
+			bad[i]);
+		expect_errors(commands_doc(text, sizeof(text), secret("key"), body), 1, want);
+	}
+	/* "to" stands 8 columns after the end of "from"'s value. */
+	expect_errors(commands_doc(text, sizeof(text), secret("key"),
+			      WINDOW_DOC("2027-02-05", "next week")),
+		1, "t.yaml:17:33: commands.protect_windows[0].to: " NOT_AN_EDGE("next week"));
+
+	/* Out of order: dates, instants (whatever their offsets), and the two mixed. */
+	expect_errors(commands_doc(text, sizeof(text), secret("key"),
+			      WINDOW_DOC("2027-02-12", "2027-02-05")),
+		1,
+		"t.yaml:17:7: commands.protect_windows[0]: from \"2027-02-12\" is after to "
+		"\"2027-02-05\"");
+	expect_errors(commands_doc(text, sizeof(text), secret("key"),
+			      WINDOW_DOC("2027-06-01T18:00:00+08:00", "2027-06-01T08:00:00+08:00")),
+		1,
+		"t.yaml:17:7: commands.protect_windows[0]: from \"2027-06-01T18:00:00+08:00\" is "
+		"after to \"2027-06-01T08:00:00+08:00\"");
+	expect_errors(commands_doc(text, sizeof(text), secret("key"),
+			      WINDOW_DOC("2027-06-01T08:00:00+08:00", "2027-06-01T01:00:00+02:00")),
+		1,
+		"t.yaml:17:7: commands.protect_windows[0]: from \"2027-06-01T08:00:00+08:00\" is "
+		"after to \"2027-06-01T01:00:00+02:00\"");
+	expect_errors(commands_doc(text, sizeof(text), secret("key"),
+			      WINDOW_DOC("2027-06-02", "2027-06-01T23:00:00+08:00")),
+		1,
+		"t.yaml:17:7: commands.protect_windows[0]: from \"2027-06-02\" is after to "
+		"\"2027-06-01T23:00:00+08:00\"");
+	expect_errors(commands_doc(text, sizeof(text), secret("key"),
+			      WINDOW_DOC("2027-06-02T08:00:00+08:00", "2027-06-01")),
+		1,
+		"t.yaml:17:7: commands.protect_windows[0]: from \"2027-06-02T08:00:00+08:00\" is "
+		"after to \"2027-06-01\"");
+	/* The second of two, on line 18. */
+	expect_errors(
+		commands_doc(text, sizeof(text), secret("key"),
+			"  protect_windows:\n    - { from: \"2027-01-01\", to: \"2027-01-02\" }\n"
+			"    - { from: \"2027-03-01\", to: \"2027-02-01\" }\n"),
+		1,
+		"t.yaml:18:7: commands.protect_windows[1]: from \"2027-03-01\" is after to "
+		"\"2027-02-01\"");
+
+	/* Shapes. */
+	expect_errors(commands_doc(text, sizeof(text), secret("key"),
+			      "  protect_windows:\n    - { from: \"2027-02-05\" }\n"),
+		1, "t.yaml:17:7: commands.protect_windows[0].to: missing required key");
+	expect_errors(commands_doc(text, sizeof(text), secret("key"),
+			      "  protect_windows:\n    - 2027-02-05\n"),
+		1, "t.yaml:17:7: commands.protect_windows[0]: expected a mapping, found a scalar");
+	expect_errors(commands_doc(text, sizeof(text), secret("key"),
+			      "  protect_windows: { from: \"2027-02-05\", to: \"2027-02-06\" }\n"),
+		1,
+		"t.yaml:16:20: commands.protect_windows: expected a list with at least one entry, "
+		"found a mapping");
+	expect_errors(
+		commands_doc(text, sizeof(text), secret("key"),
+			"  protect_windows:\n    - { from: \"2027-02-05\", to: \"2027-02-06\", "
+			"reason: spring festival }\n"),
+		1, "t.yaml:17:47: commands.protect_windows[0].reason: unknown key");
+}
+
+/* Restore TZ as it was after a test that sets it. */
+static void restore_tz(const char *saved)
+{
+	if (saved)
+		setenv("TZ", saved, 1);
+	else
+		unsetenv("TZ");
+	tzset();
+}
+
+static void expect_window(const char *from, const char *to, int64_t from_ms, int64_t to_ms)
+{
+	const struct mh_protect_window_config w = {from, to, {"t.yaml", 1, 1}};
+	int64_t a = 0, b = 0;
+
+	assert_int_equal(mh_config_window_resolve(&w, &a, &b), 0);
+	assert_int_equal(a, from_ms);
+	assert_int_equal(b, to_ms);
+}
+
+static void test_window_resolve(void **state)
+{
+	const char *tz = getenv("TZ");
+	char *saved = tz ? strdup(tz) : NULL;
+	const struct mh_protect_window_config bad[] = {
+		{"soon", "2027-02-12", {"t.yaml", 1, 1}},
+		{"2027-02-05", NULL, {"t.yaml", 1, 1}},
+		{"2027-02-05", "2027-02-30", {"t.yaml", 1, 1}},
+	};
+	int64_t a, b;
+
+	setenv("TZ", "Asia/Shanghai", 1);
+	tzset();
+	/* From local midnight of the first day to local midnight after the last (UTC+8). */
+	expect_window("2027-02-05", "2027-02-12", 1801756800000 /* 2027-02-04T16:00:00Z */,
+		1802448000000 /* 2027-02-12T16:00:00Z */);
+	expect_window("2027-06-01T08:00:00+08:00", "2027-06-01T18:00:00+08:00",
+		1811808000000 /* 2027-06-01T00:00:00Z */, 1811844000000 /* 10:00:00Z */);
+	/* A time ends where it says; a date "to" at the end of its day. */
+	expect_window("2027-06-01T08:00:00.250Z", "2027-06-01", 1811836800250,
+		1811865600000 /* 2027-06-01T16:00:00Z */);
+	expect_window("2027-06-01", "2027-06-01T13:30:00Z", 1811779200000 /* 2027-05-31T16:00Z */,
+		1811856600000);
+	/* A leap day is one day. */
+	expect_window("2028-02-29", "2028-02-29", 1835366400000 /* 2028-02-28T16:00:00Z */,
+		1835452800000);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(mh_config_window_resolve(&bad[i], &a, &b), -EINVAL);
+
+	/* The same dates in another zone are other instants: the runtime sets TZ first. */
+	setenv("TZ", "UTC", 1);
+	tzset();
+	expect_window("2027-02-05", "2027-02-12", 1801785600000 /* 2027-02-05T00:00:00Z */,
+		1802476800000 /* 2027-02-13T00:00:00Z */);
+	expect_window("2027-06-01T08:00:00+08:00", "2027-06-01T18:00:00+08:00", 1811808000000,
+		1811844000000);
+	/* The day summer time starts in Berlin has 23 hours. */
+	setenv("TZ", "Europe/Berlin", 1);
+	tzset();
+	expect_window("2027-03-28", "2027-03-28", 1806188400000 /* 2027-03-27T23:00:00Z */,
+		1806271200000 /* 2027-03-28T22:00:00Z */);
+
+	restore_tz(saved);
+	free(saved);
+}
+
+/* A loaded window resolves; reloads may change commands (no restart key among them). */
+static void test_commands_loaded_and_live(void **state)
+{
+	const char *tz = getenv("TZ");
+	char *saved = tz ? strdup(tz) : NULL;
+	char text[2048];
+	struct errs e = {0};
+	struct mh_config *old = expect_ok(MINIMAL);
+	struct mh_config *cfg = expect_ok(commands_doc(text, sizeof(text), secret("key"),
+		"  max_attempts: 5\n" WINDOW_DOC("2027-02-05", "2027-02-12")));
+	int64_t a, b;
+
+	setenv("TZ", "Asia/Shanghai", 1);
+	tzset();
+	assert_int_equal(mh_config_window_resolve(&cfg->commands.windows[0], &a, &b), 0);
+	assert_int_equal(a, 1801756800000);
+	assert_int_equal(b, 1802448000000);
+	restore_tz(saved);
+	free(saved);
+
+	assert_int_equal(mh_config_restart_keys(old, cfg, on_error, &e), 0);
+	assert_int_equal(e.n, 0);
+	assert_int_equal(mh_config_restart_keys(cfg, old, on_error, &e), 0);
+	assert_int_equal(e.n, 0);
+	mh_config_free(old);
+	mh_config_free(cfg);
+}
+
+/* ---- relay control --------------------------------------------------- */
+
+/* A DL/T 645 bus (lines 8-12) whose meters start on line 13. */
+#define DLT_BUS                                                                                    \
+	"buses:\n  - name: rs485-1\n    device: /dev/ttyS1\n    protocol: dlt645\n    meters:\n"
+#define DLT_METER(id, addr, prof, extra)                                                           \
+	"      - { id: " id ", address: \"" addr "\", profile: " prof extra " }\n"
+/* One meter (line 13) on profile "d", which is on lines 14-16; its control follows on line 17. */
+#define DLT_PROFILE_D "profiles:\n  d:\n    points: [ { di: \"00010000\" } ]\n"
+#define DLT_PROFILE_HEAD HEAD DLT_BUS DLT_METER("m-0001", "000000000001", "d", "") DLT_PROFILE_D
+/* The control mapping on line 17, its keys from line 18, each at column 7. */
+#define DLT_CONTROL(keys) DLT_PROFILE_HEAD "    control:\n" keys
+
+/* Profile "d" with its control (line 16) before its points. */
+#define DLT_CONTROL_FIRST                                                                          \
+	"profiles:\n  d:\n    control: { trip: 1 }\n    points: [ { di: \"00010000\" } ]\n"
+
+static const struct mh_dlt645_control_config *dlt645_control(
+	const struct mh_config *cfg, const char *profile)
+{
+	const struct mh_profile *p = mh_config_profile(cfg, profile);
+
+	assert_non_null(p);
+	assert_true(p->control.present);
+	return &p->control.dlt645;
+}
+
+static void test_dlt645_control(void **state)
+{
+	const struct mh_dlt645_control_config *c;
+	const struct mh_meter_config *m;
+	struct mh_config *cfg;
+
+	/* Every default: level 2, password 000000, operator 00000000, close direct, no ESAM. */
+	cfg = expect_ok(DLT_PROFILE_HEAD "    control: {}\n");
+	c = dlt645_control(cfg, "d");
+	assert_int_equal(c->level, 2);
+	assert_memory_equal(c->password, ((const uint8_t[]){0, 0, 0}), 3);
+	assert_memory_equal(c->operator_code, ((const uint8_t[]){0, 0, 0, 0}), 4);
+	assert_int_equal(c->close, MH_CLOSE_DIRECT);
+	assert_false(c->esam);
+	assert_int_equal(mh_config_profile(cfg, "d")->control.pos.line, 17);
+	assert_int_equal(mh_config_profile(cfg, "d")->control.pos.col, 14);
+	m = &cfg->buses[0].meters[0];
+	assert_true(m->has_control);
+	assert_memory_equal(&m->control, c, sizeof(*c));
+	mh_config_free(cfg);
+
+	/* Every key, in wire order: P0 and C0 hold the lowest two digits. */
+	cfg = expect_ok(DLT_CONTROL(
+		"      password_level: 4\n      password: \"123456\"\n"
+		"      operator: \"0a0B0c0D\"\n      close: permit\n      esam: true\n"));
+	c = dlt645_control(cfg, "d");
+	assert_int_equal(c->level, 4);
+	assert_memory_equal(c->password, ((const uint8_t[]){0x56, 0x34, 0x12}), 3);
+	assert_memory_equal(c->operator_code, ((const uint8_t[]){0x0D, 0x0C, 0x0B, 0x0A}), 4);
+	assert_int_equal(c->close, MH_CLOSE_PERMIT);
+	assert_true(c->esam);
+	assert_memory_equal(&cfg->buses[0].meters[0].control, c, sizeof(*c));
+	mh_config_free(cfg);
+
+	/* Unquoted digits are the same text to this YAML parser; the ends of the level's range. */
+	cfg = expect_ok(DLT_CONTROL("      password: 000123\n      password_level: 99\n"
+				    "      esam: false\n"));
+	c = dlt645_control(cfg, "d");
+	assert_memory_equal(c->password, ((const uint8_t[]){0x23, 0x01, 0x00}), 3);
+	assert_int_equal(c->level, 99);
+	assert_false(c->esam);
+	mh_config_free(cfg);
+	cfg = expect_ok(DLT_CONTROL("      password_level: 0\n"));
+	assert_int_equal(dlt645_control(cfg, "d")->level, 0);
+	mh_config_free(cfg);
+
+	/* No control: the meter cannot be controlled, and holds the defaults. */
+	cfg = expect_ok(
+		HEAD DLT_BUS DLT_METER("m-0001", "000000000001", "dlt645-single-phase", ""));
+	m = &cfg->buses[0].meters[0];
+	assert_false(m->has_control);
+	assert_int_equal(m->control.level, 2);
+	assert_false(mh_config_profile(cfg, "dlt645-single-phase")->control.present);
+	mh_config_free(cfg);
+}
+
+static void test_dlt645_control_errors(void **state)
+{
+	/* "      password_level: " puts the value at column 23. */
+	expect_errors(DLT_CONTROL("      password_level: 100\n"), 1,
+		"t.yaml:18:23: profiles.d.control.password_level: 100 is out of range (0 to 99)");
+	/* "      password: " and "      operator: ", column 17. */
+	expect_errors(DLT_CONTROL("      password: \"12345\"\n"), 1,
+		"t.yaml:18:17: profiles.d.control.password: \"12345\" is not a password (6 decimal "
+		"digits, quoted, e.g. \"000000\")");
+	expect_errors(DLT_CONTROL("      password: \"1234567\"\n"), 1,
+		"t.yaml:18:17: profiles.d.control.password: \"1234567\" is not a password "
+		"(6 decimal digits, quoted, e.g. \"000000\")");
+	expect_errors(DLT_CONTROL("      password: \"12345a\"\n"), 1,
+		"t.yaml:18:17: profiles.d.control.password: \"12345a\" is not a password "
+		"(6 decimal digits, quoted, e.g. \"000000\")");
+	/* The codec's AA wildcard is not a password digit. */
+	expect_errors(DLT_CONTROL("      password: \"AA0000\"\n"), 1,
+		"t.yaml:18:17: profiles.d.control.password: \"AA0000\" is not a password "
+		"(6 decimal digits, quoted, e.g. \"000000\")");
+	expect_errors(DLT_CONTROL("      operator: \"0000000G\"\n"), 1,
+		"t.yaml:18:17: profiles.d.control.operator: \"0000000G\" is not an operator code "
+		"(8 hex digits, quoted, e.g. \"00000000\")");
+	expect_errors(DLT_CONTROL("      operator: \"0000000\"\n"), 1,
+		"t.yaml:18:17: profiles.d.control.operator: \"0000000\" is not an operator code (8 "
+		"hex digits, quoted, e.g. \"00000000\")");
+	/* "      close: ", column 14; "      esam: ", column 13. */
+	expect_errors(DLT_CONTROL("      close: later\n"), 1,
+		"t.yaml:18:14: profiles.d.control.close: \"later\" is not one of direct or permit");
+	expect_errors(DLT_CONTROL("      esam: yes\n"), 1,
+		"t.yaml:18:13: profiles.d.control.esam: \"yes\" is not true or false");
+	/* The other protocol's keys, named. */
+	expect_errors(DLT_CONTROL("      trip: { table: coil, address: 0, value: 1 }\n"
+				  "      relay: { table: discrete, address: 0 }\n"),
+		2,
+		"t.yaml:18:7: profiles.d.control.trip: 'trip' is a Modbus control key; this "
+		"profile reads DL/T 645",
+		"t.yaml:19:7: profiles.d.control.relay: 'relay' is a Modbus control key; this "
+		"profile reads DL/T 645");
+	expect_errors(DLT_CONTROL("      pin: \"000000\"\n"), 1,
+		"t.yaml:18:7: profiles.d.control.pin: unknown key");
+	expect_errors(DLT_PROFILE_HEAD "    control: yes\n", 1,
+		"t.yaml:17:14: profiles.d.control: expected a mapping, found a scalar");
+	/* Where the control stands before the points, the points still decide. */
+	expect_errors(HEAD DLT_BUS DLT_METER("m-0001", "000000000001", "d", "") DLT_CONTROL_FIRST,
+		1,
+		"t.yaml:16:16: profiles.d.control.trip: 'trip' is a Modbus control key; this "
+		"profile reads DL/T 645");
+}
+
+/* One relay point on line 17; the control mapping on line 18, its keys from line 19. */
+#define MODBUS_CONTROL(keys)                                                                       \
+	PROFILE_HEAD P("name: relay, table: discrete, address: 0") "    control:\n" keys
+#define TRIP "      trip: { table: coil, address: 0x0000, value: 1 }\n"
+#define RESTORE "      restore: { table: coil, address: 0x0000, value: 0 }\n"
+#define RELAY "      relay: { table: discrete, address: 0x0000, open_when: 1 }\n"
+
+static void test_modbus_control(void **state)
+{
+	const struct mh_control_config *c;
+	struct mh_config *cfg;
+
+	/* DESIGN.md's example. */
+	cfg = expect_ok(MODBUS_CONTROL(TRIP RESTORE RELAY));
+	c = &mh_config_profile(cfg, "my")->control;
+	assert_true(c->present);
+	assert_int_equal(c->pos.line, 19);
+	assert_int_equal(c->pos.col, 7);
+	assert_int_equal(c->trip.table, MH_MODBUS_COIL);
+	assert_int_equal(c->trip.address, 0);
+	assert_int_equal(c->trip.value, 1);
+	assert_int_equal(c->restore.table, MH_MODBUS_COIL);
+	assert_int_equal(c->restore.value, 0);
+	assert_int_equal(c->relay.table, MH_MODBUS_DISCRETE);
+	assert_int_equal(c->relay.open_when, 1);
+	assert_true(cfg->buses[0].meters[0].has_control);
+	mh_config_free(cfg);
+
+	/* Holding registers, the widest values, and open_when's default. */
+	cfg = expect_ok(
+		MODBUS_CONTROL("      trip: { table: holding, address: 0x0100, value: 0xFF00 }\n"
+			       "      restore: { table: holding, address: 0xFFFF, value: 65535 }\n"
+			       "      relay: { table: input, address: 0x0010 }\n"));
+	c = &mh_config_profile(cfg, "my")->control;
+	assert_int_equal(c->trip.table, MH_MODBUS_HOLDING);
+	assert_int_equal(c->trip.address, 0x0100);
+	assert_int_equal(c->trip.value, 0xFF00);
+	assert_int_equal(c->restore.address, 0xFFFF);
+	assert_int_equal(c->restore.value, 0xFFFF);
+	assert_int_equal(c->relay.table, MH_MODBUS_INPUT);
+	assert_int_equal(c->relay.address, 0x0010);
+	assert_int_equal(c->relay.open_when, 1);
+	mh_config_free(cfg);
+	cfg = expect_ok(MODBUS_CONTROL(
+		TRIP RESTORE "      relay: { table: holding, address: 2, open_when: 0x8000 }\n"));
+	c = &mh_config_profile(cfg, "my")->control;
+	assert_int_equal(c->relay.table, MH_MODBUS_HOLDING);
+	assert_int_equal(c->relay.open_when, 0x8000);
+	mh_config_free(cfg);
+
+	/* Without control, a Modbus meter cannot be controlled. */
+	cfg = expect_ok(MINIMAL);
+	assert_false(cfg->buses[0].meters[0].has_control);
+	assert_false(mh_config_profile(cfg, "eastron-sdm120")->control.present);
+	mh_config_free(cfg);
+}
+
+static void test_modbus_control_errors(void **state)
+{
+	/* Each of trip, restore and relay is required: the error stands at the mapping. */
+	expect_errors(MODBUS_CONTROL(TRIP RESTORE), 1,
+		"t.yaml:19:7: profiles.my.control.relay: missing required key");
+	expect_errors(
+		PROFILE_HEAD P("name: relay, table: discrete, address: 0") "    control: {}\n", 3,
+		"t.yaml:18:14: profiles.my.control.trip: missing required key",
+		"t.yaml:18:14: profiles.my.control.restore: missing required key",
+		"t.yaml:18:14: profiles.my.control.relay: missing required key");
+	/* "      trip: {" puts the mapping at column 13. */
+	expect_errors(MODBUS_CONTROL("      trip: { table: coil, address: 0 }\n" RESTORE RELAY), 1,
+		"t.yaml:19:13: profiles.my.control.trip.value: missing required key");
+	expect_errors(MODBUS_CONTROL("      trip: { address: 0, value: 1 }\n" RESTORE RELAY), 1,
+		"t.yaml:19:13: profiles.my.control.trip.table: missing required key");
+	expect_errors(MODBUS_CONTROL(TRIP RESTORE "      relay: { table: coil }\n"), 1,
+		"t.yaml:21:14: profiles.my.control.relay.address: missing required key");
+	/* A relay is driven by a coil or a holding register, never by a read-only table. */
+	expect_errors(MODBUS_CONTROL(
+			      "      trip: { table: discrete, address: 0x0000, value: 1 }\n" RESTORE
+				      RELAY),
+		1,
+		"t.yaml:19:22: profiles.my.control.trip.table: \"discrete\" is not one of coil or "
+		"holding");
+	expect_errors(
+		MODBUS_CONTROL(
+			"      trip: { table: coil, address: 0x0000, value: 2 }\n" RESTORE RELAY),
+		1, "t.yaml:19:52: profiles.my.control.trip.value: a coil is 0 or 1, not 2");
+	expect_errors(
+		MODBUS_CONTROL(
+			"      trip: { table: coil, address: 0x10000, value: 1 }\n" RESTORE RELAY),
+		1,
+		"t.yaml:19:37: profiles.my.control.trip.address: 0x10000 is out of range (0 to "
+		"65535)");
+	expect_errors(
+		MODBUS_CONTROL(TRIP
+			"      restore: { table: holding, address: 0x0010, value: 65536 }\n" RELAY),
+		1,
+		"t.yaml:20:58: profiles.my.control.restore.value: 65536 is out of range (0 to "
+		"65535)");
+	expect_errors(MODBUS_CONTROL(TRIP RESTORE
+			      "      relay: { table: discrete, address: 0x0005, open_when: 2 }\n"),
+		1,
+		"t.yaml:21:61: profiles.my.control.relay.open_when: a discrete input reads 0 or "
+		"1, not 2");
+	expect_errors(MODBUS_CONTROL(TRIP RESTORE
+			      "      relay: { table: coil, address: 0x0005, open_when: 2 }\n"),
+		1, "t.yaml:21:57: profiles.my.control.relay.open_when: a coil reads 0 or 1, not 2");
+	/* The other protocol's keys, named. */
+	expect_errors(MODBUS_CONTROL(TRIP RESTORE RELAY "      password: \"000000\"\n"
+							"      esam: true\n"),
+		2,
+		"t.yaml:22:7: profiles.my.control.password: 'password' is a DL/T 645 control key; "
+		"this profile reads Modbus",
+		"t.yaml:23:7: profiles.my.control.esam: 'esam' is a DL/T 645 control key; this "
+		"profile reads Modbus");
+}
+
+/* A meter's own control keys over its profile's, field by field. */
+static void test_meter_control_override(void **state)
+{
+	// clang-format off
+	static const char text[] =
+		HEAD DLT_BUS                                                                           /* 1-12 */
+		DLT_METER("m-1", "000000000001", "d", "")                                              /* 13 */
+		DLT_METER("m-2", "000000000002", "d", ", control: { password: \"222222\" }")          /* 14 */
+		DLT_METER("m-3", "000000000003", "d", ", control: { password_level: 98, esam: true, "
+			"close: direct, operator: \"FFFFFFFF\" }")                                     /* 15 */
+		DLT_METER("m-4", "000000000004", "dlt645-single-phase", "")                            /* 16 */
+		DLT_METER("m-5", "000000000005", "dlt645-single-phase",
+			", control: { password: \"333333\" }")                                         /* 17 */
+		DLT_METER("m-6", "000000000006", "dlt645-single-phase", ", control: {}")               /* 18 */
+		"profiles:\n  d:\n    points: [ { di: \"00010000\" } ]\n"                               /* 19-21 */
+		"    control: { password_level: 4, password: \"111111\", operator: \"0000000A\", "
+		"close: permit }\n";                                                                    /* 22 */
+	// clang-format on
+	static const uint8_t pw1[3] = {0x11, 0x11, 0x11}, pw2[3] = {0x22, 0x22, 0x22},
+			     pw3[3] = {0x33, 0x33, 0x33}, zero[4] = {0};
+	static const uint8_t op_a[4] = {0x0A, 0, 0, 0}, op_f[4] = {0xFF, 0xFF, 0xFF, 0xFF};
+	struct mh_config *cfg = expect_ok(text);
+	const struct mh_meter_config *m = cfg->buses[0].meters;
+
+	/* m-1: the profile's, as it is. */
+	assert_true(m[0].has_control);
+	assert_int_equal(m[0].control.level, 4);
+	assert_memory_equal(m[0].control.password, pw1, 3);
+	assert_memory_equal(m[0].control.operator_code, op_a, 4);
+	assert_int_equal(m[0].control.close, MH_CLOSE_PERMIT);
+	assert_false(m[0].control.esam);
+	/* m-2: its own password, the rest the profile's. */
+	assert_true(m[1].has_control);
+	assert_int_equal(m[1].control.level, 4);
+	assert_memory_equal(m[1].control.password, pw2, 3);
+	assert_memory_equal(m[1].control.operator_code, op_a, 4);
+	assert_int_equal(m[1].control.close, MH_CLOSE_PERMIT);
+	/* m-3: four fields of its own, the profile's password. */
+	assert_int_equal(m[2].control.level, 98);
+	assert_memory_equal(m[2].control.password, pw1, 3);
+	assert_memory_equal(m[2].control.operator_code, op_f, 4);
+	assert_int_equal(m[2].control.close, MH_CLOSE_DIRECT);
+	assert_true(m[2].control.esam);
+	/* The profile itself is untouched by its meters. */
+	assert_memory_equal(dlt645_control(cfg, "d")->password, pw1, 3);
+	assert_false(dlt645_control(cfg, "d")->esam);
+	/* m-4: a built-in profile without control, and no control of its own. */
+	assert_false(m[3].has_control);
+	/* m-5 and m-6: the meter's control alone makes it controllable, over the defaults. */
+	assert_true(m[4].has_control);
+	assert_int_equal(m[4].control.level, 2);
+	assert_memory_equal(m[4].control.password, pw3, 3);
+	assert_memory_equal(m[4].control.operator_code, zero, 4);
+	assert_int_equal(m[4].control.close, MH_CLOSE_DIRECT);
+	assert_true(m[5].has_control);
+	assert_int_equal(m[5].control.level, 2);
+	assert_memory_equal(m[5].control.password, zero, 3);
+	mh_config_free(cfg);
+}
+
+static void test_meter_control_errors(void **state)
+{
+	/* On a Modbus meter, at the meter's control mapping ('{' at column 69). */
+	expect_errors(HEAD BUS
+		"      - { id: m-0001, address: 1, profile: eastron-sdm120, control: { password: "
+		"\"123456\" } }\n",
+		1,
+		"t.yaml:13:69: buses[0].meters[0].control: a meter's control gives DL/T 645 "
+		"passwords, but profile \"eastron-sdm120\" reads Modbus: a Modbus meter is "
+		"controlled by its profile's control (trip, restore, relay)");
+	/* Modbus keys belong to a profile. */
+	expect_errors(HEAD DLT_BUS DLT_METER("m-0001", "000000000001", "dlt645-single-phase",
+			      ", control: { trip: 1 }"),
+		1,
+		"t.yaml:13:89: buses[0].meters[0].control.trip: 'trip' is a Modbus control key, "
+		"which only a profile's control holds; a meter's control gives DL/T 645 passwords "
+		"(password_level, password, operator, close, esam)");
+	expect_errors(HEAD DLT_BUS DLT_METER("m-0001", "000000000001", "dlt645-single-phase",
+			      ", control: { password: \"12345\" }"),
+		1,
+		"t.yaml:13:99: buses[0].meters[0].control.password: \"12345\" is not a password (6 "
+		"decimal digits, quoted, e.g. \"000000\")");
+	expect_errors(HEAD DLT_BUS DLT_METER("m-0001", "000000000001", "dlt645-single-phase",
+			      ", control: { level: 4 }"),
+		1, "t.yaml:13:89: buses[0].meters[0].control.level: unknown key");
+	/* A meter whose profile does not exist has that one error. */
+	expect_errors(HEAD DLT_BUS DLT_METER("m-0001", "000000000001", "nope",
+			      ", control: { password: \"123456\" }"),
+		1, "t.yaml:13:9: buses[0].meters[0].profile: no profile named \"nope\"");
+}
+
+/* spec-cmd.md's config: the key file and the meter's control are %s. */
+// clang-format off
+#define CONTRACT_EXAMPLE \
+		GATEWAY MQTT SCHEDULE \
+		"commands:\n" \
+		"  hmac_key_file: %s   # required; refused if group/other can read it (mode & 077)\n" \
+		"  max_attempts: 3          # 1..10, control attempts per command\n" \
+		"  retry_backoff: 5s        # wait before attempt 2; doubles each attempt, capped at 60 s\n" \
+		"  max_skew: 300s           # |ts - now| allowed\n" \
+		"  settle: 1s               # wait after a control frame before the first read-back\n" \
+		"  confirm_within: 10s      # read-backs of one attempt stop after this\n" \
+		"  queue: 8                 # commands waiting per meter\n" \
+		"  protect_windows:         # 保电期: no trip inside; gateway local time\n" \
+		"    - { from: \"2027-02-05\", to: \"2027-02-12\" }\n" \
+		"    - { from: \"2027-06-01T08:00:00+08:00\", to: \"2027-06-01T18:00:00+08:00\" }\n" \
+		"buses:\n" \
+		"  - { name: rs485-1, device: /dev/ttyS1, protocol: dlt645, meters: [\n" \
+		"      { id: m-0001, address: \"000000000001\", profile: dlt645-x,\n" \
+		"        control: %s } ] }\n" \
+		"  - { name: rs485-2, device: /dev/ttyS2, protocol: modbus, meters: [\n" \
+		"      { id: m-0101, address: 1, profile: my-modbus } ] }\n" \
+		"profiles:\n" \
+		"  dlt645-x:\n" \
+		"    points: [ { di: \"00010000\" } ]\n" \
+		"    control: { password_level: 2, password: \"000000\", operator: \"00000000\", close: direct }  # close: direct (N1 1C) | permit (N1 1B)\n" \
+		"  my-modbus:\n" \
+		"    points: [ { name: energy_import_kwh, table: holding, address: 0x0100, type: float32 } ]\n" \
+		"    control:\n" \
+		"      trip:    { table: coil, address: 0x0000, value: 1 }     # table coil | holding\n" \
+		"      restore: { table: coil, address: 0x0000, value: 0 }\n" \
+		"      relay:   { table: discrete, address: 0x0000, open_when: 1 }  # coil | discrete | holding | input\n"
+// clang-format on
+
+/* The commands contract's config (spec-cmd.md), with a key file that exists and real points. */
+static void test_commands_contract_example(void **state)
+{
+	/* The contract writes the meter's keys as a list of names; with values they load. */
+	static const char *const meter_control[] = {
+		"{ password_level, password, operator, close }",
+		"{ password: \"000001\" }",
+	};
+	char text[4096];
+	struct mh_config *cfg;
+	const struct mh_profile *p;
+
+	snprintf(text, sizeof(text), CONTRACT_EXAMPLE, secret("key"), meter_control[0]);
+	expect_errors(text, 4,
+		"t.yaml:22:34: buses[0].meters[0].control.password_level: expected a whole number, "
+		"found nothing",
+		"t.yaml:22:44: buses[0].meters[0].control.password: expected a password, found "
+		"nothing",
+		"t.yaml:22:54: buses[0].meters[0].control.operator: expected an operator code, "
+		"found nothing",
+		"t.yaml:22:62: buses[0].meters[0].control.close: expected one of the listed words, "
+		"found nothing");
+
+	snprintf(text, sizeof(text), CONTRACT_EXAMPLE, secret("key"), meter_control[1]);
+	cfg = expect_ok(text);
+	assert_true(cfg->commands.enabled);
+	assert_int_equal(cfg->commands.n_windows, 2);
+	assert_int_equal(cfg->commands.windows[1].pos.line, 18);
+	assert_true(cfg->buses[0].meters[0].has_control);
+	assert_memory_equal(
+		cfg->buses[0].meters[0].control.password, ((const uint8_t[]){0x01, 0x00, 0x00}), 3);
+	p = mh_config_profile(cfg, "my-modbus");
+	assert_true(p->control.present);
+	assert_int_equal(p->control.relay.table, MH_MODBUS_DISCRETE);
+	assert_true(cfg->buses[1].meters[0].has_control);
+	mh_config_free(cfg);
 }
 
 /* ---- tariffs ---------------------------------------------------------- */
@@ -1162,20 +2091,18 @@ static void test_double_hex_prefix_rejected(void **state)
 /* ---- the whole contract example -------------------------------------- */
 
 /*
- * DESIGN.md's config, verbatim: everything this version implements loads
- * (tariffs, seasons, a meter's tariff, the daily freeze among them), and
- * each part it does not implement yet (commands, control) is named, as are
- * the placeholder "FILE" paths.
+ * DESIGN.md's config, verbatim: everything loads (tariffs, seasons, a
+ * meter's tariff, the daily freeze, commands and the Modbus control among
+ * them) but the placeholder "FILE" paths, which are named.
  */
 static void test_design_example_verbatim(void **state)
 {
-	expect_errors(design_verbatim, 6,
+	expect_errors(design_verbatim, 5,
 		"t.yaml:7:14: mqtt.tls.ca: cannot read \"FILE\": No such file or directory",
 		"t.yaml:7:26: mqtt.tls.cert: cannot read \"FILE\": No such file or directory",
 		"t.yaml:7:37: mqtt.tls.key: cannot read \"FILE\": No such file or directory",
-		"t.yaml:19:1: commands: not supported by this version of meterhub yet; remove it",
-		"t.yaml:43:5: profiles.my-meter.control: not supported by this version of meterhub "
-		"yet; remove it",
+		"t.yaml:19:28: commands.hmac_key_file: cannot read \"FILE\": No such file or "
+		"directory",
 		/* The example's TLS block beside a tcp:// URI: it is the comment that says ssl://. */
 		"t.yaml:7:8: mqtt.tls: TLS settings, but \"tcp://127.0.0.1:1883\" does not use TLS: "
 		"the password and every reading would go in clear; write the URI as "
@@ -2218,7 +3145,21 @@ int main(void)
 		cmocka_unit_test(test_duplicate_point_names),
 		cmocka_unit_test(test_bit_points),
 		cmocka_unit_test(test_point_past_last_register),
-		cmocka_unit_test(test_unsupported_keys),
+		cmocka_unit_test(test_commands_defaults),
+		cmocka_unit_test(test_commands_values),
+		cmocka_unit_test(test_commands_ranges),
+		cmocka_unit_test(test_commands_confirm_after_settle),
+		cmocka_unit_test(test_secret_file_modes),
+		cmocka_unit_test(test_protect_windows),
+		cmocka_unit_test(test_window_resolve),
+		cmocka_unit_test(test_commands_loaded_and_live),
+		cmocka_unit_test(test_commands_contract_example),
+		cmocka_unit_test(test_dlt645_control),
+		cmocka_unit_test(test_dlt645_control_errors),
+		cmocka_unit_test(test_modbus_control),
+		cmocka_unit_test(test_modbus_control_errors),
+		cmocka_unit_test(test_meter_control_override),
+		cmocka_unit_test(test_meter_control_errors),
 		cmocka_unit_test(test_tariffs),
 		cmocka_unit_test(test_daily_freeze),
 		cmocka_unit_test(test_many_errors_in_one_file),
@@ -2259,5 +3200,5 @@ int main(void)
 		cmocka_unit_test(test_no_callback),
 	};
 
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return cmocka_run_group_tests(tests, secrets_setup, secrets_teardown);
 }
