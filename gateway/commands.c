@@ -464,7 +464,8 @@ static void submit(struct mh_command *cmd, enum mh_job_kind kind)
 			const struct mh_dlt645_control_config *a = &m->cfg->control;
 			time_t deadline = (time_t)(p->expires_ms / 1000);
 			ctl->how = MH_CONTROL_DLT645;
-			ctl->dlt645.auth.level = (uint8_t)a->level;
+			/* The level is written in decimal and sent as BCD (98 is 0x98). */
+			ctl->dlt645.auth.level = (uint8_t)(a->level / 10 << 4 | a->level % 10);
 			memcpy(ctl->dlt645.auth.password, a->password, sizeof(a->password));
 			memcpy(ctl->dlt645.auth.operator_code, a->operator_code,
 				sizeof(a->operator_code));
