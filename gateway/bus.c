@@ -191,6 +191,7 @@ int mh_bus_start(const struct mh_bus_config *cfg, struct mh_queue *done, struct 
 
 void mh_bus_submit(struct mh_bus *bus, struct mh_job *job, bool priority)
 {
+	job->urgent = priority;
 	uv_mutex_lock(&bus->lock);
 	mh_fifo_push(priority ? &bus->priority : &bus->scheduled, &job->node);
 	uv_cond_signal(&bus->work);

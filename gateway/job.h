@@ -104,6 +104,7 @@ struct mh_job {
 	int64_t due_ms;         /* the schedule boundary a read belongs to */
 	bool late;              /* a retry of the boundary's read, after the first failed */
 	bool canceled;          /* the bus stopped before running it */
+	bool urgent;            /* submitted as priority: runs between two frames of a read */
 	mh_job_done_fn done;
 	void *ud;
 	struct mh_reading reading; /* MH_JOB_READ; quality and error for every kind */

@@ -751,8 +751,8 @@ int mh_reader_run(struct mh_reader *reader, struct mh_job *job, const atomic_boo
 	mh_reading_clear(r);
 	job->result = 0;
 	job->err = 0;
-	/* Relay jobs are the urgent ones, and nothing overtakes them. */
-	if (job->kind == MH_JOB_CONTROL || job->kind == MH_JOB_RECALL)
+	/* Nothing overtakes an urgent job: urgent jobs keep their order. */
+	if (job->urgent)
 		reader->urgent = true;
 	switch (job->kind) {
 	case MH_JOB_READ:

@@ -30,7 +30,8 @@ void mh_reader_free(struct mh_reader *reader);
  * Called before each frame of a job that is not urgent (a read): run the
  * urgent jobs waiting, with mh_reader_run() on @reader, then return. A
  * command thus starts after at most the frame in progress, not after the
- * whole read of a meter. Urgent jobs (control, recall) never yield.
+ * whole read of a meter. Urgent jobs (job->urgent) never yield, so they
+ * keep their order.
  */
 typedef void (*mh_reader_yield_fn)(void *ud, struct mh_reader *reader);
 void mh_reader_set_yield(struct mh_reader *reader, mh_reader_yield_fn fn, void *ud);

@@ -193,13 +193,15 @@ class Rig:
         self.sims[name] = sim
         return sim
 
-    def config(self, interval='2s', points=POINTS_ONE, **commands):
+    def config(self, interval='2s', points=POINTS_ONE, health=None, **commands):
         used = {m['profile'] for b in self.buses for m in b['meters']}
         cmds = dict(COMMANDS, hmac_key_file=str(self.key_file))
         cmds.update(commands)
         cfg = gateway_config(self.tmp, self.broker.port, self.buses, interval=interval,
                              profiles={k: v for k, v in profiles(points).items() if k in used},
                              commands=cmds)
+        if health:
+            cfg['health'] = {'interval': health}
         cfg['mqtt'].update(client_id=CLIENT_ID, topic_prefix=PREFIX)
         return cfg
 
@@ -841,3 +843,95 @@ def test_burst_of_200_trips_over_two_buses(rig):
             got = n1s(sim, addr(i))
             assert got and set(got) == {N1_TRIP}, (addr(i), got)
     check_complete(everything.snapshot())
+
+
+# ---- pass-through, close-permit, alarm, bounds, health ------------------------
+
+def _bcd(n):
+    return (n // 10) << 4 | n % 10
+
+
+def _plain_block(n1, expires):
+    """The 0x1C data field a head-end would build (here unencrypted, level 02,
+    so the simulated meter can act on it): PA P0-P2 C0-C3 N1 N2 and the
+    deadline ss mm hh DD MM YY in the meters' local time; hex, without the
+    link's +33H, which the gateway adds like for any data field."""
+    t = dt.datetime.fromtimestamp(expires, zoneinfo.ZoneInfo(TZNAME))
+    field = bytes([0x02, 0, 0, 0, 0, 0, 0, 0, n1, 0]) + bytes(
+        _bcd(v) for v in (t.second, t.minute, t.hour, t.day, t.month, t.year % 100))
+    return field.hex().upper()
+
+
+def test_block_pass_through_close_permit_and_alarm(rig):
+    sim = rig.dlt645_bus('b645', [
+        {'id': 'm-1', 'address': addr(1)},
+        {'id': 'm-2', 'address': addr(2)}])
+    rig.buses[0]['meters'][0]['control'] = {'close': 'permit'}
+    rig.buses[0]['meters'][1]['control'] = {'esam': True}
+    rig.start()
+
+    # A meter with an ESAM takes only the head-end's block ...
+    r = rig.run('c-plain', 'm-2', 'trip')
+    assert (r['state'], r['reason']) == ('rejected', 'unsupported'), r
+    assert not sim.control_frames(addr(2))
+    # ... which goes to the meter byte for byte, signed with the command.
+    expires = time.time() + 3600
+    block = _plain_block(N1_TRIP, expires)
+    r = rig.run('c-block', 'm-2', 'trip', block=block, expires=expires)
+    assert_succeeded(r, relay='open', attempts=1)
+    frames = sim.control_frames(addr(2))
+    assert len(frames) == 1
+    assert frames[0]['hex'].replace(' ', '').upper().find(
+        ''.join('%02X' % ((b + 0x33) & 0xFF) for b in bytes.fromhex(block))) > 0, frames[0]
+    # A block whose signature does not cover it is refused.
+    cmd = cmdsign.command(KEY, 'c-swapped', 'm-2', 'restore',
+                          block=_plain_block(N1_CLOSE, expires), expires=expires)
+    cmd['block'] = _plain_block(N1_TRIP, expires)
+    rig.send_raw(cmdsign.encode(cmd))
+    r = rig.wait_terminal('c-swapped')
+    assert (r['state'], r['reason']) == ('rejected', 'bad_signature'), r
+
+    # Close-permit (1BH): the meter stops holding the relay open and the
+    # customer closes it; that is success, and the result says the relay is
+    # still open.
+    assert_succeeded(rig.run('c-trip', 'm-1', 'trip'), relay='open')
+    r = rig.run('c-permit', 'm-1', 'restore')
+    assert_succeeded(r, relay='open', attempts=1)
+    assert r['commanded'] == 'closed', r
+    assert n1s(sim, addr(1)) == [N1_TRIP, 0x1B]
+
+    # The pre-trip alarm: bit 7 of status word 3.
+    assert_succeeded(rig.run('c-alarm', 'm-1', 'alarm_on'))
+    assert last_status(sim, addr(1))['prealarm'] is True
+    assert_succeeded(rig.run('c-quiet', 'm-1', 'alarm_off'))
+    assert n1s(sim, addr(1))[-2:] == [0x2A, 0x2B]
+
+
+def test_queue_bound_expiry_while_queued_and_health(rig):
+    rig.dlt645_bus('b645', [{'id': 'm-1', 'address': addr(1), 'fault': {'relay_stuck': True}}])
+    health = rig.subscriber_factory(rig.broker.port, PREFIX + '/health', client_id='test-health')
+    rig.start(queue=2, confirm_within='1s', max_attempts=2, health='1s')
+
+    now = time.time()
+    rig.send('c-long', 'm-1', 'trip')                     # runs ~3 s: stuck relay, 2 attempts
+    rig.send('c-short', 'm-1', 'trip', ts=now, expires=now + 1.5)   # expires while it waits
+    r = rig.run('c-full', 'm-1', 'trip')                  # a third one does not fit
+    assert (r['state'], r['reason']) == ('rejected', 'queue_full'), r
+    assert rig.wait_terminal('c-long')['state'] == 'failed'
+    r = rig.wait_terminal('c-short')
+    assert (r['state'], r['reason'], r['attempts']) == ('expired', 'expired', 0), r
+    assert rig.states('c-short') == ['accepted', 'expired']
+
+    # Garbage is counted in health by reason.
+    for i in range(3):
+        rig.send_raw(b'not json %d' % i)
+    rig.send('c-forged', 'm-1', 'trip', sig='00' * 32)
+
+    def counted():
+        snaps = [p for _, p, _ in health.snapshot(PREFIX + '/health') if isinstance(p, dict)]
+        c = snaps[-1].get('commands', {}) if snaps else {}
+        rej = c.get('rejected', {})
+        return rej.get('malformed') == 3 and rej.get('bad_signature') == 1 and \
+            rej.get('queue_full') == 1 and c.get('expired') == 1 and c.get('failed') == 1 and c
+    c = rig.wait(counted, 30, 'health to count the commands')
+    assert c['accepted'] == 2 and c['active'] == 0, c
