@@ -428,15 +428,15 @@ static void submit(struct mh_command *cmd, enum mh_job_kind kind)
 	struct mh_meter *m = cmd->meter;
 	struct mh_job *job = mh_job_new(kind, m, m->slot, on_job_done, cmd);
 
+	cmd->phase = kind == MH_JOB_RECALL ? PH_RECALL : PH_CONTROL;
 	if (!job) {
-		/* Try again shortly rather than lose the command. */
-		wait_then_run(cmd, cmd->phase, 100);
+		/* Try again shortly rather than lose the command (run() submits it again). */
+		uv_timer_start(&cmd->timer, on_timer, 100, 0);
 		return;
 	}
 	if (kind == MH_JOB_RECALL) {
 		const struct mh_modbus_relay_config *r = &m->cfg->profile->control.relay;
 		job->relay_point = (struct mh_relay_point){ r->table, r->address, r->open_when };
-		cmd->phase = PH_RECALL;
 	} else {
 		struct mh_control *ctl = &job->control;
 		const struct mh_cmd *p = &cmd->cmd;
@@ -475,7 +475,6 @@ static void submit(struct mh_command *cmd, enum mh_job_kind kind)
 			/* The meter ignores the command after its deadline, in its own (local) time. */
 			localtime_r(&deadline, &ctl->dlt645.deadline);
 		}
-		cmd->phase = PH_CONTROL;
 	}
 	mh_bus_submit(m->bus, job, true);
 }
@@ -899,7 +898,8 @@ static int load_journal(struct mh_commands *c)
 	if (rc < 0)
 		return rc;
 	rc = mh_db_error(mdb_cursor_open(txn, c->journal, &cur));
-	for (int g = rc ? MDB_NOTFOUND : mdb_cursor_get(cur, &k, &v, MDB_FIRST); g == 0;
+	bool open = rc == 0;
+	for (int g = open ? mdb_cursor_get(cur, &k, &v, MDB_FIRST) : MDB_NOTFOUND; g == 0;
 		g = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
 		const uint8_t *row = v.mv_data;
 		struct mh_command *cmd, **grown;
@@ -942,7 +942,7 @@ static int load_journal(struct mh_commands *c)
 		cmd->phase = PH_WAITING;
 		c->resume[c->n_resume++] = cmd;
 	}
-	if (!rc)
+	if (open)
 		mdb_cursor_close(cur);
 	mh_db_read_end(txn);
 	if (c->n_resume)
