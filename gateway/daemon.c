@@ -52,6 +52,9 @@ struct mh_daemon {
 	struct mh_clock clock;
 	struct mh_notify notify;
 	bool clock_waited; /* the clock was not set at some point since start */
+	bool started_told; /* the gateway_started event is stored */
+	struct mh_bus_port *ports_seen; /* per bus, as the last look found them */
+	int64_t *port_down_since;       /* per bus, monotonic ms, 0 while open */
 	int64_t next_boundary;
 	int64_t started_mono;
 	bool stopping;
@@ -144,6 +147,96 @@ static void clock_step_event(struct mh_daemon *d, int64_t step, int64_t now, boo
 	commit(d);
 }
 
+/* Once the clock can be trusted: that the gateway started, and how the last run ended. */
+static void started_event(struct mh_daemon *d, int64_t now)
+{
+	static const char *const last[] = {
+		[MH_DB_NEW] = "new_store",
+		[MH_DB_CLEAN] = "clean",
+		[MH_DB_UNCLEAN] = "unclean",
+	};
+	cJSON *obj;
+
+	if (d->started_told)
+		return;
+	d->started_told = true;
+	obj = mh_records_event(d->outbox, "gateway_started", now);
+	cJSON_AddStringToObject(obj, "version", MH_VERSION);
+	/* unclean: killed, crashed or a power cut; the head-end sees it. */
+	cJSON_AddStringToObject(obj, "last_stop", last[mh_db_last_stop(d->db)]);
+	cJSON_AddNumberToObject(obj, "uptime_s",
+		(double)((mh_clock_mono_ms() - d->started_mono) / 1000));
+	mh_records_store(d->outbox, MH_RECORD_EVENT, "event", obj, now);
+	commit(d);
+}
+
+static double backlog_records(struct mh_daemon *d)
+{
+	struct mh_outbox_stats st;
+
+	return mh_outbox_stats(d->outbox, &st) == 0 ? (double)st.records : 0;
+}
+
+/* The broker went away or came back: stored like any record, so it reaches the head-end. */
+static void on_link(void *ud, bool up, int64_t outage_ms)
+{
+	struct mh_daemon *d = ud;
+	int64_t now = mh_clock_wall_ms();
+	cJSON *obj;
+
+	if (!d->clock.set)
+		return;
+	obj = mh_records_event(d->outbox, up ? "broker_back" : "broker_lost", now);
+	if (up)
+		cJSON_AddNumberToObject(obj, "outage_s", (double)outage_ms / 1000.0);
+	cJSON_AddNumberToObject(obj, "backlog", backlog_records(d));
+	mh_records_store(d->outbox, MH_RECORD_EVENT, "event", obj, now);
+	commit(d);
+}
+
+/* A port that closed or opened since the last look gives an event. */
+static void watch_ports(struct mh_daemon *d, int64_t now)
+{
+	for (size_t b = 0; b < d->cfg->n_buses; b++) {
+		struct mh_bus_port port, *seen = &d->ports_seen[b];
+		const struct mh_bus_config *bc = &d->cfg->buses[b];
+		bool lost, back;
+		cJSON *obj;
+
+		if (!d->buses[b])
+			continue;
+		mh_bus_port(d->buses[b], &port);
+		/*
+		 * Down: closed with an error (also a port that never opened), or
+		 * lost and reopened between two looks; back: open after that.
+		 */
+		lost = (!port.open && port.last_error && !d->port_down_since[b]) ||
+			(port.open && port.losses > seen->losses);
+		back = port.open && (lost || d->port_down_since[b]);
+		if (lost) {
+			d->port_down_since[b] = mh_clock_mono_ms();
+			obj = mh_records_event(d->outbox, "bus_port_lost", now);
+			cJSON_AddStringToObject(obj, "bus", bc->name);
+			cJSON_AddStringToObject(obj, "device", bc->device);
+			cJSON_AddStringToObject(obj, "error",
+				port.last_error ? strerror(-port.last_error) : "port failed");
+			mh_records_store(d->outbox, MH_RECORD_EVENT, "event", obj, now);
+		}
+		if (back) {
+			obj = mh_records_event(d->outbox, "bus_port_back", now);
+			cJSON_AddStringToObject(obj, "bus", bc->name);
+			cJSON_AddStringToObject(obj, "device", bc->device);
+			cJSON_AddNumberToObject(obj, "down_s",
+				(double)(mh_clock_mono_ms() - d->port_down_since[b]) / 1000.0);
+			mh_records_store(d->outbox, MH_RECORD_EVENT, "event", obj, now);
+			d->port_down_since[b] = 0;
+		}
+		*seen = port;
+		if (lost || back)
+			commit(d);
+	}
+}
+
 /* What `systemctl status` shows while the gateway reads its meters. */
 static void notify_running(struct mh_daemon *d)
 {
@@ -207,6 +300,8 @@ static void on_tick(uv_timer_t *t)
 	int64_t now = mh_clock_wall_ms(), wait = CLOCK_CHECK_MS;
 
 	if (watch_clock(d, now)) {
+		started_event(d, now);
+		watch_ports(d, now);
 		if (now >= d->next_boundary) {
 			/* Label reads with the boundary they are made in, never an older one. */
 			int64_t boundary = mh_schedule_current(now, interval);
@@ -346,6 +441,8 @@ static void free_daemon(struct mh_daemon *d)
 	mh_health_free(d->health);
 	mh_meter_set_deinit(&d->meters);
 	free(d->buses);
+	free(d->ports_seen);
+	free(d->port_down_since);
 }
 
 int mh_daemon_run(const struct mh_config *cfg)
@@ -358,9 +455,11 @@ int mh_daemon_run(const struct mh_config *cfg)
 	d->started_mono = mh_clock_mono_ms();
 	mh_clock_init(&d->clock, mh_clock_floor_ms(), CLOCK_STEP_MS);
 	d->buses = calloc(cfg->n_buses + 1, sizeof(*d->buses));
+	d->ports_seen = calloc(cfg->n_buses + 1, sizeof(*d->ports_seen));
+	d->port_down_since = calloc(cfg->n_buses + 1, sizeof(*d->port_down_since));
 	d->health = mh_health_new(cfg);
 	rc = mh_meter_set_init(&d->meters, cfg);
-	if (rc || !d->buses || !d->health) {
+	if (rc || !d->buses || !d->ports_seen || !d->port_down_since || !d->health) {
 		free_daemon(d);
 		return -ENOMEM;
 	}
@@ -392,6 +491,7 @@ int mh_daemon_run(const struct mh_config *cfg)
 		uv_close((uv_handle_t *)&d->done_wake, NULL);
 		goto out;
 	}
+	mh_uplink_watch(d->uplink, on_link, d);
 	for (size_t b = 0; b < cfg->n_buses; b++) {
 		rc = mh_bus_start(&cfg->buses[b], &d->done, &d->buses[b]);
 		mh_require(rc == 0);

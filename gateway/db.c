@@ -32,6 +32,7 @@ struct mh_db {
 	MDB_txn *child; /* the unit of work in progress, or NULL */
 	uint64_t next_seq, committed_next_seq, unit_next_seq;
 	bool want_sync;
+	enum mh_db_last_stop last_stop;
 	int lock_fd;
 	struct watcher watchers[MAX_WATCHERS];
 	size_t n_watchers;
@@ -162,6 +163,16 @@ static void log_reserve_failure(const struct mh_db *db, const char *what, uint64
 }
 
 /*
+ * "running" is in the meta table from the start until a clean close: found
+ * at open, the last process never closed (killed, crashed, power cut).
+ */
+static int mark_running(struct mh_db *db, MDB_txn *txn, enum mh_db_last_stop last)
+{
+	db->last_stop = last;
+	return meta_put(txn, db->meta, "running", "1", 1);
+}
+
+/*
  * A database whose main table holds named tables but no meta with our
  * magic is someone else's (or garbage): refuse it rather than write into
  * it. An empty one is new: write the magic.
@@ -191,6 +202,8 @@ static int check_schema(struct mh_db *db, MDB_txn *txn)
 			rc = meta_put(txn, db->meta, "magic", MAGIC, sizeof(MAGIC) - 1);
 		if (!rc)
 			rc = meta_put(txn, db->meta, "schema", &ver, 1);
+		if (!rc)
+			rc = mark_running(db, txn, MH_DB_NEW);
 		return mh_db_error(rc);
 	}
 	if (rc)
@@ -212,7 +225,8 @@ static int check_schema(struct mh_db *db, MDB_txn *txn)
 	}
 	if (meta_get(txn, db->meta, "next_seq", &v) == 0 && v.mv_size == 8)
 		db->next_seq = mh_db_get_be64(v.mv_data);
-	return 0;
+	return mh_db_error(mark_running(db, txn,
+		meta_get(txn, db->meta, "running", &v) == 0 ? MH_DB_UNCLEAN : MH_DB_CLEAN));
 }
 
 static int open_env(struct mh_db *db, uint64_t map)
@@ -315,6 +329,16 @@ void mh_db_close(struct mh_db *db)
 	if (!db)
 		return;
 	if (db->env) {
+		MDB_txn *txn;
+		MDB_val k = { 7, "running" };
+		/* The stop is clean: the next start says so. */
+		if (mh_db_begin(db, &txn) == 0) {
+			int rc = mdb_del(txn, db->meta, &k, NULL);
+			mh_db_end(db, txn, rc == 0);
+		}
+		/* The modules that watched commits are gone by now. */
+		db->n_watchers = 0;
+		mh_db_want_sync(db);
 		mh_db_commit(db);
 		mdb_env_close(db->env);
 	}
@@ -322,6 +346,11 @@ void mh_db_close(struct mh_db *db)
 		close(db->lock_fd);
 	free(db->path);
 	free(db);
+}
+
+enum mh_db_last_stop mh_db_last_stop(const struct mh_db *db)
+{
+	return db->last_stop;
 }
 
 const char *mh_db_path(const struct mh_db *db)

@@ -42,7 +42,10 @@ int mh_db_map_size(uint64_t data_bytes, uint64_t addressable, uint64_t *map_byte
  */
 int mh_db_open(const char *path, uint64_t data_bytes, struct mh_db **out);
 
-/* Commit what is pending, release the lock, close; NULL is a no-op. */
+/*
+ * Mark the stop clean, commit what is pending (telling no watcher: their
+ * modules are freed first), release the lock, close; NULL is a no-op.
+ */
 void mh_db_close(struct mh_db *db);
 
 /* Open (creating) the table @name; at start-up, before any write. Returns 0 or -errno. */
@@ -122,6 +125,14 @@ static inline uint64_t mh_db_get_be64(const uint8_t *p)
 
 /* LMDB's codes as negative errnos (the one place they are translated). */
 int mh_db_error(int rc);
+
+/* How the process that had the database before this one ended. */
+enum mh_db_last_stop {
+	MH_DB_NEW,     /* nobody: the store was created now */
+	MH_DB_CLEAN,   /* it closed the database */
+	MH_DB_UNCLEAN, /* it never did: killed, crashed, or the power went */
+};
+enum mh_db_last_stop mh_db_last_stop(const struct mh_db *db);
 
 /* The directory the database lives in. */
 const char *mh_db_path(const struct mh_db *db);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "log.h"
 #include "queue.h"
 #include "outbox.h"
@@ -125,6 +126,10 @@ struct mh_uplink {
 	uv_mutex_t in_lock; /* with in_cond: paho's thread waits for the loop */
 	uv_cond_t in_cond;
 	bool die_before_puback; /* test failpoint MH_FAILPOINT=before_puback */
+	/* The owner hears when the broker is lost and back (mh_uplink_watch()). */
+	void (*on_link)(void *ud, bool up, int64_t outage_ms);
+	void *link_ud;
+	int64_t down_since; /* monotonic ms; 0 while connected (or before the first try failed) */
 
 	enum state state;
 	/* Bumped on every new connection; callbacks of older ones only acknowledge. */
@@ -681,6 +686,15 @@ static void on_stop_timeout(uv_timer_t *t)
 	}
 }
 
+static void link_lost(struct mh_uplink *up)
+{
+	up->down_since = mh_clock_mono_ms();
+	if (!up->down_since)
+		up->down_since = 1;
+	if (up->on_link)
+		up->on_link(up->link_ud, false, 0);
+}
+
 /* A message on the command topic: the owner deals with it, then paho may acknowledge it. */
 static void handle_message(struct mh_uplink *up, struct event *ev)
 {
@@ -705,6 +719,13 @@ static void handle_event(struct mh_uplink *up, struct event *ev)
 		commit_acks(up);
 		up->cursor = 0;
 		publish_status(up, up->online);
+		/* Told only now: what the owner stores then goes out after the rewind. */
+		if (up->down_since) {
+			int64_t outage = mh_clock_mono_ms() - up->down_since;
+			up->down_since = 0;
+			if (up->on_link)
+				up->on_link(up->link_ud, true, outage);
+		}
 		/* The session keeps the subscription; ask again all the same, it costs nothing. */
 		if (up->on_inbound) {
 			struct request *rq = request_new(RQ_SUBSCRIBE, up->gen, NULL, NULL, 0);
@@ -719,6 +740,8 @@ static void handle_event(struct mh_uplink *up, struct event *ev)
 			break;
 		mh_log_warn(MQTT, "cannot connect to %s (code %d); retrying in %u s", up->uri,
 			ev->code, up->backoff_ms / 1000);
+		if (!up->down_since)
+			link_lost(up);
 		schedule_reconnect(up);
 		up->backoff_ms = up->backoff_ms * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS
 								   : up->backoff_ms * 2;
@@ -735,6 +758,7 @@ static void handle_event(struct mh_uplink *up, struct event *ev)
 			return;
 		}
 		up->gen++; /* late callbacks of this connection no longer count */
+		link_lost(up);
 		schedule_reconnect(up);
 		break;
 	case EV_PUBACK:
@@ -928,6 +952,13 @@ int mh_uplink_publish_volatile(struct mh_uplink *up, const char *subtopic, const
 		return -ENOTCONN;
 	snprintf(topic, sizeof(topic), "%s/%s", up->cfg->mqtt.topic_prefix, subtopic);
 	return publish(up, topic, payload, strlen(payload), 0, retained, 0);
+}
+
+void mh_uplink_watch(struct mh_uplink *up, void (*fn)(void *ud, bool up, int64_t outage_ms),
+	void *ud)
+{
+	up->on_link = fn;
+	up->link_ud = ud;
 }
 
 bool mh_uplink_connected(const struct mh_uplink *up)

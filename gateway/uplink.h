@@ -61,6 +61,14 @@ void mh_uplink_pump(struct mh_uplink *up);
 int mh_uplink_publish_volatile(struct mh_uplink *up, const char *subtopic, const char *payload,
 	bool retained);
 
+/*
+ * Call @fn(@ud, false, 0) when the connection is lost (or the first
+ * connect fails) and @fn(@ud, true, outage) when it is back, with how long
+ * it was down (monotonic ms).
+ */
+void mh_uplink_watch(struct mh_uplink *up, void (*fn)(void *ud, bool up, int64_t outage_ms),
+	void *ud);
+
 /* Whether the broker connection is up. */
 bool mh_uplink_connected(const struct mh_uplink *up);
 

@@ -174,6 +174,15 @@ def test_replugged_adapter_is_reopened(broker, procs, gateway, timed_subscriber,
         assert bus_health(h)['port_open'] is False, \
             'health says port_open while the adapter was unplugged: %r' % bus_health(h)
     assert after and bus_health(after[-1])['port_open'] is True, after[-1:]
+
+    # The head-end hears it too, through the store: lost once, back once.
+    lost, back = ([*{p['seq']: p for p in events(sub, t)}.values()]
+                  for t in ('bus_port_lost', 'bus_port_back'))
+    assert len(lost) == 1 and len(back) == 1, (lost, back)
+    assert lost[0]['bus'] == back[0]['bus'] == cfg['buses'][0]['name'], (lost, back)
+    assert lost[0]['device'] == pty.gateway_end and lost[0]['error'], lost
+    assert lost[0]['seq'] < back[0]['seq'], (lost, back)
+    assert replugged - unplugged - 1.5 < back[0]['down_s'] < time.time() - unplugged + 1, back
     assert gw.stop() == 0
 
 

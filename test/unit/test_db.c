@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -205,6 +206,37 @@ static void test_watchers_hear_commits(void **state)
 	mh_db_close(db);
 }
 
+/* The store remembers whether its last user closed it: a power cut is visible at the next start. */
+static void test_last_stop(void **state)
+{
+	struct tmpdir *f = *state;
+	struct mh_db *db = open_ok(f->path);
+	int status;
+	pid_t pid;
+
+	assert_int_equal(mh_db_last_stop(db), MH_DB_NEW);
+	mh_db_close(db);
+	db = open_ok(f->path);
+	assert_int_equal(mh_db_last_stop(db), MH_DB_CLEAN);
+	mh_db_close(db);
+
+	/* A process that opens the store and dies without closing it. */
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct mh_db *child = NULL;
+		_exit(mh_db_open(f->path, DATA_BYTES, &child) == 0 ? 0 : 1);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	db = open_ok(f->path);
+	assert_int_equal(mh_db_last_stop(db), MH_DB_UNCLEAN);
+	mh_db_close(db);
+	db = open_ok(f->path);
+	assert_int_equal(mh_db_last_stop(db), MH_DB_CLEAN);
+	mh_db_close(db);
+}
+
 static void test_path_that_is_a_file(void **state)
 {
 	struct tmpdir *f = *state;
@@ -226,6 +258,7 @@ int main(void)
 		cmocka_unit_test(test_map_size_on_32_bit),
 		cmocka_unit_test_setup_teardown(test_undone_unit_takes_only_itself, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_watchers_hear_commits, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_last_stop, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_path_that_is_a_file, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

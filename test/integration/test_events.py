@@ -1,0 +1,73 @@
+# SPDX-License-Identifier: MIT
+"""Events an operator acts on, published through the store like every record:
+gateway_started says how the last run ended (a power cut is visible at the
+head-end), broker_lost / broker_back say how long the link was down and what
+waited meanwhile. (Port events are in test_robustness.py, with the replugged
+adapter.)"""
+
+import signal
+import time
+
+from conftest import check_complete, wait_until
+from test_store_forward import simulated_bus
+
+PREFIX = 'meterhub/gw-test'
+
+
+def events(sub, type_):
+    """Every event of @type_, once per seq, in seq order."""
+    got = {p['seq']: p for _, p, _ in sub.snapshot(PREFIX + '/event')
+           if isinstance(p, dict) and p.get('type') == type_}
+    return [got[s] for s in sorted(got)]
+
+
+def test_gateway_started_says_how_the_last_run_ended(broker, modbus_sim, gateway,
+                                                     subscriber_factory, tmp_path):
+    cfg, _ = simulated_bus(tmp_path, broker.port, modbus_sim, n_meters=1)
+    sub = subscriber_factory(broker.port, PREFIX + '/#')
+    gw = gateway(cfg)
+
+    def run_and_stop(expected, how):
+        before = len(events(sub, 'gateway_started'))
+        gw.start()
+        wait_until(lambda: len(events(sub, 'gateway_started')) > before, 15,
+                   what='a gateway_started event saying %s' % expected)
+        ev = events(sub, 'gateway_started')[-1]
+        assert ev['last_stop'] == expected, ev
+        assert ev['version'] and ev['ts'], ev
+        if how == 'kill':
+            gw.proc.kill()
+            gw.proc.wait(10)
+        else:
+            assert gw.stop() == 0
+
+    run_and_stop('new_store', 'term')
+    run_and_stop('clean', 'kill')       # SIGKILL: a power cut, as far as the store knows
+    run_and_stop('unclean', 'term')
+    run_and_stop('clean', 'term')
+    check_complete(sub.snapshot())
+
+
+def test_broker_lost_and_back_with_outage_and_backlog(broker, proxy_factory, modbus_sim,
+                                                      gateway, subscriber_factory, tmp_path):
+    proxy = proxy_factory(broker.port)
+    cfg, _ = simulated_bus(tmp_path, proxy.port, modbus_sim, n_meters=2)
+    sub = subscriber_factory(broker.port, PREFIX + '/#')
+    gw = gateway(cfg).start()
+    wait_until(lambda: sub.readings(PREFIX), 15, what='readings through the proxy')
+
+    proxy.kill()
+    down = time.time()
+    time.sleep(3)  # the outage: readings pile up in the store
+    proxy.start()
+    up = time.time()
+    wait_until(lambda: events(sub, 'broker_back'), 30, what='a broker_back event')
+    lost, back = events(sub, 'broker_lost'), events(sub, 'broker_back')
+    assert len(lost) == 1 and len(back) == 1, (lost, back)
+    assert lost[0]['seq'] < back[0]['seq'], (lost, back)
+    # Both were stored while the link was down or just back, like any record.
+    assert up - down - 1 < back[0]['outage_s'] < time.time() - down + 1, back
+    assert back[0]['backlog'] >= 2, back  # the readings of the outage waited for it
+    assert isinstance(lost[0]['backlog'], (int, float)), lost
+    assert gw.stop(signal.SIGTERM) == 0
+    check_complete(sub.snapshot())
