@@ -33,6 +33,7 @@ struct mh_db {
 	uint64_t next_seq, committed_next_seq, unit_next_seq;
 	bool want_sync;
 	enum mh_db_last_stop last_stop;
+	bool ready; /* opened whole: ours to write */
 	int lock_fd;
 	struct watcher watchers[MAX_WATCHERS];
 	size_t n_watchers;
@@ -316,6 +317,7 @@ int mh_db_open(const char *path, uint64_t data_bytes, struct mh_db **out)
 	if (rc)
 		goto fail;
 	db->committed_next_seq = db->next_seq;
+	db->ready = true;
 	*out = db;
 	return 0;
 
@@ -331,8 +333,8 @@ void mh_db_close(struct mh_db *db)
 	if (db->env) {
 		MDB_txn *txn;
 		MDB_val k = { 7, "running" };
-		/* The stop is clean: the next start says so. */
-		if (mh_db_begin(db, &txn) == 0) {
+		/* The stop is clean: the next start says so (a store refused at open is left alone). */
+		if (db->ready && mh_db_begin(db, &txn) == 0) {
 			int rc = mdb_del(txn, db->meta, &k, NULL);
 			mh_db_end(db, txn, rc == 0);
 		}
