@@ -15,6 +15,7 @@
 #include "log.h"
 #include "records.h"
 #include "schedule.h"
+#include "secret.h"
 
 /* Gateway-wide bound on accepted commands not finished (a meter has its own, commands.queue). */
 #define MAX_ACTIVE 4096
@@ -25,6 +26,8 @@
 /* Unauthenticated rejections are published at most this often (a token bucket). */
 #define REJECT_BURST 20
 #define REJECT_PER_MIN 10
+/* Room for the HMAC key. */
+#define KEY_CAP 256
 /* Journal rows past their keep time are deleted this often. */
 #define PRUNE_MS (3600 * 1000)
 
@@ -96,7 +99,7 @@ struct mh_commands {
 	void (*commit)(void *ud);
 	void *commit_ud;
 	MDB_dbi journal;
-	uint8_t key[256];
+	uint8_t *key; /* KEY_CAP bytes of secret memory (see secret.h) */
 	size_t key_len;
 	int64_t (*windows)[2];
 	size_t n_windows;
@@ -971,7 +974,12 @@ int mh_commands_open(uv_loop_t *loop, const struct mh_config *cfg, struct mh_met
 	c->commit_ud = commit_ud;
 	c->tokens = REJECT_BURST;
 	c->tokens_mono = mh_clock_mono_ms();
-	rc = mh_cmd_key_load(c->cc->hmac_key_file, c->key, sizeof(c->key), &c->key_len, err,
+	c->key = mh_secret_alloc(KEY_CAP);
+	if (!c->key) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	rc = mh_cmd_key_load(c->cc->hmac_key_file, c->key, KEY_CAP, &c->key_len, err,
 		sizeof(err));
 	if (rc < 0) {
 		mh_log_err(CMD, "%s", err);
@@ -1006,7 +1014,6 @@ int mh_commands_open(uv_loop_t *loop, const struct mh_config *cfg, struct mh_met
 	return 0;
 
 fail:
-	OPENSSL_cleanse(c->key, sizeof(c->key));
 	mh_commands_free(c);
 	return rc;
 }
@@ -1058,7 +1065,7 @@ void mh_commands_free(struct mh_commands *c)
 	}
 	free(c->resume);
 	free(c->windows);
-	OPENSSL_cleanse(c->key, sizeof(c->key));
+	mh_secret_free(c->key, KEY_CAP);
 	free(c);
 }
 

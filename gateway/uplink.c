@@ -3,17 +3,20 @@
 
 #include <MQTTAsync.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "log.h"
 #include "queue.h"
 #include "outbox.h"
 #include "schedule.h"
+#include "secret.h"
 
 #define RECONNECT_MIN_MS 1000
 #define RECONNECT_MAX_MS 30000
@@ -23,6 +26,8 @@
  */
 #define ACK_COMMIT_MS 100
 #define ACK_COMMIT_BATCH 1024
+/* Room for the broker password, in secret memory (see secret.h). */
+#define PASSWORD_CAP 512
 
 /*
  * Threads. paho runs its callbacks on its own threads holding its global
@@ -595,7 +600,7 @@ static void finish_close(uv_handle_t *h)
 	uv_mutex_destroy(&up->in_lock);
 	uv_cond_destroy(&up->in_cond);
 	free(up->uri);
-	free(up->password);
+	mh_secret_free(up->password, PASSWORD_CAP);
 	free(up);
 	if (done)
 		done(ud);
@@ -840,18 +845,27 @@ static void on_wake(uv_async_t *a)
 		mh_uplink_pump(up);
 }
 
+/* The first line of @file, in secret memory; NULL with errno set. */
 static char *read_password(const char *file)
 {
-	char buf[512];
-	FILE *f = fopen(file, "r");
+	char *pw = mh_secret_alloc(PASSWORD_CAP);
+	int fd = open(file, O_RDONLY | O_CLOEXEC);
+	ssize_t n = -1;
+	int err;
 
-	if (!f)
+	/* read(2), not stdio: no buffer of its own keeps a copy. */
+	if (pw && fd >= 0)
+		n = read(fd, pw, PASSWORD_CAP - 1);
+	err = !pw ? ENOMEM : errno;
+	if (fd >= 0)
+		close(fd);
+	if (n < 0) {
+		mh_secret_free(pw, PASSWORD_CAP);
+		errno = err;
 		return NULL;
-	if (!fgets(buf, sizeof(buf), f))
-		buf[0] = '\0';
-	fclose(f);
-	buf[strcspn(buf, "\r\n")] = '\0';
-	return strdup(buf);
+	}
+	pw[strcspn(pw, "\r\n")] = '\0';
+	return pw;
 }
 
 /* The status payloads: "started" only from a clock that was set. */
@@ -921,7 +935,7 @@ int mh_uplink_start(uv_loop_t *loop, const struct mh_config *cfg, struct mh_outb
 	/* Made here, before any thread, so a URI paho refuses fails the start. */
 	rc = create_client(up);
 	if (rc < 0) {
-		free(up->password);
+		mh_secret_free(up->password, PASSWORD_CAP);
 		free(up->uri);
 		free(up);
 		return rc;

@@ -323,6 +323,11 @@ class Rig:
 
     def close(self):
         self.pub.close()
+        # The key never reaches a log line, whatever happened.
+        if self.gw is not None and self.gw.proc is not None:
+            text = open(self.gw.proc.log_path, errors='replace').read().lower()
+            assert KEY.hex() not in text and KEY.hex()[:16] not in text, \
+                'the HMAC key appears in the daemon log'
 
 
 @pytest.fixture
