@@ -13,26 +13,37 @@
 #include "daemon.h"
 #include "dlt645_link.h"
 #include "log.h"
+#include "probe.h"
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: meterhub -c FILE [--check-config] [--log-level LEVEL | -v]\n"
+	fprintf(out, "usage: meterhub -c FILE [--check-config] [--log-level LEVEL] [-v SUBSYS]...\n"
+		     "       meterhub --probe -c FILE [--meter ID] [--log-level LEVEL] [-v SUBSYS]...\n"
 		     "       meterhub --discover DEVICE [--baud N] [--parity none|even|odd]\n"
 		     "\n"
 		     "  -c, --config FILE   the YAML configuration\n"
 		     "      --check-config  validate the configuration and exit; warn about\n"
 		     "                      devices and directories that do not exist yet\n"
+		     "      --probe         read every meter once, now, print what each said\n"
+		     "                      and exit (no broker, no store)\n"
+		     "      --meter ID      with --probe: only the meter ID\n"
 		     "      --discover DEVICE  print the address of the one DL/T 645 meter\n"
 		     "                      on DEVICE (default 2400 baud, even parity)\n"
 		     "      --log-level LEVEL  the most verbose level logged: err, warning,\n"
 		     "                      notice, info (the default) or debug\n"
-		     "  -v, --verbose       log debug messages (--log-level debug)\n"
+		     "  -v, --verbose [SUBSYS]  log everything of SUBSYS, debug included:\n"
+		     "                      main, bus, dlt645, modbus, mqtt, store, cmd,\n"
+		     "                      config, sched, clock or all (the default);\n"
+		     "                      bus, dlt645 and modbus log every frame in hex;\n"
+		     "                      may be repeated\n"
 		     "  -V, --version       print the version and exit\n"
 		     "  -h, --help          this text\n"
 		     "\n"
 		     "Exit status: 0 on a clean shutdown or a valid configuration,\n"
 		     "1 when the configuration has errors, 2 on a start-up failure\n"
-		     "(bad options, a store that cannot be opened).\n");
+		     "(bad options, a store that cannot be opened). --probe: 0 when\n"
+		     "every meter read good, 1 when one did not, 2 on a configuration\n"
+		     "error or an unknown --meter.\n");
 }
 
 /* A bad option: say which and why, then how to get help. Returns the exit status. */
@@ -134,13 +145,15 @@ int main(int argc, char **argv)
 	static const struct option options[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "check-config", no_argument, NULL, 'C' },
-		{ "verbose", no_argument, NULL, 'v' },
+		{ "verbose", optional_argument, NULL, 'v' },
 		{ "log-level", required_argument, NULL, 'L' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "discover", required_argument, NULL, 'D' },
 		{ "baud", required_argument, NULL, 'B' },
 		{ "parity", required_argument, NULL, 'P' },
+		{ "probe", no_argument, NULL, 'R' },
+		{ "meter", required_argument, NULL, 'M' },
 		{ NULL, 0, NULL, 0 },
 	};
 	static const struct {
@@ -151,15 +164,15 @@ int main(int argc, char **argv)
 		{ "even", MH_PARITY_EVEN },
 		{ "odd", MH_PARITY_ODD },
 	};
-	const char *file = NULL, *device = NULL;
+	const char *file = NULL, *device = NULL, *meter_id = NULL, *name;
 	unsigned baud = 2400;
 	enum mh_parity parity = MH_PARITY_EVEN;
-	bool check_only = false;
+	bool check_only = false, probe = false;
 	struct mh_config *cfg;
 	size_t meters = 0, i;
-	int opt, rc, level;
+	int opt, rc, level, sub;
 
-	while ((opt = getopt_long(argc, argv, "c:vVh", options, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "c:v::Vh", options, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
 			file = optarg;
@@ -168,7 +181,15 @@ int main(int argc, char **argv)
 			check_only = true;
 			break;
 		case 'v':
-			mh_log_set_level(LOG_DEBUG);
+			/* meterhub takes no operands: a word after a bare -v is its subsystem. */
+			name = optarg;
+			if (!name && optind < argc && argv[optind][0] != '-')
+				name = argv[optind++];
+			sub = name ? mh_log_sub_parse(name) : MH_LOG_SUB_COUNT;
+			if (sub < 0)
+				return bad_option("-v", "\"%s\" is not one of %s", name,
+					mh_log_sub_names);
+			mh_log_set_debug((enum mh_log_sub)sub);
 			break;
 		case 'L':
 			level = mh_log_level_parse(optarg);
@@ -185,6 +206,12 @@ int main(int argc, char **argv)
 			return 0;
 		case 'D':
 			device = optarg;
+			break;
+		case 'R':
+			probe = true;
+			break;
+		case 'M':
+			meter_id = optarg;
 			break;
 		case 'B':
 			/* strtoul() made "abc" 0, and 0 meant the default: a typo ran at 2400. */
@@ -215,15 +242,19 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	if (probe && check_only)
+		return bad_option("--probe", "cannot be combined with --check-config");
+	if (meter_id && !probe)
+		return bad_option("--meter", "is an option of --probe");
 
 	rc = mh_config_load(file, NULL, NULL, &cfg);
 	if (rc == -EINVAL) {
 		fprintf(stderr, "%s: configuration not valid; nothing was started\n", file);
-		return 1;
+		return probe ? 2 : 1;
 	}
 	if (rc < 0) {
 		fprintf(stderr, "%s: cannot read the configuration: %s\n", file, strerror(-rc));
-		return 1;
+		return probe ? 2 : 1;
 	}
 	for (size_t b = 0; b < cfg->n_buses; b++)
 		meters += cfg->buses[b].n_meters;
@@ -238,6 +269,16 @@ int main(int argc, char **argv)
 	/* Boundaries and the daily freeze follow the gateway's local time. */
 	setenv("TZ", cfg->gateway.timezone, 1);
 	tzset();
+	if (probe) {
+		rc = mh_probe_run(cfg, meter_id);
+		if (rc == -ENOENT)
+			fprintf(stderr, "meterhub: --meter: no meter \"%s\" in %s\n", meter_id,
+				file);
+		else if (rc < 0)
+			fprintf(stderr, "meterhub: --probe: %s\n", strerror(-rc));
+		mh_config_free(cfg);
+		return rc < 0 ? 2 : rc > 0 ? 1 : 0;
+	}
 	rc = mh_daemon_run(cfg);
 	mh_config_free(cfg);
 	return rc < 0 ? 2 : 0;

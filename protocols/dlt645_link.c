@@ -30,6 +30,10 @@ struct mh_dlt645_link {
 	/* The last request as it went out, to recognise its echo. */
 	uint8_t sent[MH_DLT645_MAX_FRAME];
 	size_t sent_len;
+	/* What came back in the exchange, when frames are logged (-v bus or -v dlt645). */
+	bool trace;
+	uint8_t heard[2 * MH_DLT645_MAX_FRAME];
+	size_t heard_len;
 	char device[128];
 };
 
@@ -188,6 +192,7 @@ int mh_dlt645_link_send(struct mh_dlt645_link *link, const struct mh_dlt645_fram
 	/* What is left of an earlier reply must not be taken for the next one. */
 	tcflush(link->fd, TCIFLUSH);
 	mh_dlt645_stream_reset(&link->stream);
+	mh_log_frame(MH_LOG_DLT645, link->device, "tx", link->sent, link->sent_len, NULL);
 	rc = write_all(link->fd, link->sent, link->sent_len,
 		link->response_timeout_ms + line_ms(link, link->sent_len));
 	if (rc < 0)
@@ -245,6 +250,17 @@ static bool echo_continues(struct echo *e, uint8_t b)
 	return false;
 }
 
+/* Keep what the line brought in this exchange for the frame log (echo, noise, reply). */
+static void hear(struct mh_dlt645_link *link, const uint8_t *p, size_t n)
+{
+	size_t room = sizeof(link->heard) - link->heard_len;
+
+	if (n > room)
+		n = room;
+	memcpy(link->heard + link->heard_len, p, n);
+	link->heard_len += n;
+}
+
 /* Feed @n bytes to the stream; 0 once they complete the reply to @req, else -EAGAIN. */
 static int take(struct mh_dlt645_link *link, const struct mh_dlt645_frame *req,
 	struct mh_dlt645_frame *rsp, const uint8_t *p, size_t n, bool *begun)
@@ -267,7 +283,7 @@ static int take(struct mh_dlt645_link *link, const struct mh_dlt645_frame *req,
 	return -EAGAIN;
 }
 
-int mh_dlt645_link_transact(struct mh_dlt645_link *link, const struct mh_dlt645_frame *req,
+static int exchange(struct mh_dlt645_link *link, const struct mh_dlt645_frame *req,
 	struct mh_dlt645_frame *rsp)
 {
 	struct echo echo;
@@ -321,6 +337,8 @@ int mh_dlt645_link_transact(struct mh_dlt645_link *link, const struct mh_dlt645_
 			continue;
 		}
 		last_byte = mh_serial_mono_ms();
+		if (link->trace)
+			hear(link, chunk, (size_t)n);
 		for (ssize_t i = 0; i < n; i++)
 			if (!echo_continues(&echo, chunk[i]))
 				foreign = true;
@@ -328,6 +346,30 @@ int mh_dlt645_link_transact(struct mh_dlt645_link *link, const struct mh_dlt645_
 		if (rc != -EAGAIN)
 			return rc;
 	}
+}
+
+/* What the frame log says of an exchange that brought no reply; NULL when one came. */
+static const char *outcome(int rc)
+{
+	if (rc == 0)
+		return NULL;
+	if (rc == -ETIMEDOUT)
+		return "no reply";
+	return rc == -EBADMSG ? "no valid reply" : strerror(-rc);
+}
+
+int mh_dlt645_link_transact(struct mh_dlt645_link *link, const struct mh_dlt645_frame *req,
+	struct mh_dlt645_frame *rsp)
+{
+	int rc;
+
+	link->trace = mh_log_frames_on(MH_LOG_DLT645);
+	link->heard_len = 0;
+	rc = exchange(link, req, rsp);
+	if (link->trace)
+		mh_log_frame(MH_LOG_DLT645, link->device, "rx", link->heard, link->heard_len,
+			outcome(rc));
+	return rc;
 }
 
 int mh_dlt645_link_read(struct mh_dlt645_link *link, const uint8_t addr[MH_DLT645_ADDR_LEN],

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "modbus_trace.h"
 
 struct mh_modbus_link {
 	modbus_t *ctx;
@@ -161,7 +162,7 @@ static int call_error(const struct mh_modbus_link *link, int64_t start, uint8_t 
 	return translate(err, exception);
 }
 
-int mh_modbus_link_read(struct mh_modbus_link *link, int unit, const struct mh_modbus_request *req,
+static int read_table(struct mh_modbus_link *link, int unit, const struct mh_modbus_request *req,
 	uint16_t *dst, uint8_t *exception)
 {
 	uint8_t bits[MH_MODBUS_MAX_BITS];
@@ -197,7 +198,22 @@ int mh_modbus_link_read(struct mh_modbus_link *link, int unit, const struct mh_m
 	return 0;
 }
 
-int mh_modbus_link_write(struct mh_modbus_link *link, int unit, enum mh_modbus_table table,
+int mh_modbus_link_read(struct mh_modbus_link *link, int unit, const struct mh_modbus_request *req,
+	uint16_t *dst, uint8_t *exception)
+{
+	/* Frames are logged (-v bus, -v modbus) from what libmodbus sent and accepted. */
+	bool trace = mh_log_frames_on(MH_LOG_MODBUS);
+	int rc;
+
+	if (trace)
+		mh_modbus_trace_read(link->device, unit, req);
+	rc = read_table(link, unit, req, dst, exception);
+	if (trace)
+		mh_modbus_trace_read_reply(link->device, unit, req, rc, dst, *exception);
+	return rc;
+}
+
+static int write_one(struct mh_modbus_link *link, int unit, enum mh_modbus_table table,
 	uint16_t address, uint16_t value, uint8_t *exception)
 {
 	int64_t start = mh_serial_mono_ms();
@@ -217,4 +233,19 @@ int mh_modbus_link_write(struct mh_modbus_link *link, int unit, enum mh_modbus_t
 		return -EINVAL;
 	}
 	return n < 0 ? call_error(link, start, exception) : 0;
+}
+
+int mh_modbus_link_write(struct mh_modbus_link *link, int unit, enum mh_modbus_table table,
+	uint16_t address, uint16_t value, uint8_t *exception)
+{
+	bool trace = mh_log_frames_on(MH_LOG_MODBUS);
+	int rc;
+
+	if (trace)
+		mh_modbus_trace_write(link->device, unit, table, address, value);
+	rc = write_one(link, unit, table, address, value, exception);
+	if (trace)
+		mh_modbus_trace_write_reply(link->device, unit, table, address, value, rc,
+			*exception);
+	return rc;
 }

@@ -20,10 +20,12 @@ Usage (run with Debian's python, which has python3-pymodbus and python3-serial):
   slaves that are not answered::
 
       {"t": 1700000000.12, "slave": 1, "fc": 3, "address": 0, "count": 10,
-       "answered": true, "fault": null}
+       "answered": true, "fault": null, "hex": "01030000000AC5CD", "reply": "0103..."}
 
   ``answered`` tells whether any byte was sent back, ``fault`` names the fault
-  injected into this request (null if none). Write requests also carry
+  injected into this request (null if none). ``hex`` is the request frame as
+  received (CRC included), ``reply`` the bytes sent back exactly as written,
+  faults included ("" when nothing was sent), both upper-case hex. Write requests also carry
   ``"values"``: the registers or bits (0/1) the master wrote. ``address`` and
   ``count`` are null for function codes other than 1-6, 15, 16. The writes a
   slave received are its entries with fc 5, 15 (coils) or 6, 16 (registers);
@@ -484,6 +486,7 @@ class Simulator:
         self.slaves = slaves
         self.log_file = log_file
         self.decoder = ServerDecoder()
+        self.sent = b""  # the bytes of the last reply, for the log
         self.rx = RtuReceiver(frame_gap_s(port.baudrate))
         self.stop_requested = False
         self.reload_requested = False
@@ -554,6 +557,7 @@ class Simulator:
         fc = pdu[0]
         fault = None
         answered = False
+        self.sent = b""
         if slave_id == 0:
             if fc in WRITE_FCS:
                 for slave in self.slaves.values():
@@ -569,7 +573,7 @@ class Simulator:
                 else:
                     reply_pdu = self.execute(slave, pdu, mirror=kind != "stuck_relay")
                 answered = self.send_reply(slave_id, reply_pdu, fault)
-        self.write_log(received, slave_id, pdu, answered, fault)
+        self.write_log(received, slave_id, pdu, answered, fault, frame)
 
     def execute(self, slave, pdu, mirror):
         """Run a request PDU against slave's datastore; return the reply PDU."""
@@ -610,15 +614,18 @@ class Simulator:
             return False
         self.port.write(frame)
         self.port.flush()
+        self.sent = frame
         return True
 
-    def write_log(self, received, slave_id, pdu, answered, fault):
+    def write_log(self, received, slave_id, pdu, answered, fault, frame):
         if self.log_file is None:
             return
         entry = {"t": received, "slave": slave_id, "fc": pdu[0]}
         entry.update(describe_request(pdu))
         entry["answered"] = answered
         entry["fault"] = fault["kind"] if fault else None
+        entry["hex"] = bytes(frame).hex().upper()
+        entry["reply"] = self.sent.hex().upper()
         self.log_file.write(json.dumps(entry) + "\n")
         self.log_file.flush()
 

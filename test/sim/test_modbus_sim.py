@@ -333,12 +333,21 @@ def test_sighup_reloads_values_and_faults(sim):
 
 
 def test_log_records_requests(sim):
-    sim.transact(req(1, 3, 0, 2))
+    first = sim.transact(req(1, 3, 0, 2))
     sim.transact(req(2, 3, 0, 1), wait=0.3)
     sim.transact(req(99, 4, 16, 1), wait=0.3)
-    sim.transact(rtu(struct.pack(">BBHHBH", 1, 16, 1, 1, 2, 9)))
+    last = sim.transact(rtu(struct.pack(">BBHHBH", 1, 16, 1, 1, 2, 9)))
     entries = sim.log_entries(4)
     assert all(isinstance(e.pop("t"), float) for e in entries)
+    # The frames as they were on the line: the request received, the reply sent.
+    assert [(e.pop("hex"), e.pop("reply")) for e in entries] == [
+        (req(1, 3, 0, 2).hex().upper(), registers_reply(1, 3, 17258, 0).hex().upper()),
+        (req(2, 3, 0, 1).hex().upper(), ""),
+        (req(99, 4, 16, 1).hex().upper(), ""),
+        (rtu(struct.pack(">BBHHBH", 1, 16, 1, 1, 2, 9)).hex().upper(),
+         rtu(struct.pack(">BBHH", 1, 16, 1, 1)).hex().upper()),
+    ]
+    assert (first, last) == (registers_reply(1, 3, 17258, 0), rtu(struct.pack(">BBHH", 1, 16, 1, 1)))
     assert entries == [
         {"slave": 1, "fc": 3, "address": 0, "count": 2, "answered": True, "fault": None},
         {"slave": 2, "fc": 3, "address": 0, "count": 1, "answered": False, "fault": "silent"},
