@@ -18,8 +18,16 @@
 #include "schedule.h"
 #include "secret.h"
 
-#define RECONNECT_MIN_MS 1000
-#define RECONNECT_MAX_MS 30000
+/*
+ * Reconnect delays double from the minimum to a cap short enough that
+ * publishing resumes within 2 s of the broker coming back; each is drawn
+ * from the upper half of its step, so a fleet that lost the same broker
+ * does not come back in lockstep.
+ */
+#define RECONNECT_MIN_MS 250
+#define RECONNECT_MAX_MS 2000
+/* While the broker stays away, the failure is logged this often (with a count). */
+#define CONNECT_FAIL_LOG_MS 60000
 /*
  * Deleting acknowledged records is batched: a lost deletion only means a
  * duplicate after a crash, and one commit per PUBACK would cap the drain.
@@ -140,6 +148,9 @@ struct mh_uplink {
 	/* Bumped on every new connection; callbacks of older ones only acknowledge. */
 	unsigned gen;
 	unsigned backoff_ms;
+	uint32_t jitter;          /* xorshift state for the reconnect delays */
+	unsigned failed_connects; /* since the last successful connection */
+	int64_t fail_logged;      /* monotonic ms of the last such log line */
 	unsigned in_flight;
 	uint64_t cursor; /* highest seq published on this connection */
 	bool status_pending;
@@ -501,12 +512,24 @@ static void worker_thread(void *arg)
 
 static void on_retry(uv_timer_t *t);
 
+/* This attempt's delay: half the step, plus up to another half at random. */
+static unsigned reconnect_delay(struct mh_uplink *up)
+{
+	uint32_t x = up->jitter;
+
+	x ^= x << 13;
+	x ^= x >> 17;
+	x ^= x << 5;
+	up->jitter = x;
+	return up->backoff_ms / 2 + x % (up->backoff_ms / 2 + 1);
+}
+
 static void schedule_reconnect(struct mh_uplink *up)
 {
 	if (up->stop_requested)
 		return;
 	up->state = ST_DISCONNECTED;
-	uv_timer_start(&up->retry, on_retry, up->backoff_ms, 0);
+	uv_timer_start(&up->retry, on_retry, reconnect_delay(up), 0);
 }
 
 static void connect_now(struct mh_uplink *up)
@@ -719,6 +742,7 @@ static void handle_event(struct mh_uplink *up, struct event *ev)
 		mh_log_notice(MQTT, "connected to %s", up->uri);
 		up->state = ST_CONNECTED;
 		up->backoff_ms = RECONNECT_MIN_MS;
+		up->failed_connects = 0;
 		up->in_flight = 0;
 		/* Rewind: everything not acknowledged goes out again, oldest first. */
 		commit_acks(up);
@@ -743,8 +767,13 @@ static void handle_event(struct mh_uplink *up, struct event *ev)
 	case EV_CONNECT_FAILED:
 		if (ev->gen != up->gen || up->state != ST_CONNECTING)
 			break;
-		mh_log_warn(MQTT, "cannot connect to %s (code %d); retrying in %u s", up->uri,
-			ev->code, up->backoff_ms / 1000);
+		if (!up->failed_connects++ ||
+			mh_clock_mono_ms() - up->fail_logged >= CONNECT_FAIL_LOG_MS) {
+			mh_log_warn(MQTT, "cannot connect to %s (code %d, %u tries); trying again every "
+					  "%u ms or less",
+				up->uri, ev->code, up->failed_connects, RECONNECT_MAX_MS);
+			up->fail_logged = mh_clock_mono_ms();
+		}
 		if (!up->down_since)
 			link_lost(up);
 		schedule_reconnect(up);
@@ -907,6 +936,7 @@ int mh_uplink_start(uv_loop_t *loop, const struct mh_config *cfg, struct mh_outb
 	up->cfg = cfg;
 	up->outbox = outbox;
 	up->backoff_ms = RECONNECT_MIN_MS;
+	up->jitter = (uint32_t)(uv_hrtime() ^ ((uint64_t)getpid() << 16)) | 1;
 	up->on_inbound = on_command;
 	up->inbound_ud = ud;
 	up->die_before_puback = failpoint && !strcmp(failpoint, "before_puback");

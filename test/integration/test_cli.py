@@ -180,7 +180,7 @@ def test_broker_that_cannot_be_reached_is_retried(procs, tmp_path):
     """A broker down at start is a broker that comes later: no exit."""
     cfg = gateway_config(tmp_path, closed_port(), modbus_bus(tmp_path / 'ttyUSB0'))
     gw = procs.start([meterhub_binary(), '-c', str(write_config(tmp_path, cfg))], 'meterhub')
-    wait_until(lambda: 'retrying in' in gw.log_path.read_text(), 15,
+    wait_until(lambda: 'trying again' in gw.log_path.read_text(), 15,
                what='a connection retry')
     time.sleep(2)
     assert gw.poll() is None, gw.log_path.read_text()
