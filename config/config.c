@@ -621,6 +621,11 @@ int mh_config_load_string(const char *name, const char *text, size_t len,
 	cfg->schedule.retries = UINT_MAX;
 	cfg->schedule.backfill_days = UINT_MAX;
 	cfg->schedule.backfill_at_min = UINT_MAX;
+	cfg->clock.sync = true;
+	cfg->clock.require_synced = true;
+	cfg->clock.check_every_ms = 86400000;
+	cfg->clock.max_drift_ms = 60000;
+	cfg->clock.max_correction_ms = 300000;
 	/* The commands' defaults stand also without the section; a wrong value replaces one. */
 	cfg->commands = (struct mh_commands_config){
 		.max_attempts = 3,

@@ -213,6 +213,14 @@ struct mh_config {
 	struct {
 		unsigned interval_ms; /* how often health is published (key "health.interval") */
 	} health;
+	/* Meter clocks (DL/T 645): read, reported when off, set by broadcast time. */
+	struct {
+		bool sync;                  /* key "clock.sync": broadcast time when a meter drifts */
+		unsigned check_every_ms;    /* key "clock.check_every": each meter's clock read */
+		unsigned max_drift_ms;      /* key "clock.max_drift": beyond it, clock_drift */
+		unsigned max_correction_ms; /* key "clock.max_correction": meters refuse more */
+		bool require_synced;        /* key "clock.require_synced": only from an NTP-synced clock */
+	} clock;
 	/* Filled with the defaults also when the section is absent (enabled false). */
 	struct mh_commands_config commands;
 	struct mh_bus_config *buses;

@@ -1199,6 +1199,19 @@ static const struct key_spec health_keys[] = {
 	{ NULL, NULL, 0, 0, NULL },
 };
 
+static const struct uint_range range_clock_check = { 10000, 7 * 86400000u };
+static const struct uint_range range_clock_drift = { 1000, 3600000 };
+
+static const struct key_spec clock_keys[] = {
+	{ "sync", &t_bool, CFG(clock.sync), KEY_LIVE, NULL },
+	{ "check_every", &t_duration, CFG(clock.check_every_ms), KEY_LIVE, &range_clock_check },
+	{ "max_drift", &t_duration, CFG(clock.max_drift_ms), KEY_LIVE, &range_clock_drift },
+	{ "max_correction", &t_duration, CFG(clock.max_correction_ms), KEY_LIVE,
+		&range_clock_drift },
+	{ "require_synced", &t_bool, CFG(clock.require_synced), KEY_LIVE, NULL },
+	{ NULL, NULL, 0, 0, NULL },
+};
+
 #define POINT(field) offsetof(struct mh_point, field)
 static const struct key_spec point_keys[] = {
 	{ "name", &t_name, POINT(name), KEY_LIVE, NULL },
@@ -1334,6 +1347,7 @@ static const struct key_spec root_keys[] = {
 	{ "mqtt", &t_map, 0, KEY_REQUIRED | KEY_LIVE, mqtt_keys },
 	{ "schedule", &t_map, 0, KEY_REQUIRED | KEY_LIVE, schedule_keys },
 	{ "health", &t_map, 0, KEY_LIVE, health_keys },
+	{ "clock", &t_map, 0, KEY_LIVE, clock_keys },
 	{ "tariff", &t_tariff, 0, KEY_LIVE, NULL },
 	{ "tariffs", &t_tariffs, 0, KEY_LIVE, NULL },
 	{ "commands", &t_commands, 0, KEY_LIVE, commands_keys },

@@ -11,6 +11,7 @@
 
 #include "bus.h"
 #include "clock.h"
+#include "clocksync.h"
 #include "collect.h"
 #include "commands.h"
 #include "db.h"
@@ -40,6 +41,7 @@ struct mh_daemon {
 	struct mh_tables *tables;
 	struct mh_collect *collect;
 	struct mh_commands *commands; /* NULL without a commands section */
+	struct mh_clocksync *clocksync;
 	struct mh_uplink *uplink;
 	struct mh_meter_set meters;
 	struct mh_bus **buses;
@@ -316,6 +318,9 @@ static void on_tick(uv_timer_t *t)
 		int64_t retry = mh_collect_tick(d->collect, now);
 		if (retry && retry - now < wait)
 			wait = retry - now;
+		int64_t clock_due = mh_clocksync_tick(d->clocksync, now);
+		if (clock_due && clock_due - now < wait)
+			wait = clock_due - now;
 	}
 	/* Re-armed from the wall clock each time, so timer drift never accumulates. */
 	uv_timer_start(&d->tick, on_tick, (uint64_t)(wait > 0 ? wait : 1), 0);
@@ -382,6 +387,7 @@ static void stop(struct mh_daemon *d)
 		d->buses[b] = NULL;
 	}
 	drain_done(d);
+	mh_clocksync_stop(d->clocksync);
 	/* Commands still arriving are journaled and run at the next start. */
 	mh_commands_stop(d->commands);
 	mh_uplink_stop(d->uplink, STOP_FLUSH_MS, on_uplink_closed, d);
@@ -434,6 +440,7 @@ static int open_store(struct mh_daemon *d)
 static void free_daemon(struct mh_daemon *d)
 {
 	mh_commands_free(d->commands);
+	mh_clocksync_free(d->clocksync);
 	mh_collect_free(d->collect);
 	mh_tables_free(d->tables);
 	mh_outbox_free(d->outbox);
@@ -498,6 +505,7 @@ int mh_daemon_run(const struct mh_config *cfg)
 	}
 	for (size_t i = 0; i < d->meters.n; i++)
 		d->meters.meters[i].bus = d->buses[d->meters.meters[i].bus_index];
+	mh_require(mh_clocksync_new(cfg, &d->meters, d->outbox, &d->clocksync) == 0);
 
 	uv_timer_init(&d->loop, &d->tick);
 	d->tick.data = d;

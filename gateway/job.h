@@ -24,6 +24,8 @@ enum mh_job_kind {
 	MH_JOB_FROZEN, /* DL/T 645: a daily freeze the meter kept, and the one before it */
 	MH_JOB_CONTROL, /* a relay command: one control frame (or write), no read-back */
 	MH_JOB_RECALL,  /* read the relay state back (召测) */
+	MH_JOB_CLOCK,   /* DL/T 645: read the meter's clock (date, then time) */
+	MH_JOB_TIME_BROADCAST, /* DL/T 645: broadcast the gateway's time (0x08, no reply) */
 };
 
 enum mh_quality {
@@ -114,6 +116,8 @@ struct mh_job {
 	struct mh_control control;   /* MH_JOB_CONTROL */
 	struct mh_relay_point relay_point; /* MH_JOB_RECALL, Modbus */
 	struct mh_relay relay;	     /* MH_JOB_RECALL */
+	/* MH_JOB_CLOCK: the meter's clock, and the wall time it was read at (mid-exchange). */
+	int64_t meter_clock_ms, clock_read_at_ms;
 	unsigned back;             /* MH_JOB_FROZEN: the freeze n days back, 1 = the last */
 	unsigned attempt;          /* MH_JOB_FROZEN: tries of this job made before */
 	struct mh_frozen frozen[2]; /* MH_JOB_FROZEN: freezes back and back + 1 */

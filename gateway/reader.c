@@ -735,6 +735,80 @@ static int run_recall(struct mh_reader *rd, struct mh_job *job, const atomic_boo
 	return rc == -ENODEV || rc == -ECANCELED ? rc : 0;
 }
 
+/* ---- meter clocks (DL/T 645) ------------------------------------------------ */
+
+/*
+ * The meter's date (04000101) and time (04000102). The time is read last
+ * and stamped with the middle of its exchange; a date that changed in
+ * between (midnight) makes the read start over once.
+ */
+static int read_clock(struct mh_reader *rd, struct mh_job *job, const atomic_bool *stop)
+{
+	const struct mh_meter_config *m = &rd->bus->meters[job->slot];
+	struct mh_reading *r = &job->reading;
+	struct tm date, tod, again;
+	int rc = 0;
+
+	if (!rd->dlt645) {
+		fail(r, MH_QUALITY_ERROR, "meter clocks are read from DL/T 645 meters only");
+		return 0;
+	}
+	for (int attempt = 0; attempt < 2; attempt++) {
+		int64_t sent;
+		rc = read_di(rd, m, 0x04000101u, r, stop);
+		if (!rc && (rc = mh_dlt645_di_decode_time(0x04000101u, rd->reply.data, rd->reply.len,
+				    &date)) < 0)
+			fail(r, MH_QUALITY_ERROR, "undecodable meter date: %s", strerror(-rc));
+		if (rc)
+			break;
+		sent = mh_clock_wall_ms();
+		rc = read_di(rd, m, 0x04000102u, r, stop);
+		job->clock_read_at_ms = (sent + mh_clock_wall_ms()) / 2;
+		if (!rc && (rc = mh_dlt645_di_decode_time(0x04000102u, rd->reply.data, rd->reply.len,
+				    &tod)) < 0)
+			fail(r, MH_QUALITY_ERROR, "undecodable meter time: %s", strerror(-rc));
+		if (rc)
+			break;
+		/* Just after the meter's midnight the date read is a day old: read it again. */
+		if (tod.tm_hour == 0 && tod.tm_min == 0 && tod.tm_sec < 10 && attempt == 0)
+			continue;
+		again = date;
+		again.tm_hour = tod.tm_hour;
+		again.tm_min = tod.tm_min;
+		again.tm_sec = tod.tm_sec;
+		again.tm_isdst = -1;
+		/* Meters keep local time. */
+		job->meter_clock_ms = (int64_t)mktime(&again) * 1000;
+		break;
+	}
+	job->result = rc;
+	return rc == -ENODEV || rc == -ECANCELED ? rc : 0;
+}
+
+/* Broadcast time: the gateway's local time as the frame goes out. No meter answers. */
+static int broadcast_time(struct mh_reader *rd, struct mh_job *job)
+{
+	struct mh_dlt645_frame f;
+	struct tm local;
+	time_t now;
+	int rc;
+
+	if (!rd->dlt645) {
+		fail(&job->reading, MH_QUALITY_ERROR, "broadcast time is for DL/T 645 buses");
+		job->result = -EINVAL;
+		return 0;
+	}
+	before_frame(rd, &job->reading);
+	now = (time_t)((mh_clock_wall_ms() + 500) / 1000);
+	localtime_r(&now, &local);
+	rc = mh_dlt645_build_broadcast_time(&f, &local);
+	if (rc == 0)
+		rc = mh_dlt645_link_send(rd->dlt645, &f);
+	rd->last_frame_ms = mh_clock_mono_ms();
+	job->clock_read_at_ms = (int64_t)now * 1000;
+	return settle_result(rd, job, rc, "the broadcast time");
+}
+
 void mh_reader_set_yield(struct mh_reader *reader, mh_reader_yield_fn fn, void *ud)
 {
 	reader->yield = fn;
@@ -766,6 +840,12 @@ int mh_reader_run(struct mh_reader *reader, struct mh_job *job, const atomic_boo
 		break;
 	case MH_JOB_RECALL:
 		rc = run_recall(reader, job, stop);
+		break;
+	case MH_JOB_CLOCK:
+		rc = read_clock(reader, job, stop);
+		break;
+	case MH_JOB_TIME_BROADCAST:
+		rc = broadcast_time(reader, job);
 		break;
 	}
 	reader->urgent = urgent;

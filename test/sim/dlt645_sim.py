@@ -96,6 +96,8 @@ Meter keys (default in brackets):
   frequency_hz [50.0]; phase_share [null -> equal over phases with U>0];
   current_a [null -> derived P/(U*PF)] number or [A,B,C] (sign follows P)
   clock_offset_s [0] meter clock = host local time + offset
+  max_broadcast_correction_s [300] a broadcast time (08H) that would move the
+      clock by more is ignored (logged as a "note"); null: any is taken
   tariff_schedule [[["00:00",4],["08:00",3],["10:00",2],["11:00",1],
       ["13:00",3],["18:00",2],["21:00",3],["23:00",4]]]  (1 sharp 尖, 2 peak 峰,
       3 flat 平, 4 valley 谷); start times, wrapping over midnight.
@@ -211,7 +213,8 @@ DEFAULT_METER = {
     "import_kwh": 0, "export_kwh": 0, "combination_word": 0x05,
     "voltage_v": 220.0, "power_factor": 1.0, "frequency_hz": 50.0,
     "phase_share": None, "current_a": None,
-    "clock_offset_s": 0.0, "tariff_schedule": DEFAULT_SCHEDULE,
+    "clock_offset_s": 0.0, "max_broadcast_correction_s": 300,
+    "tariff_schedule": DEFAULT_SCHEDULE,
     "freeze_history_days": 7, "counter_max_kwh": None,
     "password_level": 2, "password": "000000",
     "trip_delay_s": 0.0, "auto_button_after_s": None,
@@ -1146,6 +1149,13 @@ class Simulator:
         except (TypeError, ValueError):
             return
         for m in meters:
+            # Meters refuse a broadcast correction beyond their limit (about
+            # 5 minutes in the field): the clock stays as it was.
+            limit = m.cfg["max_broadcast_correction_s"]
+            if limit is not None and abs(target.timestamp() - now - m.offset) > limit:
+                self.log({"dir": "note", "addr": m.addr_str,
+                          "note": "broadcast time refused: correction beyond %s s" % limit})
+                continue
             m.set_clock(target, now)
 
     def respond(self, m, f, rep, now, fault=None):
