@@ -393,21 +393,61 @@ static void stop(struct mh_daemon *d)
 	mh_uplink_stop(d->uplink, STOP_FLUSH_MS, on_uplink_closed, d);
 }
 
+/* Each error line of a config file that did not load, for the config_rejected event. */
+static void collect_error(void *ud, const char *line)
+{
+	cJSON *errors = ud;
+
+	mh_log_err(CONFIG, "%s", line);
+	if (cJSON_GetArraySize(errors) < 32)
+		cJSON_AddItemToArray(errors, cJSON_CreateString(line));
+}
+
+/*
+ * SIGHUP. Reloading in place is not implemented yet: the file is checked
+ * and the running configuration kept either way, and a config_rejected
+ * event says so (with the file's errors, or that a restart applies it).
+ */
+static void reload(struct mh_daemon *d)
+{
+	int64_t now = mh_clock_wall_ms();
+	cJSON *errors = cJSON_CreateArray(), *obj;
+	struct mh_config *fresh = NULL;
+	int rc = errors ? mh_config_load(d->cfg->file, collect_error, errors, &fresh) : -ENOMEM;
+
+	if (rc == 0)
+		mh_log_warn(CONFIG, "SIGHUP: %s is valid, but reloading is not supported yet; "
+				    "restart meterhub to apply it",
+			d->cfg->file);
+	else
+		mh_log_err(CONFIG, "SIGHUP: %s has errors (above); keeping the running configuration",
+			d->cfg->file);
+	mh_config_free(fresh);
+	if (!d->clock.set) {
+		cJSON_Delete(errors);
+		return;
+	}
+	obj = mh_records_event(d->outbox, "config_rejected", now);
+	cJSON_AddStringToObject(obj, "file", d->cfg->file);
+	if (rc == 0) {
+		cJSON_AddStringToObject(obj, "reason",
+			"reloading is not implemented yet: restart meterhub to apply the file");
+		cJSON_Delete(errors);
+	} else {
+		cJSON_AddStringToObject(obj, "reason", rc == -EINVAL ? "the file has errors"
+								     : strerror(-rc));
+		cJSON_AddItemToObject(obj, "errors", errors);
+	}
+	mh_records_store(d->outbox, MH_RECORD_EVENT, "event", obj, now);
+	commit(d);
+}
+
 static void on_signal(uv_signal_t *s, int signum)
 {
 	struct mh_daemon *d = s->data;
 
 	if (signum == SIGHUP) {
-		struct mh_config *fresh = NULL;
-		/* Reload is not implemented yet; at least say whether the new file would load. */
-		if (mh_config_load(d->cfg->file, NULL, NULL, &fresh) == 0)
-			mh_log_warn(CONFIG, "SIGHUP: %s is valid, but reloading is not supported yet; "
-					    "restart meterhub to apply it",
-				d->cfg->file);
-		else
-			mh_log_err(CONFIG, "SIGHUP: %s has errors (above); keeping the running configuration",
-				d->cfg->file);
-		mh_config_free(fresh);
+		reload(d);
 		return;
 	}
 	mh_log_notice(MAIN, "%s: shutting down", strsignal(signum));
