@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: MIT
 #include "db.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -508,4 +510,287 @@ int mh_db_read(struct mh_db *db, MDB_txn **txn)
 void mh_db_read_end(MDB_txn *txn)
 {
 	mdb_txn_abort(txn);
+}
+
+/* ---- reading beside the daemon --------------------------------------- */
+
+__attribute__((format(printf, 3, 4))) static void say(char *why, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!why || !len)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(why, len, fmt, ap);
+	va_end(ap);
+}
+
+/* The read-only twin of check_schema(): the same refusals, nothing written. */
+static int check_schema_readonly(struct mh_db *db, MDB_txn *txn, char *why, size_t why_len)
+{
+	MDB_dbi main_dbi;
+	MDB_stat st;
+	MDB_val v;
+	int rc = mdb_dbi_open(txn, "meta", 0, &db->meta);
+
+	if (rc == MDB_NOTFOUND || rc == MDB_INCOMPATIBLE) {
+		/* A daemon opening a new store has not committed its first transaction yet. */
+		if (mdb_dbi_open(txn, NULL, 0, &main_dbi) == 0 &&
+			mdb_stat(txn, main_dbi, &st) == 0 && st.ms_entries == 0) {
+			say(why, why_len, "the store in %s is empty: a meterhub is creating it",
+				db->path);
+			return -ENOENT;
+		}
+		say(why, why_len, "%s holds an LMDB database that is not a meterhub store",
+			db->path);
+		return -EILSEQ;
+	}
+	if (rc) {
+		say(why, why_len, "%s: %s", db->path, mdb_strerror(rc));
+		return mh_db_error(rc);
+	}
+	rc = meta_get(txn, db->meta, "magic", &v);
+	if (rc || v.mv_size != sizeof(MAGIC) - 1 || memcmp(v.mv_data, MAGIC, v.mv_size)) {
+		say(why, why_len, "%s is not a meterhub store", db->path);
+		return -EILSEQ;
+	}
+	rc = meta_get(txn, db->meta, "schema", &v);
+	if (rc || v.mv_size != 1) {
+		say(why, why_len, "%s: store has no schema version", db->path);
+		return -EILSEQ;
+	}
+	if (*(uint8_t *)v.mv_data != SCHEMA_VERSION) {
+		say(why, why_len, "%s: store schema %u, this meterhub reads %u", db->path,
+			*(uint8_t *)v.mv_data, SCHEMA_VERSION);
+		return -EPROTONOSUPPORT;
+	}
+	if (meta_get(txn, db->meta, "next_seq", &v) == 0 && v.mv_size == 8)
+		db->next_seq = mh_db_get_be64(v.mv_data);
+	return 0;
+}
+
+/* A file of the store must be there before LMDB opens it: for lock.mdb it would create one. */
+static int store_file_exists(const struct mh_db *db, const char *name, char *why, size_t why_len)
+{
+	char file[4096];
+	struct stat st;
+
+	snprintf(file, sizeof(file), "%s/%s", db->path, name);
+	if (stat(file, &st) == 0 && S_ISREG(st.st_mode))
+		return 0;
+	if (errno == EACCES) {
+		say(why, why_len, "%s: %s", file, strerror(errno));
+		return -EACCES;
+	}
+	say(why, why_len,
+		"%s holds no meterhub store (no %s); has meterhub run with this store.path?",
+		db->path, name);
+	return -ENOENT;
+}
+
+int mh_db_open_readonly(const char *path, struct mh_db **out, char *why, size_t why_len)
+{
+	struct mh_db *db = calloc(1, sizeof(*db));
+	MDB_txn *txn = NULL;
+	struct stat st;
+	int rc, dead;
+
+	if (!db)
+		return -ENOMEM;
+	db->lock_fd = -1;
+	db->next_seq = 1;
+	db->path = strdup(path);
+	if (!db->path) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	if (stat(path, &st) < 0) {
+		rc = -errno;
+		if (rc == -ENOENT)
+			say(why, why_len, "%s does not exist: no meterhub store there", path);
+		else
+			say(why, why_len, "%s: %s", path, strerror(errno));
+		goto fail;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		rc = -ENOTDIR;
+		say(why, why_len, "%s is not a directory; a store is one", path);
+		goto fail;
+	}
+	rc = store_file_exists(db, "data.mdb", why, why_len);
+	if (!rc)
+		rc = store_file_exists(db, "lock.mdb", why, why_len);
+	if (rc)
+		goto fail;
+	rc = mh_db_error(mdb_env_create(&db->env));
+	if (rc)
+		goto fail;
+	/*
+	 * The daemon's flags, read-only. No map size: LMDB takes the one the
+	 * daemon recorded, and a read-only map never grows the file.
+	 */
+	mdb_env_set_maxdbs(db->env, 16);
+	rc = mdb_env_open(db->env, path, MDB_RDONLY | MDB_NOTLS, 0640);
+	if (rc) {
+		if (rc == EACCES)
+			say(why, why_len,
+				"cannot open the store in %s: %s (LMDB's readers write their slot "
+				"into lock.mdb: run as the daemon's user or root)",
+				path, mdb_strerror(rc));
+		else
+			say(why, why_len, "cannot open the store in %s: %s", path,
+				mdb_strerror(rc));
+		rc = mh_db_error(rc);
+		goto fail;
+	}
+	/* Slots of readers that died inside a transaction (SIGKILL) would pin pages forever. */
+	mdb_reader_check(db->env, &dead);
+
+	rc = mh_db_error(mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn));
+	if (rc) {
+		say(why, why_len, "cannot read the store in %s: %s", path, strerror(-rc));
+		goto fail;
+	}
+	rc = check_schema_readonly(db, txn, why, why_len);
+	if (rc) {
+		mdb_txn_abort(txn);
+		goto fail;
+	}
+	/* Committing a read transaction keeps the table handles it opened. */
+	rc = mdb_txn_commit(txn);
+	if (rc) {
+		say(why, why_len, "cannot read the store in %s: %s", path, mdb_strerror(rc));
+		rc = mh_db_error(rc);
+		goto fail;
+	}
+	db->committed_next_seq = db->next_seq;
+	*out = db;
+	return 0;
+
+fail:
+	mh_db_close(db);
+	return rc;
+}
+
+int mh_db_table_find(struct mh_db *db, const char *name, MDB_dbi *out)
+{
+	MDB_txn *txn;
+	int rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn);
+
+	if (rc)
+		return mh_db_error(rc);
+	rc = mdb_dbi_open(txn, name, 0, out);
+	if (rc) {
+		mdb_txn_abort(txn);
+		return rc == MDB_INCOMPATIBLE ? -EILSEQ : mh_db_error(rc);
+	}
+	return mh_db_error(mdb_txn_commit(txn));
+}
+
+int mh_db_read_next_seq(struct mh_db *db, uint64_t *next)
+{
+	MDB_txn *txn;
+	MDB_val v;
+	int rc = mh_db_read(db, &txn);
+
+	if (rc)
+		return rc;
+	*next = 1;
+	rc = meta_get(txn, db->meta, "next_seq", &v);
+	if (rc == 0 && v.mv_size == 8)
+		*next = mh_db_get_be64(v.mv_data);
+	mh_db_read_end(txn);
+	return rc == MDB_NOTFOUND ? 0 : mh_db_error(rc);
+}
+
+int mh_db_usage(struct mh_db *db, struct mh_db_usage *out)
+{
+	MDB_envinfo info;
+	MDB_stat st;
+	int rc = mdb_env_info(db->env, &info);
+
+	if (!rc)
+		rc = mdb_env_stat(db->env, &st);
+	if (rc)
+		return mh_db_error(rc);
+	out->map_bytes = info.me_mapsize;
+	out->used_bytes = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
+	return 0;
+}
+
+/*
+ * Whether @pid is a meterhub with @lock (dev, ino) open. Only a process
+ * named meterhub counts; when its descriptors cannot be listed (another
+ * user's process), the name alone decides.
+ */
+static bool holds_lock(long pid, const struct stat *lock)
+{
+	char file[64], comm[32] = "", link[sizeof(file) + 256];
+	struct dirent *de;
+	struct stat st;
+	bool found = false;
+	DIR *dir;
+	FILE *f;
+
+	snprintf(file, sizeof(file), "/proc/%ld/comm", pid);
+	f = fopen(file, "re");
+	if (!f)
+		return false;
+	if (!fgets(comm, sizeof(comm), f))
+		comm[0] = '\0';
+	fclose(f);
+	comm[strcspn(comm, "\n")] = '\0';
+	if (strcmp(comm, "meterhub"))
+		return false;
+	snprintf(file, sizeof(file), "/proc/%ld/fd", pid);
+	dir = opendir(file);
+	if (!dir)
+		return true;
+	while (!found && (de = readdir(dir))) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(link, sizeof(link), "%s/%s", file, de->d_name);
+		found = stat(link, &st) == 0 && st.st_dev == lock->st_dev &&
+			st.st_ino == lock->st_ino;
+	}
+	closedir(dir);
+	return found;
+}
+
+int mh_db_holder(const char *path, long *pid)
+{
+	char file[4096], text[32] = "";
+	struct stat st;
+	long named = 0;
+	ssize_t n;
+	int fd, rc;
+
+	*pid = 0;
+	snprintf(file, sizeof(file), "%s/meterhub.lock", path);
+	fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return -errno;
+	n = pread(fd, text, sizeof(text) - 1, 0);
+	text[n > 0 ? n : 0] = '\0';
+	named = strtol(text, NULL, 10);
+	if (named > 0 && fstat(fd, &st) == 0 && holds_lock(named, &st)) {
+		close(fd);
+		*pid = named;
+		return 1;
+	}
+	/*
+	 * Nobody the file names has it: ask the lock. Shared and released at
+	 * once, so it never holds off another reader; a daemon starting in that
+	 * very instant would refuse to (and systemd starts it again).
+	 */
+	if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
+		flock(fd, LOCK_UN);
+		rc = 0;
+	} else if (errno == EWOULDBLOCK) {
+		rc = 1;
+	} else {
+		rc = -errno;
+	}
+	close(fd);
+	return rc;
 }

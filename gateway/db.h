@@ -136,3 +136,51 @@ enum mh_db_last_stop mh_db_last_stop(const struct mh_db *db);
 
 /* The directory the database lives in. */
 const char *mh_db_path(const struct mh_db *db);
+
+/* ---- reading beside the daemon (meterhub-ctl) ---------------------------- */
+
+/*
+ * Open the database in @path for reading only, beside a daemon that may be
+ * writing it. Takes no meterhub.lock, creates no file or directory, writes
+ * nothing into the data file and grows neither the lock file nor the map:
+ * the environment is opened MDB_RDONLY with LMDB's reader table, so each
+ * read transaction takes a slot in lock.mdb and gives it back, as any LMDB
+ * reader does (MDB_NOLOCK would read pages the writer is reusing). Dead
+ * readers' slots are cleared, so a reader killed earlier pins nothing.
+ * Read with mh_db_read(), mh_db_table_find() and the functions below; the
+ * write functions must not be called. Refuses: no store in @path, or one
+ * a daemon is creating and has not committed to yet (-ENOENT), a path
+ * that is not a directory (-ENOTDIR), a store this user may not read
+ * (-EACCES: LMDB's readers need write access to lock.mdb), a foreign or
+ * garbage LMDB (-EILSEQ), another schema (-EPROTONOSUPPORT).
+ * Logs nothing: @why (@why_len bytes) says what was wrong. Returns 0 and
+ * *@out (close with mh_db_close()), or a negative errno.
+ */
+int mh_db_open_readonly(const char *path, struct mh_db **out, char *why, size_t why_len);
+
+/*
+ * Find the table @name without creating it (mh_db_table() creates, which a
+ * read-only database cannot). Returns 0, -ENOENT when there is none, or -errno.
+ */
+int mh_db_table_find(struct mh_db *db, const char *name, MDB_dbi *out);
+
+/* The seq the writer takes next, as committed now. Returns 0 or -errno. */
+int mh_db_read_next_seq(struct mh_db *db, uint64_t *next);
+
+struct mh_db_usage {
+	uint64_t map_bytes;  /* the size of the LMDB map */
+	uint64_t used_bytes; /* its pages ever used: data, LMDB's own and free ones */
+};
+
+/* How much of the map the database uses. Returns 0 or -errno. */
+int mh_db_usage(struct mh_db *db, struct mh_db_usage *out);
+
+/*
+ * Whether a meterhub holds the store in @path (its lock on meterhub.lock):
+ * 1 (with *@pid, or 0 when the pid is not known), 0, or a negative errno
+ * (-ENOENT: no lock file, no meterhub ever opened the store). Passive when
+ * the pid in the file is a running meterhub that has the file open; else
+ * it asks the lock itself with a non-blocking shared flock() on a file
+ * descriptor of its own, released at once.
+ */
+int mh_db_holder(const char *path, long *pid);

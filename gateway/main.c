@@ -1,18 +1,17 @@
 // SPDX-License-Identifier: MIT
 #include <errno.h>
 #include <getopt.h>
-#include <libgen.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 
 #include "config.h"
 #include "daemon.h"
 #include "dlt645_link.h"
 #include "log.h"
+#include "preflight.h"
 #include "probe.h"
 
 static void usage(FILE *out)
@@ -89,55 +88,6 @@ static int discover(const char *device, unsigned baud, enum mh_parity parity)
 	mh_dlt645_addr_format(addr, text);
 	printf("%s\n", text);
 	return 0;
-}
-
-/*
- * What the configuration names but this machine lacks right now. None of it
- * is an error: a USB adapter or a data partition may appear after the check
- * (the buses retry their device; the store is made at start if its parent
- * exists), so --check-config warns and still passes.
- */
-static void warn_missing_paths(const struct mh_config *cfg)
-{
-	struct stat st;
-
-	for (size_t b = 0; b < cfg->n_buses; b++) {
-		const struct mh_bus_config *bus = &cfg->buses[b];
-
-		if (stat(bus->device, &st) == 0)
-			continue;
-		fprintf(stderr,
-			"warning: %s:%u:%u: buses[%zu]: device %s %s; bus %s will keep trying to "
-			"open it\n",
-			bus->pos.file, bus->pos.line, bus->pos.col, b, bus->device,
-			errno == ENOENT ? "does not exist yet" : strerror(errno), bus->name);
-	}
-
-	if (stat(cfg->store.path, &st) == 0) {
-		if (!S_ISDIR(st.st_mode))
-			fprintf(stderr,
-				"warning: %s: store.path: %s is not a directory; meterhub cannot start "
-				"with it\n",
-				cfg->file, cfg->store.path);
-	} else if (errno == ENOENT) {
-		char *copy = strdup(cfg->store.path);
-		const char *parent = copy ? dirname(copy) : "its parent";
-
-		if (copy && stat(parent, &st) == 0 && S_ISDIR(st.st_mode))
-			fprintf(stderr,
-				"warning: %s: store.path: %s does not exist yet; meterhub creates it "
-				"at start\n",
-				cfg->file, cfg->store.path);
-		else
-			fprintf(stderr,
-				"warning: %s: store.path: %s does not exist yet, nor does %s; meterhub "
-				"cannot start until %s exists\n",
-				cfg->file, cfg->store.path, parent, parent);
-		free(copy);
-	} else {
-		fprintf(stderr, "warning: %s: store.path: %s: %s\n", cfg->file, cfg->store.path,
-			strerror(errno));
-	}
 }
 
 int main(int argc, char **argv)
@@ -259,7 +209,7 @@ int main(int argc, char **argv)
 	for (size_t b = 0; b < cfg->n_buses; b++)
 		meters += cfg->buses[b].n_meters;
 	if (check_only) {
-		warn_missing_paths(cfg);
+		mh_preflight_warn(cfg);
 		printf("%s: configuration is valid: %zu buses, %zu meters, %zu profiles\n", file,
 			cfg->n_buses, meters, cfg->n_profiles);
 		mh_config_free(cfg);

@@ -447,3 +447,65 @@ int mh_outbox_stats(struct mh_outbox *ob, struct mh_outbox_stats *st)
 	mh_db_read_end(txn);
 	return 0;
 }
+
+int mh_outbox_open_readonly(struct mh_db *db, uint64_t max_bytes, struct mh_outbox **out)
+{
+	struct mh_outbox *ob = calloc(1, sizeof(*ob));
+	int rc;
+
+	if (!ob)
+		return -ENOMEM;
+	ob->db = db;
+	ob->max_bytes = max_bytes;
+	rc = mh_db_table_find(db, "outbox", &ob->table);
+	if (rc) {
+		free(ob);
+		return rc;
+	}
+	*out = ob;
+	return 0;
+}
+
+int mh_outbox_scan_back(struct mh_outbox *ob, uint64_t before, size_t max,
+	int (*fn)(void *ud, const struct mh_record *rec), void *ud)
+{
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	uint8_t key[8];
+	MDB_val k = { sizeof(key), key }, v;
+	int rc, n = 0;
+
+	if (before == 0)
+		return 0;
+	rc = mh_db_read(ob->db, &txn);
+	if (rc)
+		return rc;
+	rc = mdb_cursor_open(txn, ob->table, &cur);
+	if (rc) {
+		mh_db_read_end(txn);
+		return mh_db_error(rc);
+	}
+	/* The first key at or past @before, then one back; past the end, the last. */
+	mh_db_put_be64(key, before);
+	rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+	if (rc == 0)
+		rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
+	else if (rc == MDB_NOTFOUND)
+		rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+	for (; rc == 0 && (size_t)n < max; rc = mdb_cursor_get(cur, &k, &v, MDB_PREV)) {
+		struct mh_record rec;
+		if (decode_record(&k, &v, &rec) < 0) {
+			mh_log_err(STORE, "skipping a malformed record");
+			continue;
+		}
+		if (rec.seq >= before || seqset_has(&ob->acks, rec.seq) ||
+			seqset_has(&ob->acks_turn, rec.seq))
+			continue;
+		n++;
+		if (fn(ud, &rec))
+			break;
+	}
+	mdb_cursor_close(cur);
+	mh_db_read_end(txn);
+	return n;
+}

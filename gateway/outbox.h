@@ -114,3 +114,19 @@ struct mh_outbox_stats {
 
 /* Fill @st from committed data. Returns 0 or a negative errno. */
 int mh_outbox_stats(struct mh_outbox *ob, struct mh_outbox_stats *st);
+
+/*
+ * The outbox of a database from mh_db_open_readonly(), for reading beside
+ * the daemon: mh_outbox_scan(), mh_outbox_scan_back() and mh_outbox_stats()
+ * see every record the store holds (acknowledgements are the daemon's, in
+ * its memory, until it deletes those records); nothing else may be called.
+ * Returns 0 and *@out, -ENOENT when the store has no outbox, or -errno.
+ */
+int mh_outbox_open_readonly(struct mh_db *db, uint64_t max_bytes, struct mh_outbox **out);
+
+/*
+ * As mh_outbox_scan(), newest first: up to @max committed records with
+ * seq < @before (UINT64_MAX: from the newest), in falling seq order.
+ */
+int mh_outbox_scan_back(struct mh_outbox *ob, uint64_t before, size_t max,
+	int (*fn)(void *ud, const struct mh_record *rec), void *ud);

@@ -542,3 +542,41 @@ void mh_tables_clock_step(struct mh_tables *t, int64_t step_ms)
 		}
 	}
 }
+
+int mh_tables_read_states(struct mh_db *db,
+	int (*fn)(void *ud, const char *meter, const struct mh_ival_state *st), void *ud)
+{
+	MDB_dbi dbi;
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	char meter[512];
+	int rc = mh_db_table_find(db, "intervals", &dbi), n = 0;
+
+	if (!rc)
+		rc = mh_db_read(db, &txn);
+	if (rc)
+		return rc;
+	rc = mdb_cursor_open(txn, dbi, &cur);
+	if (rc) {
+		mh_db_read_end(txn);
+		return mh_db_error(rc);
+	}
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+		rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		struct stored_state s;
+		if (v.mv_size != sizeof(s) || k.mv_size >= sizeof(meter))
+			continue;
+		memcpy(&s, v.mv_data, sizeof(s));
+		if (s.version != STATE_VERSION || s.size != sizeof(s.state))
+			continue;
+		memcpy(meter, k.mv_data, k.mv_size);
+		meter[k.mv_size] = '\0';
+		n++;
+		if (fn(ud, meter, &s.state))
+			break;
+	}
+	mdb_cursor_close(cur);
+	mh_db_read_end(txn);
+	return rc == 0 || rc == MDB_NOTFOUND ? n : mh_db_error(rc);
+}

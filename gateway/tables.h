@@ -53,3 +53,14 @@ int mh_tables_frozen(struct mh_tables *t, const struct mh_job *job);
 
 /* The wall clock stepped by @step_ms: every baseline moves with it. */
 void mh_tables_clock_step(struct mh_tables *t, int64_t step_ms);
+
+/*
+ * For readers beside the daemon (a database from mh_db_open_readonly()):
+ * call @fn for each meter whose builder state the "intervals" table holds,
+ * with its id and that state as last committed; rows of another version
+ * are passed over. Runs inside one read transaction: @fn must be quick.
+ * Stops when @fn returns non-zero. Returns the number of meters passed to
+ * @fn, -ENOENT when the store has no such table, or a negative errno.
+ */
+int mh_tables_read_states(struct mh_db *db,
+	int (*fn)(void *ud, const char *meter, const struct mh_ival_state *st), void *ud);

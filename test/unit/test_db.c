@@ -17,8 +17,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -250,6 +253,250 @@ static void test_path_that_is_a_file(void **state)
 	assert_null(db);
 }
 
+/* ---- read-only, beside a writer --------------------------------------- */
+
+static off_t file_size(const char *dir, const char *name)
+{
+	char file[256];
+	struct stat st;
+
+	snprintf(file, sizeof(file), "%s/%s", dir, name);
+	assert_int_equal(stat(file, &st), 0);
+	return st.st_size;
+}
+
+static char *slurp_file(const char *dir, const char *name, size_t *len)
+{
+	char file[256];
+	FILE *fp;
+	char *buf;
+	long n;
+
+	snprintf(file, sizeof(file), "%s/%s", dir, name);
+	fp = fopen(file, "rb");
+	assert_non_null(fp);
+	assert_int_equal(fseek(fp, 0, SEEK_END), 0);
+	n = ftell(fp);
+	rewind(fp);
+	buf = malloc((size_t)n + 1);
+	assert_non_null(buf);
+	assert_int_equal(fread(buf, 1, (size_t)n, fp), (size_t)n);
+	fclose(fp);
+	*len = (size_t)n;
+	return buf;
+}
+
+/* One unit of work that takes a seq and stores key "k<seq>", committed as its own turn. */
+static int write_turn(struct mh_db *db, MDB_dbi dbi)
+{
+	char key[32];
+	MDB_txn *txn;
+	MDB_val k, v = { 5, "value" };
+	int rc = mh_db_begin(db, &txn);
+
+	if (rc)
+		return rc;
+	snprintf(key, sizeof(key), "k%llu", (unsigned long long)mh_db_seq_take(db));
+	k = (MDB_val){ strlen(key), key };
+	rc = mdb_put(txn, dbi, &k, &v, 0);
+	rc = mh_db_end(db, txn, rc == 0);
+	return rc ? rc : mh_db_commit(db);
+}
+
+static bool has_key(struct mh_db *db, MDB_dbi dbi, unsigned n)
+{
+	char key[32];
+
+	snprintf(key, sizeof(key), "k%u", n);
+	return has(db, dbi, key);
+}
+
+/*
+ * The writer, in a child (LMDB allows one open of an environment per
+ * process): a first turn, a byte to the parent, then on the parent's byte
+ * @turns more, another byte, and it waits to be told to close.
+ */
+static pid_t start_writer(const char *path, unsigned turns, int *to_child, int *from_child)
+{
+	int down[2], up[2];
+	pid_t pid;
+
+	assert_int_equal(pipe(down), 0);
+	assert_int_equal(pipe(up), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct mh_db *db = NULL;
+		MDB_dbi dbi;
+		char c = 'y';
+		bool bad = mh_db_open(path, DATA_BYTES, &db) != 0 ||
+			   mh_db_table(db, "t", &dbi) != 0 || write_turn(db, dbi) != 0;
+
+		close(down[1]);
+		close(up[0]);
+		if (write(up[1], bad ? "n" : "y", 1) != 1 || read(down[0], &c, 1) != 1)
+			_exit(1);
+		for (unsigned i = 0; i < turns && !bad; i++)
+			bad = write_turn(db, dbi) != 0;
+		/* From now on it looks like a daemon to mh_db_holder()'s passive check. */
+		prctl(PR_SET_NAME, "meterhub", 0, 0, 0);
+		if (write(up[1], bad ? "n" : "y", 1) != 1 || read(down[0], &c, 1) != 1)
+			_exit(1);
+		mh_db_close(db);
+		_exit(bad ? 1 : 0);
+	}
+	close(down[0]);
+	close(up[1]);
+	*to_child = down[1];
+	*from_child = up[0];
+	return pid;
+}
+
+static char from_writer(int fd)
+{
+	char c = '?';
+
+	assert_int_equal(read(fd, &c, 1), 1);
+	return c;
+}
+
+static void test_readonly_beside_a_writer(void **state)
+{
+	struct tmpdir *f = *state;
+	struct mh_db *db = NULL;
+	MDB_dbi dbi, none;
+	off_t lock_size, data_size;
+	uint64_t next = 0;
+	char why[256] = "";
+	int to_child, from_child, status;
+	unsigned reads = 0;
+	long pid = 0;
+	pid_t child = start_writer(f->path, 200, &to_child, &from_child);
+
+	assert_int_equal(from_writer(from_child), 'y');
+	lock_size = file_size(f->path, "lock.mdb");
+	data_size = file_size(f->path, "data.mdb");
+
+	assert_int_equal(mh_db_open_readonly(f->path, &db, why, sizeof(why)), 0);
+	assert_int_equal(mh_db_table_find(db, "t", &dbi), 0);
+	assert_int_equal(mh_db_table_find(db, "none", &none), -ENOENT);
+	assert_true(has_key(db, dbi, 1));
+	assert_int_equal(mh_db_read_next_seq(db, &next), 0);
+	assert_int_equal(next, 2);
+	/* Held, by a process not called meterhub: the lock itself says so, without a pid. */
+	assert_int_equal(mh_db_holder(f->path, &pid), 1);
+	assert_int_equal(pid, 0);
+
+	/* Reads while the writer commits turn after turn: each sees a consistent prefix. */
+	assert_int_equal(write(to_child, "g", 1), 1);
+	for (time_t deadline = time(NULL) + 30;;) {
+		MDB_txn *txn;
+		uint64_t seen;
+
+		assert_int_equal(mh_db_read_next_seq(db, &seen), 0);
+		assert_true(seen >= next);
+		next = seen;
+		assert_int_equal(mh_db_read(db, &txn), 0);
+		mh_db_read_end(txn);
+		reads++;
+		if (next == 202)
+			break;
+		assert_true(time(NULL) < deadline);
+	}
+	assert_int_equal(from_writer(from_child), 'y');
+	for (unsigned i = 1; i <= 201; i++)
+		assert_true(has_key(db, dbi, i));
+	print_message("%u read-only snapshots while 200 turns were committed\n", reads);
+	mh_db_close(db);
+	/* Neither file grew, and the writer still holds its lock, now known by its pid. */
+	assert_int_equal(file_size(f->path, "lock.mdb"), lock_size);
+	assert_int_equal(file_size(f->path, "data.mdb"), data_size);
+	assert_int_equal(mh_db_holder(f->path, &pid), 1);
+	assert_int_equal(pid, child);
+
+	assert_int_equal(write(to_child, "q", 1), 1);
+	assert_int_equal(waitpid(child, &status, 0), child);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	close(to_child);
+	close(from_child);
+	assert_int_equal(mh_db_holder(f->path, &pid), 0);
+	assert_int_equal(pid, 0);
+}
+
+static void test_readonly_alone_writes_nothing(void **state)
+{
+	struct tmpdir *f = *state;
+	struct mh_db *db = open_ok(f->path), *ro = NULL;
+	MDB_dbi dbi;
+	size_t len, lock_len, len_after;
+	char *data, *after, why[256];
+	off_t lock_size;
+	int status;
+	pid_t child;
+
+	assert_int_equal(mh_db_table(db, "t", &dbi), 0);
+	assert_int_equal(write_turn(db, dbi), 0);
+	mh_db_close(db);
+	data = slurp_file(f->path, "data.mdb", &len);
+	lock_size = file_size(f->path, "lock.mdb");
+	free(slurp_file(f->path, "lock.mdb", &lock_len));
+
+	/* No daemon: the reader is LMDB's first process on the lock file. */
+	assert_int_equal(mh_db_open_readonly(f->path, &ro, why, sizeof(why)), 0);
+	assert_int_equal(mh_db_table_find(ro, "t", &dbi), 0);
+	assert_true(has_key(ro, dbi, 1));
+	/* It holds no lock a daemon needs: one starts while it is open. */
+	child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		struct mh_db *w = NULL;
+		int rc = mh_db_open(f->path, DATA_BYTES, &w);
+		mh_db_close(w);
+		_exit(rc == 0 ? 0 : 1);
+	}
+	assert_int_equal(waitpid(child, &status, 0), child);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	mh_db_close(ro);
+
+	after = slurp_file(f->path, "data.mdb", &len_after);
+	assert_int_equal(len_after, len);
+	assert_memory_equal(after, data, len);
+	assert_int_equal(file_size(f->path, "lock.mdb"), lock_size);
+	free(after);
+	free(data);
+}
+
+static void test_readonly_creates_nothing(void **state)
+{
+	struct tmpdir *f = *state;
+	struct mh_db *db = NULL;
+	char why[256] = "", file[256];
+	struct stat st;
+	long pid;
+	FILE *fp;
+
+	assert_int_equal(mh_db_open_readonly(f->path, &db, why, sizeof(why)), -ENOENT);
+	assert_null(db);
+	assert_non_null(strstr(why, "does not exist"));
+	assert_int_equal(stat(f->path, &st), -1);
+	assert_int_equal(mh_db_holder(f->path, &pid), -ENOENT);
+
+	/* A directory without a store: refused, and left empty (LMDB would make lock.mdb). */
+	assert_int_equal(mkdir(f->path, 0750), 0);
+	assert_int_equal(mh_db_open_readonly(f->path, &db, why, sizeof(why)), -ENOENT);
+	assert_non_null(strstr(why, "no meterhub store"));
+	snprintf(file, sizeof(file), "%s/lock.mdb", f->path);
+	assert_int_equal(stat(file, &st), -1);
+	snprintf(file, sizeof(file), "%s/data.mdb", f->path);
+	assert_int_equal(stat(file, &st), -1);
+	assert_int_equal(rmdir(f->path), 0);
+
+	fp = fopen(f->path, "w");
+	assert_non_null(fp);
+	fclose(fp);
+	assert_int_equal(mh_db_open_readonly(f->path, &db, why, sizeof(why)), -ENOTDIR);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -260,6 +507,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_watchers_hear_commits, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_last_stop, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_path_that_is_a_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_readonly_beside_a_writer, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_readonly_alone_writes_nothing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_readonly_creates_nothing, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

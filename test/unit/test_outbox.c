@@ -11,7 +11,8 @@
  * reported, and a record too large for the store is refused without taking
  * anything with it. The store must refuse, and leave byte-identical, a
  * directory holding someone else's LMDB database, a newer schema or a
- * garbage data.mdb, and must refuse a regular file as its path.
+ * garbage data.mdb, and must refuse a regular file as its path. Read-only
+ * (meterhub-ctl), the outbox shows what was committed, forwards and back.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -872,6 +873,67 @@ static void test_garbage_data_refused(void **state)
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
+/* Scan back and return the seqs seen, as "10,9,8". */
+static const char *back_seqs(struct mh_outbox *ob, uint64_t before, size_t max)
+{
+	static char buf[512];
+	struct scan_result *r = calloc(1, sizeof(*r));
+	size_t n = 0;
+	int count;
+
+	assert_non_null(r);
+	count = mh_outbox_scan_back(ob, before, max, collect, r);
+	assert_int_equal(count, (int)r->n);
+	buf[0] = '\0';
+	for (size_t i = 0; i < r->n; i++)
+		n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%s%llu", i ? "," : "",
+			(unsigned long long)r->rec[i].seq);
+	free(r);
+	return buf;
+}
+
+static void test_readonly_scans_both_ways(void **state)
+{
+	struct tmpdir *f = *state;
+	struct tstore *s = open_ok(f->path);
+	struct mh_outbox_stats st;
+	struct mh_outbox *ob = NULL;
+	struct mh_db *db = NULL;
+	struct scan_result *r = calloc(1, sizeof(*r));
+	char why[256];
+
+	assert_non_null(r);
+	for (int i = 1; i <= 10; i++)
+		append_ok(s, i % 2 ? MH_RECORD_READING : MH_RECORD_EVENT, 1000 + i,
+			i % 2 ? "reading/m-0001" : "event", "{\"x\":1}");
+	assert_int_equal(ts_commit(s), 0);
+	assert_int_equal(ts_ack(s, 4), 0);
+	assert_int_equal(ts_ack(s, 5), 0);
+	ts_close(s);
+
+	/* One open of an environment per process: the writer is closed first. */
+	assert_int_equal(mh_db_open_readonly(f->path, &db, why, sizeof(why)), 0);
+	assert_int_equal(mh_outbox_open_readonly(db, MAX_BYTES, &ob), 0);
+	assert_string_equal(back_seqs(ob, UINT64_MAX, 100), "10,9,8,7,6,3,2,1");
+	assert_string_equal(back_seqs(ob, 7, 2), "6,3");
+	assert_string_equal(back_seqs(ob, 5, 100), "3,2,1");
+	assert_string_equal(back_seqs(ob, 1, 100), "");
+	assert_string_equal(back_seqs(ob, 0, 100), "");
+	assert_string_equal(back_seqs(ob, 1000, 1), "10");
+	assert_int_equal(mh_outbox_scan(ob, 0, 100, collect, r), 8);
+	assert_int_equal(r->rec[3].seq, 6);
+	assert_int_equal(r->rec[3].type, MH_RECORD_EVENT);
+	assert_int_equal(r->rec[3].created_ms, 1006);
+	assert_memory_equal(r->rec[3].subtopic, "event", 5);
+	assert_int_equal(mh_outbox_stats(ob, &st), 0);
+	assert_int_equal(st.records, 8);
+	assert_int_equal(st.oldest_seq, 1);
+	assert_int_equal(st.oldest_ms, 1001);
+	mh_outbox_free(ob);
+	mh_db_close(db);
+	free(r);
+}
+
 /*
  * One turn holding deletions, appends and an append that fails: the failed
  * one is undone alone and counted once, the rest commits together.
@@ -928,6 +990,7 @@ int main(void)
 		T(test_newer_schema_refused),
 		T(test_regular_file_refused),
 		T(test_garbage_data_refused),
+		T(test_readonly_scans_both_ways),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
