@@ -437,15 +437,12 @@ static void test_readonly_alone_writes_nothing(void **state)
 	assert_int_equal(mh_db_table(db, "t", &dbi), 0);
 	assert_int_equal(write_turn(db, dbi), 0);
 	mh_db_close(db);
-	data = slurp_file(f->path, "data.mdb", &len);
-	lock_size = file_size(f->path, "lock.mdb");
-	free(slurp_file(f->path, "lock.mdb", &lock_len));
 
 	/* No daemon: the reader is LMDB's first process on the lock file. */
 	assert_int_equal(mh_db_open_readonly(f->path, &ro, why, sizeof(why)), 0);
 	assert_int_equal(mh_db_table_find(ro, "t", &dbi), 0);
 	assert_true(has_key(ro, dbi, 1));
-	/* It holds no lock a daemon needs: one starts while it is open. */
+	/* It holds no lock a daemon needs: one starts (and stops, writing) while it is open. */
 	child = fork();
 	assert_true(child >= 0);
 	if (child == 0) {
@@ -456,6 +453,11 @@ static void test_readonly_alone_writes_nothing(void **state)
 	}
 	assert_int_equal(waitpid(child, &status, 0), child);
 	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	/* From here only the reader: it reads again and closes, and nothing changes. */
+	data = slurp_file(f->path, "data.mdb", &len);
+	lock_size = file_size(f->path, "lock.mdb");
+	free(slurp_file(f->path, "lock.mdb", &lock_len));
+	assert_true(has_key(ro, dbi, 1));
 	mh_db_close(ro);
 
 	after = slurp_file(f->path, "data.mdb", &len_after);
