@@ -511,9 +511,11 @@ def test_read_address_sighup_echo_broadcast_and_sigterm(make_bus):
     assert raw.startswith(req)                              # echo first
     r = Reply(raw[len(req):])
     assert (r.c, r.data) == (0xD1, b"\x40")
-    # broadcast time (no reply), then read the clock back
+    # broadcast time (no reply), then read the clock back; years away is
+    # beyond what a field meter takes, so this one takes any correction
     one["bus"] = {"echo": False}
     one["meters"][0]["fault"] = {}
+    one["meters"][0]["max_broadcast_correction_s"] = None
     b.write_config(one)
     b.sim.send_signal(signal.SIGHUP)
     time.sleep(0.3)
@@ -530,3 +532,31 @@ def test_read_address_sighup_echo_broadcast_and_sigterm(make_bus):
     # SIGTERM -> exit 0
     b.sim.send_signal(signal.SIGTERM)
     assert b.sim.wait(5) == 0
+
+
+def _bcd(n):
+    return bytes([(n // 10) << 4 | n % 10])
+
+
+def _broadcast_frame(t):
+    return make_frame("999999999999", 0x08, b"".join(
+        _bcd(v) for v in (t.second, t.minute, t.hour, t.day, t.month, t.year % 100)))
+
+
+def _meter_clock(b):
+    d = b.read("000000000001", "04000101").data[4:8][::-1].hex()   # YYMMDDWW
+    t = b.read("000000000001", "04000102").data[4:7][::-1].hex()   # hhmmss
+    return dt.datetime.strptime(d[:6] + t, "%y%m%d%H%M%S")
+
+
+def test_broadcast_time_beyond_the_meters_limit_is_refused(make_bus):
+    b = make_bus({"meters": [{"address": "000000000001"}]})
+    now = dt.datetime.now()
+    # 10 minutes away: beyond the default 300 s, the meter keeps its clock.
+    assert b.exchange(_broadcast_frame(now + dt.timedelta(minutes=10)), timeout=0.3) == b""
+    assert abs((_meter_clock(b) - dt.datetime.now()).total_seconds()) < 3
+    assert any(x.get("dir") == "note" and "refused" in x.get("note", "") for x in b.log())
+    # 2 minutes away: taken.
+    assert b.exchange(_broadcast_frame(dt.datetime.now() + dt.timedelta(minutes=2)),
+                      timeout=0.3) == b""
+    assert abs((_meter_clock(b) - dt.datetime.now()).total_seconds() - 120) < 3
