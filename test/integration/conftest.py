@@ -150,31 +150,47 @@ def procs(tmp_path):
 
 class Broker:
     """mosquitto on a free loopback port. A persistent broker keeps sessions
-    (and the messages queued for them) across a restart, saving every second."""
+    (and the messages queued for them) across a restart, saving every second.
 
-    def __init__(self, procs, tmp_path, persistent=False):
+    With @tls, a dict of mosquitto listener options (certfile, keyfile,
+    cafile, require_certificate, ciphers...), that port is a TLS listener,
+    and plain_port a plaintext one beside it for the tests' own clients.
+    @env is the broker's whole environment: OPENSSL_CONF there makes a
+    listener that Debian's OpenSSL settings would not."""
+
+    def __init__(self, procs, tmp_path, persistent=False, tls=None, env=None):
         self.procs = procs
         self.port = free_port()
+        self.plain_port = free_port() if tls else self.port
+        self.env = env
         self.conf = tmp_path / 'mosquitto.conf'
         self.log = tmp_path / 'mosquitto.log'
         persistence = 'persistence false\n'
         if persistent:
             persistence = ('persistence true\npersistence_location %s/\n'
                            'autosave_interval 1\n' % tmp_path)
+        # mosquitto opens its listeners in this order, and start() waits
+        # until the last one takes connections: the TLS one, which the
+        # daemon is pointed at, so the plain one is only ever the tests'.
+        listeners = 'listener %d 127.0.0.1\n' % self.plain_port if tls else ''
+        listeners += 'listener %d 127.0.0.1\n' % self.port
+        if tls:
+            listeners += ''.join('%s %s\n' % option for option in tls.items())
         self.conf.write_text(
-            'listener %d 127.0.0.1\n'
+            '%s'
             'allow_anonymous true\n'
             'user root\n'
             '%s'
             'log_dest file %s\n'
             'log_type error\nlog_type warning\nlog_type notice\nlog_type subscribe\n'
             'max_queued_messages 1000000\n'
-            'max_inflight_messages 100\n' % (self.port, persistence, self.log))
+            'max_inflight_messages 100\n' % (listeners, persistence, self.log))
         self.proc = None
         self.start()
 
     def start(self):
-        self.proc = self.procs.start(['mosquitto', '-c', str(self.conf)], 'mosquitto')
+        self.proc = self.procs.start(['mosquitto', '-c', str(self.conf)], 'mosquitto',
+                                     env=self.env)
 
         def listening():
             try:
@@ -190,17 +206,29 @@ class Broker:
         self.proc.send_signal(sig)
         self.proc.wait(10)
 
+    def log_text(self):
+        try:
+            return self.log.read_text(errors='replace')
+        except OSError:
+            return ''
+
+    def connections(self, port):
+        """How many TCP connections the broker took on @port (logged as each comes)."""
+        return len(re.findall(r'^\d+: New connection from \S+ on port %d\.$' % port,
+                              self.log_text(), re.M))
+
+    def clients(self):
+        """The ids of the clients whose MQTT CONNECT the broker accepted, in order."""
+        return re.findall(r'^\d+: New client connected from \S+ as (\S+) ', self.log_text(),
+                          re.M)
+
     def client_events(self, client_id):
         """What the broker's log says @client_id did, in order: ('connect',
         clean_session) and ('subscribe', topic filter) tuples. mosquitto
         writes a log line as it acts, so a subscription in this list is in
         place: a message published after it reaches the subscriber."""
         events = []
-        try:
-            text = self.log.read_text(errors='replace')
-        except OSError:
-            return events
-        for line in text.splitlines():
+        for line in self.log_text().splitlines():
             m = re.match(r'^\d+: New client connected from \S+ as (\S+) \(p\d+, c(\d)', line)
             if m:
                 if m.group(1) == client_id:

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import (ROOT, assert_fault, by_meter, free_port, gateway_config,
+from conftest import (ROOT, assert_fault, by_meter, gateway_config,
                       meterhub_binary, read_meters, typed, wait_until)
 
 # A user profile that exercises every register type and both word orders.
@@ -414,75 +414,3 @@ def test_sigint_finishes_cleanly_and_keeps_unsent_records(broker, modbus_sim, ga
     gateway(cfg, name='meterhub-2').start()
     # What was stored during the outage goes out after the restart, seq continuing.
     wait_until(lambda: before + 1 in record_seqs(sub2), 15, what='the record after %d' % before)
-
-
-def make_tls_files(tmp_path):
-    """A CA, and a server certificate for 127.0.0.1 signed by it."""
-    def run(*args):
-        subprocess.run(['openssl'] + list(args), check=True, capture_output=True, cwd=tmp_path)
-    run('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=test-ca',
-        '-keyout', 'ca.key', '-out', 'ca.crt')
-    run('req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=127.0.0.1',
-        '-keyout', 'server.key', '-out', 'server.csr')
-    (tmp_path / 'san.ext').write_text('subjectAltName=IP:127.0.0.1\n')
-    run('x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key',
-        '-CAcreateserial', '-days', '2', '-extfile', 'san.ext', '-out', 'server.crt')
-    return tmp_path / 'ca.crt', tmp_path / 'server.crt', tmp_path / 'server.key'
-
-
-def test_tls_broker_with_password(procs, modbus_sim, gateway, subscriber_factory, tmp_path):
-    ca, cert, key = make_tls_files(tmp_path)
-    plain, secure = free_port(), free_port()
-    (tmp_path / 'passwd').write_text('')
-    subprocess.run(['mosquitto_passwd', '-b', str(tmp_path / 'passwd'), 'gw', 's3cret'],
-                   check=True)
-    conf = tmp_path / 'tls.conf'
-    conf.write_text(
-        'per_listener_settings true\nuser root\npersistence false\n'
-        'log_dest file %s/tls-mosquitto.log\n'
-        'listener %d 127.0.0.1\nallow_anonymous true\n'
-        'listener %d 127.0.0.1\ncafile %s\ncertfile %s\nkeyfile %s\n'
-        'allow_anonymous false\npassword_file %s/passwd\n'
-        % (tmp_path, plain, secure, ca, cert, key, tmp_path))
-    procs.start(['mosquitto', '-c', str(conf)], 'tls-mosquitto')
-    wait_until(lambda: subprocess.run(['mosquitto_pub', '-p', str(plain), '-t', 'x', '-m', 'x'],
-                                      capture_output=True).returncode == 0, 10,
-               what='the broker')
-    # A secret file others can read is refused at load: owner-only, whatever the umask.
-    (tmp_path / 'password').write_text('s3cret\n')
-    os.chmod(tmp_path / 'password', 0o600)
-    s, v = all_types_slave()
-    sim = modbus_sim('bus1', {'1': s})
-    cfg = gateway_config(tmp_path, plain, [bus('rs485-1', sim.gateway_end, [
-        {'id': 'm-1', 'address': 1, 'profile': 'all-types'}])],
-        profiles={'all-types': ALL_TYPES})
-    cfg['mqtt'] = {'uri': 'ssl://127.0.0.1:%d' % secure, 'tls': {'ca': str(ca)},
-                   'username': 'gw', 'password_file': str(tmp_path / 'password')}
-    sub = subscriber_factory(plain, 'meterhub/gw-test/#')
-    got = read_meters(gateway, cfg, sub, ['m-1'], rounds=1)
-    assert got['m-1'][0]['values']['energy_import_kwh'] == pytest.approx(v['energy_import_kwh'])
-
-
-def test_tls_with_wrong_ca_never_connects(procs, modbus_sim, gateway, tmp_path):
-    ca, cert, key = make_tls_files(tmp_path)
-    secure = free_port()
-    conf = tmp_path / 'tls.conf'
-    conf.write_text('user root\npersistence false\nlog_dest file %s/tls-mosquitto.log\n'
-                    'listener %d 127.0.0.1\ncafile %s\ncertfile %s\nkeyfile %s\n'
-                    'allow_anonymous true\n' % (tmp_path, secure, ca, cert, key))
-    procs.start(['mosquitto', '-c', str(conf)], 'tls-mosquitto')
-    # A CA that did not sign the broker's certificate: the gateway must refuse the broker.
-    other = tmp_path / 'other'
-    other.mkdir()
-    wrong_ca = make_tls_files(other)[0]
-    s, _ = all_types_slave()
-    sim = modbus_sim('bus1', {'1': s})
-    cfg = gateway_config(tmp_path, 1, [bus('rs485-1', sim.gateway_end, [
-        {'id': 'm-1', 'address': 1, 'profile': 'all-types'}])],
-        profiles={'all-types': ALL_TYPES})
-    cfg['mqtt'] = {'uri': 'ssl://127.0.0.1:%d' % secure, 'tls': {'ca': str(wrong_ca)}}
-    gw = gateway(cfg).start()
-    time.sleep(4)
-    assert gw.stop() == 0
-    log = gw.log()
-    assert 'cannot connect' in log and 'connected to' not in log
