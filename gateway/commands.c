@@ -96,7 +96,7 @@ struct mh_commands {
 	struct mh_db *db;
 	struct mh_outbox *outbox;
 	const struct mh_clock *clock;
-	void (*commit)(void *ud);
+	int (*commit)(void *ud);
 	void *commit_ud;
 	MDB_dbi journal;
 	uint8_t *key; /* KEY_CAP bytes of secret memory (see secret.h) */
@@ -830,7 +830,15 @@ void mh_commands_inbound(void *ud, const struct mh_inbound *in)
 		return;
 	}
 	/* Durable before paho sends the PUBACK, which it does when this returns. */
-	c->commit(c->commit_ud);
+	if (c->commit(c->commit_ud) < 0) {
+		/* Undone with the turn: never run what is not journaled. */
+		c->stats.journal_errors++;
+		mh_log_err(CMD, "command %s not journaled (the store failed); not carried out",
+			parsed.id);
+		free(cmd->payload);
+		free(cmd);
+		return;
+	}
 	c->stats.accepted++;
 	mh_log_notice(CMD, "command %s accepted: %s on meter %s", parsed.id,
 		mh_cmd_action_name(parsed.action), m->cfg->id);
@@ -955,7 +963,7 @@ static int load_journal(struct mh_commands *c)
 
 int mh_commands_open(uv_loop_t *loop, const struct mh_config *cfg, struct mh_meter_set *meters,
 	struct mh_db *db, struct mh_outbox *outbox, const struct mh_clock *clock,
-	void (*commit)(void *ud), void *commit_ud, struct mh_commands **out)
+	int (*commit)(void *ud), void *commit_ud, struct mh_commands **out)
 {
 	struct mh_commands *c = calloc(1, sizeof(*c));
 	char err[256];

@@ -39,20 +39,21 @@ struct mh_commands_stats {
 	uint64_t rejected[MH_CMD_REASONS]; /* by reason */
 	uint64_t unpublished; /* rejections not published (unauthenticated, over the rate) */
 	uint64_t redelivered; /* broker redeliveries of a journaled command, ignored */
-	uint64_t journal_errors; /* accepted commands the store could not keep (not acknowledged... lost) */
+	uint64_t journal_errors; /* commands the store could not journal: not carried out */
 	size_t active;           /* accepted and not finished */
 };
 
 /*
  * Commands for @cfg (commands.enabled) on @meters, journaled in @db, results
  * into @outbox; @clock says whether the wall clock can be trusted; @commit
- * makes the database's turn durable (and hands it to the uplink). Loads the
+ * makes the database's turn durable (and hands it to the uplink),
+ * returning 0 or a negative errno. Loads the
  * HMAC key and the journal. Returns 0 and *@out, or a negative errno
  * (logged): the key file refused, the journal unreadable.
  */
 int mh_commands_open(uv_loop_t *loop, const struct mh_config *cfg, struct mh_meter_set *meters,
 	struct mh_db *db, struct mh_outbox *outbox, const struct mh_clock *clock,
-	void (*commit)(void *ud), void *commit_ud, struct mh_commands **out);
+	int (*commit)(void *ud), void *commit_ud, struct mh_commands **out);
 
 /*
  * Start what the journal holds (the buses run, the wall clock is set):

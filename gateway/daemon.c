@@ -92,23 +92,27 @@ static void store_drop_event(struct mh_daemon *d, const struct mh_outbox_drops *
 	mh_records_store(d->outbox, MH_RECORD_EVENT, "event", obj, now);
 }
 
-/* One synced commit for everything of this loop turn, then hand it to the uplink. */
-static void commit(struct mh_daemon *d)
+/*
+ * One synced commit for everything of this loop turn, then hand it to the
+ * uplink. Returns the result of the turn's commit (0 or a negative errno).
+ */
+static int commit(struct mh_daemon *d)
 {
 	struct mh_outbox_drops drops;
+	int rc = mh_db_commit(d->db);
 
-	mh_db_commit(d->db);
 	if (mh_outbox_take_drops(d->outbox, &drops)) {
 		store_drop_event(d, &drops);
 		mh_db_commit(d->db);
 	}
 	if (d->uplink)
 		mh_uplink_pump(d->uplink);
+	return rc;
 }
 
-static void commit_cb(void *ud)
+static int commit_cb(void *ud)
 {
-	commit(ud);
+	return commit(ud);
 }
 
 /* ---- jobs ------------------------------------------------------------ */
