@@ -26,6 +26,8 @@ struct mh_bus {
 	struct mh_fifo priority, scheduled;
 	atomic_bool stop;
 	struct mh_bus_port port;
+	/* Bus thread only: what the links of ports closed before counted. */
+	struct mh_link_counters closed;
 };
 
 /* The next job, priority first; waits up to @timeout_ms. NULL when none came. */
@@ -54,6 +56,31 @@ static struct mh_job *next_urgent(struct mh_bus *bus)
 	return (struct mh_job *)node;
 }
 
+/* After a job: what the link counted so far is what health reports. */
+static void publish_counters(struct mh_bus *bus, const struct mh_reader *reader)
+{
+	struct mh_link_counters now = bus->closed, link;
+
+	mh_reader_counters(reader, &link);
+	mh_link_counters_add(&now, &link);
+	uv_mutex_lock(&bus->lock);
+	bus->port.link = now;
+	uv_mutex_unlock(&bus->lock);
+}
+
+/* The port is about to close: keep what its link counted. */
+static void close_reader(struct mh_bus *bus, struct mh_reader *reader)
+{
+	struct mh_link_counters link;
+
+	if (!reader)
+		return;
+	publish_counters(bus, reader);
+	mh_reader_counters(reader, &link);
+	mh_link_counters_add(&bus->closed, &link);
+	mh_reader_free(reader);
+}
+
 /*
  * Between two frames of a read: the urgent jobs waiting run now. A port
  * that fails under one stops the others; the read it interrupted meets the
@@ -68,6 +95,7 @@ static void run_urgent(void *ud, struct mh_reader *reader)
 		int rc = mh_reader_run(reader, job, &bus->stop);
 		if (rc == -ECANCELED)
 			job->canceled = true;
+		publish_counters(bus, reader);
 		mh_queue_push(bus->done, &job->node);
 		if (rc == -ENODEV)
 			break;
@@ -141,13 +169,14 @@ static void bus_thread(void *arg)
 			continue;
 		}
 		int rc = mh_reader_run(reader, job, &bus->stop);
+		publish_counters(bus, reader);
 		if (rc == -ECANCELED) {
 			job->canceled = true;
 		} else if (rc == -ENODEV) {
 			/* The adapter went away or broke: close it and open it afresh. */
 			mh_log_err(BUS, "%s: port %s failed (%s); closing it and reopening",
 				bus->cfg->name, bus->cfg->device, job->reading.error);
-			mh_reader_free(reader);
+			close_reader(bus, reader);
 			reader = NULL;
 			port_err = -ENODEV;
 			set_port(bus, false, -ENODEV);
@@ -156,7 +185,7 @@ static void bus_thread(void *arg)
 		}
 		mh_queue_push(bus->done, &job->node);
 	}
-	mh_reader_free(reader);
+	close_reader(bus, reader);
 }
 
 int mh_bus_start(const struct mh_bus_config *cfg, struct mh_queue *done, struct mh_bus **out)

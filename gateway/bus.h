@@ -17,6 +17,7 @@
 #include "config.h"
 #include "job.h"
 #include "queue.h"
+#include "serial.h"
 
 struct mh_bus;
 
@@ -37,6 +38,11 @@ struct mh_bus_port {
 	bool open;
 	uint64_t losses;  /* times it failed or vanished after being open */
 	int last_error;   /* negative errno of the last open or port failure, 0 if none */
+	/*
+	 * What the line did since the bus started, by class (see serial.h),
+	 * over every time the port was opened; as of the last job finished.
+	 */
+	struct mh_link_counters link;
 };
 void mh_bus_port(struct mh_bus *bus, struct mh_bus_port *out);
 

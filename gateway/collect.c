@@ -70,7 +70,7 @@ static void read_done(struct mh_job *job)
 			mh_log_warn(BUS, "%s: meter %s: %s: %s", m->bus_cfg->name, m->cfg->id,
 				mh_quality_name(job->reading.quality), job->reading.error);
 		mh_tables_observe(c->tables, job);
-		mh_health_note(c->health, m->bus_index, &job->reading);
+		mh_health_note(c->health, m->bus_index, m->slot, job->due_ms, &job->reading);
 		if (job->reading.quality == MH_QUALITY_GOOD)
 			m->last_good_ms = job->reading.read_at_ms;
 		else

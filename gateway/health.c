@@ -4,14 +4,28 @@
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "schedule.h"
+
+/* One meter's boundary reads: for the day's success rate and whether it is online. */
+struct meter_state {
+	int64_t due_ms;    /* the boundary last read (0: none yet) */
+	bool good;         /* it was read whole, at some try */
+	bool failed;       /* a try of it failed (the boundary is counted once) */
+	unsigned failures; /* boundaries failed in a row */
+};
 
 struct bus_counters {
 	uint64_t reads, good, timeout, error;
 	uint64_t latency_sum_ms;
 	unsigned latency_max_ms;
 	uint64_t total_reads, total_good;
+	struct mh_link_counters reported; /* the link counters at the last report */
+	struct meter_state *meters;       /* by slot */
+	uint32_t day;                     /* local YYYYMMDD that the two below count */
+	uint64_t day_boundaries, day_read; /* meter-boundaries attempted, read whole */
+	int64_t last_good_ms;             /* read_at of the newest good reading (0: none) */
 };
 
 struct mh_health {
@@ -32,6 +46,13 @@ struct mh_health *mh_health_new(const struct mh_config *cfg)
 		free(h);
 		return NULL;
 	}
+	for (size_t b = 0; b < cfg->n_buses; b++) {
+		h->buses[b].meters = calloc(cfg->buses[b].n_meters + 1, sizeof(struct meter_state));
+		if (!h->buses[b].meters) {
+			mh_health_free(h);
+			return NULL;
+		}
+	}
 	return h;
 }
 
@@ -39,13 +60,61 @@ void mh_health_free(struct mh_health *h)
 {
 	if (!h)
 		return;
+	for (size_t b = 0; b < h->cfg->n_buses; b++)
+		free(h->buses[b].meters);
 	free(h->buses);
 	free(h);
 }
 
-void mh_health_note(struct mh_health *h, size_t bus, const struct mh_reading *r)
+/* The local date (YYYYMMDD) that @ms falls on. */
+static uint32_t local_day(int64_t ms)
+{
+	time_t t = (time_t)(ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
+	struct tm tm;
+
+	localtime_r(&t, &tm);
+	return (uint32_t)((tm.tm_year + 1900) * 10000 + (tm.tm_mon + 1) * 100 + tm.tm_mday);
+}
+
+/*
+ * A try at reading boundary @due_ms of a meter. The day's rate counts
+ * meter-boundaries, not tries: a boundary is read when any of its tries
+ * (the first read and its retries) read every point. A boundary whose try
+ * failed counts towards going offline at once; a later success undoes it.
+ */
+static void note_boundary(struct bus_counters *c, struct meter_state *st, int64_t due_ms,
+	bool good)
+{
+	uint32_t day = local_day(due_ms);
+	/* A boundary of a day already over (a retry after midnight) counts for none. */
+	bool counted = day >= c->day;
+
+	if (day > c->day) {
+		c->day = day;
+		c->day_boundaries = c->day_read = 0;
+	}
+	if (due_ms != st->due_ms) {
+		st->due_ms = due_ms;
+		st->good = st->failed = false;
+		if (counted)
+			c->day_boundaries++;
+	}
+	if (good && !st->good) {
+		st->good = true;
+		st->failures = 0;
+		if (counted)
+			c->day_read++;
+	} else if (!good && !st->good && !st->failed) {
+		st->failed = true;
+		st->failures++;
+	}
+}
+
+void mh_health_note(struct mh_health *h, size_t bus, size_t slot, int64_t due_ms,
+	const struct mh_reading *r)
 {
 	struct bus_counters *c = &h->buses[bus];
+	bool good = r->quality == MH_QUALITY_GOOD;
 
 	c->reads++;
 	c->total_reads++;
@@ -63,6 +132,10 @@ void mh_health_note(struct mh_health *h, size_t bus, const struct mh_reading *r)
 	c->latency_sum_ms += r->duration_ms;
 	if (r->duration_ms > c->latency_max_ms)
 		c->latency_max_ms = r->duration_ms;
+	if (good && r->read_at_ms > c->last_good_ms)
+		c->last_good_ms = r->read_at_ms;
+	if (slot < h->cfg->buses[bus].n_meters)
+		note_boundary(c, &c->meters[slot], due_ms, good);
 }
 
 void mh_health_note_drops(struct mh_health *h, const struct mh_outbox_drops *d)
@@ -93,6 +166,75 @@ static void add_commands(cJSON *obj, const struct mh_commands_stats *st)
 		if (st->rejected[r])
 			cJSON_AddNumberToObject(rejected, mh_cmd_reason_name(r),
 				(double)st->rejected[r]);
+}
+
+/* @a - @b, field by field: what a period added. */
+static struct mh_link_counters link_delta(const struct mh_link_counters *a,
+	const struct mh_link_counters *b)
+{
+	return (struct mh_link_counters){
+		.frames = a->frames - b->frames,
+		.timeouts = a->timeouts - b->timeouts,
+		.checksum_errors = a->checksum_errors - b->checksum_errors,
+		.garbled = a->garbled - b->garbled,
+		.wrong_address = a->wrong_address - b->wrong_address,
+		.echo = a->echo - b->echo,
+		.late_replies = a->late_replies - b->late_replies,
+		.garbage_bytes = a->garbage_bytes - b->garbage_bytes,
+		.refusals = a->refusals - b->refusals,
+	};
+}
+
+/*
+ * The line's counters under @key. A class the protocol's link cannot see
+ * is left out rather than shown as a 0 that would mean "none seen":
+ * libmodbus neither shows echoes nor the bytes it drops. A refusal is a
+ * Modbus exception or a DL/T 645 abnormal reply, named so.
+ */
+static void add_link(cJSON *obj, const char *key, enum mh_protocol protocol,
+	const struct mh_link_counters *l)
+{
+	cJSON *o = cJSON_AddObjectToObject(obj, key);
+	bool dlt645 = protocol == MH_PROTO_DLT645;
+
+	if (!o)
+		return;
+	cJSON_AddNumberToObject(o, "frames", (double)l->frames);
+	cJSON_AddNumberToObject(o, "timeouts", (double)l->timeouts);
+	cJSON_AddNumberToObject(o, "checksum_errors", (double)l->checksum_errors);
+	cJSON_AddNumberToObject(o, "garbled", (double)l->garbled);
+	cJSON_AddNumberToObject(o, "wrong_address", (double)l->wrong_address);
+	if (dlt645)
+		cJSON_AddNumberToObject(o, "echo", (double)l->echo);
+	cJSON_AddNumberToObject(o, "late_replies", (double)l->late_replies);
+	if (dlt645)
+		cJSON_AddNumberToObject(o, "garbage_bytes", (double)l->garbage_bytes);
+	cJSON_AddNumberToObject(o, dlt645 ? "refusals" : "exceptions", (double)l->refusals);
+}
+
+/* The day's success rate, the meters online and offline, the newest good reading. */
+static void add_meters(cJSON *o, struct bus_counters *c, const struct mh_bus_config *bus,
+	const struct mh_health_snapshot *snap)
+{
+	size_t offline = 0;
+	char at[40];
+
+	/* The day ended with no read since: today has none yet. */
+	if (snap->clock_set && local_day(snap->now_ms) != c->day) {
+		c->day = local_day(snap->now_ms);
+		c->day_boundaries = c->day_read = 0;
+	}
+	if (snap->clock_set && c->day_boundaries)
+		cJSON_AddNumberToObject(o, "read_success_rate_today",
+			(double)c->day_read / (double)c->day_boundaries);
+	for (size_t i = 0; i < bus->n_meters; i++)
+		offline += c->meters[i].failures >= MH_HEALTH_OFFLINE_AFTER;
+	cJSON_AddNumberToObject(o, "meters_online", (double)(bus->n_meters - offline));
+	cJSON_AddNumberToObject(o, "meters_offline", (double)offline);
+	if (c->last_good_ms) {
+		mh_schedule_format(c->last_good_ms, true, at, sizeof(at));
+		cJSON_AddStringToObject(o, "last_good_reading", at);
+	}
 }
 
 char *mh_health_report(struct mh_health *h, const struct mh_health_snapshot *snap)
@@ -135,6 +277,11 @@ char *mh_health_report(struct mh_health *h, const struct mh_health_snapshot *sna
 			cJSON_AddStringToObject(o, "port_error", strerror(-snap->ports[b].last_error));
 		cJSON_AddNumberToObject(o, "total_reads", (double)c->total_reads);
 		cJSON_AddNumberToObject(o, "total_good", (double)c->total_good);
+		add_meters(o, c, &h->cfg->buses[b], snap);
+		struct mh_link_counters period = link_delta(&snap->ports[b].link, &c->reported);
+		add_link(o, "link", h->cfg->buses[b].protocol, &snap->ports[b].link);
+		add_link(o, "link_period", h->cfg->buses[b].protocol, &period);
+		c->reported = snap->ports[b].link;
 		cJSON_AddItemToArray(buses, o);
 		/* Rates cover one report period; the totals run since start. */
 		c->reads = c->good = c->timeout = c->error = c->latency_sum_ms = 0;

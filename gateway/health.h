@@ -3,8 +3,12 @@
 
 /*
  * What the health topic reports: per bus, how reads went since the last
- * report (success rate, latency) and the jobs waiting; the store's backlog
- * (depth, age of the oldest record, bytes used); the broker connection.
+ * report (success rate, latency) and the jobs waiting, the day's share of
+ * meters read whole at their boundaries, the meters online and offline,
+ * the newest good reading, and what the line did (frames, timeouts,
+ * checksum errors, garbage, ...) since start and since the last report;
+ * the store's backlog (depth, age of the oldest record, bytes used); the
+ * broker connection.
  */
 
 #include <stdbool.h>
@@ -24,8 +28,15 @@ struct mh_health *mh_health_new(const struct mh_config *cfg);
 /* Free; NULL is a no-op. */
 void mh_health_free(struct mh_health *h);
 
-/* Count one finished reading of a meter on bus @bus. */
-void mh_health_note(struct mh_health *h, size_t bus, const struct mh_reading *r);
+/* Boundaries failed in a row after which a meter is offline (until it is read again). */
+#define MH_HEALTH_OFFLINE_AFTER 3
+
+/*
+ * Count one finished reading of the meter at @slot on bus @bus, a try at
+ * reading boundary @due_ms (the first, or a retry of it).
+ */
+void mh_health_note(struct mh_health *h, size_t bus, size_t slot, int64_t due_ms,
+	const struct mh_reading *r);
 
 /* Count records the store dropped or lost. */
 void mh_health_note_drops(struct mh_health *h, const struct mh_outbox_drops *d);

@@ -852,3 +852,11 @@ int mh_reader_run(struct mh_reader *reader, struct mh_job *job, const atomic_boo
 	r->duration_ms = (unsigned)(mh_clock_mono_ms() - start);
 	return rc;
 }
+
+void mh_reader_counters(const struct mh_reader *reader, struct mh_link_counters *out)
+{
+	if (reader->modbus)
+		mh_modbus_link_counters(reader->modbus, out);
+	else
+		mh_dlt645_link_counters(reader->dlt645, out);
+}

@@ -13,6 +13,7 @@
 
 #include "config.h"
 #include "job.h"
+#include "serial.h"
 
 struct mh_reader;
 
@@ -44,3 +45,10 @@ void mh_reader_set_yield(struct mh_reader *reader, mh_reader_yield_fn fn, void *
  * the port itself failed (the job says so; close the reader and reopen).
  */
 int mh_reader_run(struct mh_reader *reader, struct mh_job *job, const atomic_bool *stop);
+
+/*
+ * What the port's link saw since the reader opened it (see
+ * mh_dlt645_link_counters(), mh_modbus_link_counters()): frames, timeouts,
+ * checksum errors, garbage, and so on, by class. Bus thread only.
+ */
+void mh_reader_counters(const struct mh_reader *reader, struct mh_link_counters *out);

@@ -2,6 +2,7 @@
 #include "records.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,12 +31,33 @@ cJSON *mh_records_event(struct mh_outbox *outbox, const char *type, int64_t now_
 	return obj;
 }
 
+const char *mh_records_nonfinite(const cJSON *obj)
+{
+	for (const cJSON *item = obj; item; item = item->next) {
+		const char *bad;
+
+		if (cJSON_IsNumber(item) && !isfinite(item->valuedouble))
+			return item->string ? item->string : "(a number)";
+		if (item->child && (bad = mh_records_nonfinite(item->child)))
+			return bad;
+	}
+	return NULL;
+}
+
 int mh_records_store(struct mh_outbox *outbox, enum mh_record_type type, const char *subtopic,
 	cJSON *obj, int64_t created_ms)
 {
-	char *json = obj ? cJSON_PrintUnformatted(obj) : NULL;
+	const char *bad = mh_records_nonfinite(obj);
+	char *json;
 	int rc = -ENOMEM;
 
+	if (bad) {
+		mh_log_err(STORE, "%s record not stored: its %s is not a finite number", subtopic,
+			bad);
+		cJSON_Delete(obj);
+		return -ERANGE;
+	}
+	json = obj ? cJSON_PrintUnformatted(obj) : NULL;
 	cJSON_Delete(obj);
 	if (json)
 		rc = mh_outbox_append(outbox, type, created_ms, subtopic, json, strlen(json));
@@ -45,13 +67,37 @@ int mh_records_store(struct mh_outbox *outbox, enum mh_record_type type, const c
 	return rc;
 }
 
-int mh_records_reading(struct mh_outbox *outbox, const struct mh_job *job)
+size_t mh_records_guard(struct mh_reading *r, const struct mh_profile *profile)
+{
+	char msg[sizeof(r->error)];
+	size_t dropped = 0;
+
+	for (size_t i = 0; i < r->n_values && i < profile->n_points; i++) {
+		if (!r->valid[i] || isfinite(r->values[i]))
+			continue;
+		r->valid[i] = false;
+		/* The first problem of a reading is its error; a codec's own comes first. */
+		if (!dropped++ && r->quality == MH_QUALITY_GOOD) {
+			snprintf(msg, sizeof(msg), "%s: the value is %s; not published",
+				profile->points[i].name, isnan(r->values[i]) ? "NaN" : "infinite");
+			r->quality = MH_QUALITY_ERROR;
+			memcpy(r->error, msg, sizeof(msg));
+		}
+	}
+	return dropped;
+}
+
+int mh_records_reading(struct mh_outbox *outbox, struct mh_job *job)
 {
 	const struct mh_meter *m = job->meter;
 	const struct mh_reading *r = &job->reading;
-	cJSON *obj = mh_records_begin(outbox), *values;
+	cJSON *obj, *values;
 	char ts[40], read_at[40], subtopic[96];
 
+	/* No codec gives a value JSON cannot carry; should one ever, it is caught here. */
+	if (mh_records_guard(&job->reading, m->cfg->profile))
+		mh_log_err(BUS, "%s: meter %s: %s", m->bus_cfg->name, m->cfg->id, r->error);
+	obj = mh_records_begin(outbox);
 	if (!obj)
 		return -ENOMEM;
 	mh_schedule_format(job->due_ms, false, ts, sizeof(ts));

@@ -10,6 +10,7 @@
 #include <cjson/cJSON.h>
 #include <stdint.h>
 
+#include "config.h"
 #include "job.h"
 #include "outbox.h"
 
@@ -20,11 +21,30 @@ cJSON *mh_records_begin(struct mh_outbox *outbox);
 cJSON *mh_records_event(struct mh_outbox *outbox, const char *type, int64_t now_ms);
 
 /*
+ * The name of the first number in @obj (and its children) that is NaN or
+ * infinite, which JSON cannot carry (cJSON would print null); NULL if none.
+ */
+const char *mh_records_nonfinite(const cJSON *obj);
+
+/*
  * Store @obj (consumed; NULL counts as out of memory) as a record of @type
- * under @subtopic. Returns 0 or a negative errno (logged).
+ * under @subtopic. Returns 0 or a negative errno (logged): -ERANGE for a
+ * record with a number that is not finite, which is never published.
  */
 int mh_records_store(struct mh_outbox *outbox, enum mh_record_type type, const char *subtopic,
 	cJSON *obj, int64_t created_ms);
 
-/* Store the reading a read job brought back (reading/<meter>). Returns 0 or -errno. */
-int mh_records_reading(struct mh_outbox *outbox, const struct mh_job *job);
+/*
+ * The last check of reading @r of a meter with @profile before it is
+ * published: a value that is not a finite number is no value, and the
+ * reading is an error that names it (unless it was one already). Returns
+ * how many values were dropped.
+ */
+size_t mh_records_guard(struct mh_reading *r, const struct mh_profile *profile);
+
+/*
+ * Store the reading a read job brought back (reading/<meter>), after
+ * mh_records_guard(), which may turn @job's reading into an error. Returns
+ * 0 or -errno.
+ */
+int mh_records_reading(struct mh_outbox *outbox, struct mh_job *job);

@@ -11,6 +11,7 @@
 
 #include "dlt645_di.h"
 #include "log.h"
+#include "records.h"
 #include "schedule.h"
 
 #define STATE_VERSION 1
@@ -368,6 +369,12 @@ static void emit(void *ud, const struct mh_ival_out *out)
 			c->m->cfg->id, mt->names[out->point], out->before, out->after);
 		break;
 	}
+	/* JSON has no NaN or infinity: such a record is refused, never published with a null. */
+	if (!c->rc && mh_records_nonfinite(obj)) {
+		mh_log_err(STORE, "%s record not stored: its %s is not a finite number", subtopic,
+			mh_records_nonfinite(obj));
+		c->rc = -ERANGE;
+	}
 	json = c->rc ? NULL : cJSON_PrintUnformatted(obj);
 	cJSON_Delete(obj);
 	if (!json) {
@@ -509,6 +516,12 @@ int mh_tables_frozen(struct mh_tables *t, const struct mh_job *job)
 	cJSON_AddItemToObject(obj, "cumulative", cum);
 	cJSON_AddBoolToObject(obj, "complete", true);
 	cJSON_AddStringToObject(obj, "source", "meter");
+	if (mh_records_nonfinite(obj)) {
+		mh_log_err(STORE, "meter %s: frozen record of %s not stored: its %s is not a finite number",
+			m->cfg->id, datestr, mh_records_nonfinite(obj));
+		cJSON_Delete(obj);
+		return -EDOM;
+	}
 	json = cJSON_PrintUnformatted(obj);
 	cJSON_Delete(obj);
 	if (!json)

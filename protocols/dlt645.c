@@ -308,10 +308,14 @@ int mh_dlt645_encode(const struct mh_dlt645_frame *f, unsigned preamble, uint8_t
 	return (int)n;
 }
 
+/* frame_check(): a whole frame, delimited by L and ending in 16, whose CS is wrong. */
+#define BAD_CHECKSUM (-EILSEQ)
+
 /*
  * Check the frame that starts with 68 at @b. Returns 0 when it is complete
  * and valid (it is MH_DLT645_OVERHEAD + b[9] bytes long), -EAGAIN when the
- * bytes so far are consistent with a frame, -EBADMSG when they are not.
+ * bytes so far are consistent with a frame, BAD_CHECKSUM when it is whole
+ * but its CS is wrong, -EBADMSG when it is not a frame otherwise.
  */
 static int frame_check(const uint8_t *b, size_t n)
 {
@@ -332,8 +336,10 @@ static int frame_check(const uint8_t *b, size_t n)
 		return -EAGAIN;
 	for (size_t i = 0; i < total - 2; i++)
 		cs = (uint8_t)(cs + b[i]);
-	if (b[total - 2] != cs || b[total - 1] != END)
+	if (b[total - 1] != END)
 		return -EBADMSG;
+	if (b[total - 2] != cs)
+		return BAD_CHECKSUM;
 	return 0;
 }
 
@@ -346,11 +352,14 @@ static size_t later_frame(const uint8_t *b, size_t n, size_t from)
 	return 0;
 }
 
-int mh_dlt645_decode(const uint8_t *buf, size_t len, struct mh_dlt645_frame *out, size_t *consumed)
+/* mh_dlt645_decode(), also saying whether what it gave up was a frame with a wrong CS. */
+static int decode_frame(const uint8_t *buf, size_t len, struct mh_dlt645_frame *out,
+	size_t *consumed, bool *bad_checksum)
 {
 	size_t i = 0, j;
 	int r;
 
+	*bad_checksum = false;
 	while (i < len && (buf[i] == PREAMBLE || buf[i] == FILL))
 		i++;
 	if (i == len) {
@@ -364,8 +373,9 @@ int mh_dlt645_decode(const uint8_t *buf, size_t len, struct mh_dlt645_frame *out
 		return -EBADMSG;
 	}
 	r = frame_check(buf + i, len - i);
-	if (r == -EBADMSG) {
+	if (r == -EBADMSG || r == BAD_CHECKSUM) {
 		/* Drop only this 68: a real frame may start inside what looked like one. */
+		*bad_checksum = r == BAD_CHECKSUM;
 		*consumed = i + 1;
 		return -EBADMSG;
 	}
@@ -385,6 +395,13 @@ int mh_dlt645_decode(const uint8_t *buf, size_t len, struct mh_dlt645_frame *out
 		out->data[k] = (uint8_t)(buf[i + 10 + k] - OFFSET);
 	*consumed = i + MH_DLT645_OVERHEAD + out->len;
 	return 0;
+}
+
+int mh_dlt645_decode(const uint8_t *buf, size_t len, struct mh_dlt645_frame *out, size_t *consumed)
+{
+	bool bad_checksum;
+
+	return decode_frame(buf, len, out, consumed, &bad_checksum);
 }
 
 void mh_dlt645_stream_init(struct mh_dlt645_stream *s)
@@ -424,8 +441,10 @@ int mh_dlt645_stream_next(struct mh_dlt645_stream *s, struct mh_dlt645_frame *ou
 {
 	for (;;) {
 		size_t used = 0;
-		int r = mh_dlt645_decode(s->buf, s->len, out, &used);
+		bool bad_checksum;
+		int r = decode_frame(s->buf, s->len, out, &used, &bad_checksum);
 
+		s->bad_checksum += bad_checksum;
 		stream_drop(s, used, r == -EBADMSG);
 		if (r != -EBADMSG)
 			return r;

@@ -101,6 +101,7 @@ struct mh_dlt645_stream {
 	size_t len;
 	uint64_t garbage; /* bytes dropped that were neither a frame nor FE/FF fill */
 	uint64_t skipped; /* valid frames mh_dlt645_stream_next_reply() passed over */
+	uint64_t bad_checksum; /* whole frames (by L, ending in 16) dropped for a wrong CS */
 };
 
 /* Address 99 99 99 99 99 99, for broadcast time and broadcast freeze. */

@@ -35,6 +35,11 @@ struct mh_dlt645_link {
 	uint8_t heard[2 * MH_DLT645_MAX_FRAME];
 	size_t heard_len;
 	char device[128];
+	/* What the line did; the stream keeps the garbage bytes and bad checksums. */
+	struct mh_link_counters counters;
+	/* The last request that got no reply, to know that reply if it comes late. */
+	struct mh_dlt645_frame unanswered;
+	bool has_unanswered;
 };
 
 static speed_t baud_constant(unsigned baud)
@@ -180,6 +185,74 @@ static int write_all(int fd, const uint8_t *p, size_t n, unsigned timeout_ms)
 	return 0;
 }
 
+/* Whether @addr is one that @req was sent to (AA digits are wildcards, 99.. is everyone). */
+static bool addressed_to(const struct mh_dlt645_frame *req, const uint8_t *addr)
+{
+	if (memcmp(req->addr, mh_dlt645_addr_broadcast, MH_DLT645_ADDR_LEN) == 0)
+		return true;
+	for (int i = 0; i < MH_DLT645_ADDR_LEN; i++)
+		if (req->addr[i] != 0xAA && req->addr[i] != addr[i])
+			return false;
+	return true;
+}
+
+/*
+ * A meter's frame @f that does not answer @req: the late reply to the
+ * request that went unanswered before, a reply from another meter (an
+ * address set twice, a meter that answers for every address), or one
+ * from ours about something else.
+ */
+static void count_stray(struct mh_dlt645_link *link, const struct mh_dlt645_frame *req,
+	const struct mh_dlt645_frame *f)
+{
+	if (link->has_unanswered && mh_dlt645_is_reply_to(&link->unanswered, f)) {
+		link->counters.late_replies++;
+		link->has_unanswered = false;
+	} else if (!addressed_to(req, f->addr)) {
+		link->counters.wrong_address++;
+	} else {
+		link->counters.garbled++;
+	}
+}
+
+/*
+ * Before a request: what the line holds now came after the last exchange
+ * was over. A meter's frame in it is a late reply (the meter was slower
+ * than the response timeout); the rest is noise that the stream counts as
+ * garbage. None of it may be taken for the answer to the next request.
+ */
+static void drain_stale(struct mh_dlt645_link *link)
+{
+	struct mh_dlt645_frame f;
+	uint8_t chunk[256];
+	size_t off = 0, len = 0, used;
+
+	for (;;) {
+		/* What the stream holds first: what came behind the last reply. */
+		while (mh_dlt645_stream_next(&link->stream, &f) == 0) {
+			if (!mh_dlt645_is_reply(&f))
+				continue;
+			link->counters.late_replies++;
+			if (link->has_unanswered && mh_dlt645_is_reply_to(&link->unanswered, &f))
+				link->has_unanswered = false;
+		}
+		if (off == len) {
+			ssize_t n = read(link->fd, chunk, sizeof(chunk));
+			if (n < 0 && errno == EINTR)
+				continue;
+			/* Nothing there (EAGAIN), or a port gone, which the write will say. */
+			if (n <= 0)
+				break;
+			len = (size_t)n;
+			off = 0;
+		}
+		mh_dlt645_stream_feed(&link->stream, chunk + off, len - off, &used);
+		off += used;
+	}
+	/* A frame cut short stays incomplete for ever: it goes without a count. */
+	mh_dlt645_stream_reset(&link->stream);
+}
+
 int mh_dlt645_link_send(struct mh_dlt645_link *link, const struct mh_dlt645_frame *req)
 {
 	int n = mh_dlt645_encode(req, PREAMBLE, link->sent, sizeof(link->sent));
@@ -190,13 +263,14 @@ int mh_dlt645_link_send(struct mh_dlt645_link *link, const struct mh_dlt645_fram
 		return n;
 	link->sent_len = (size_t)n;
 	/* What is left of an earlier reply must not be taken for the next one. */
+	drain_stale(link);
 	tcflush(link->fd, TCIFLUSH);
-	mh_dlt645_stream_reset(&link->stream);
 	mh_log_frame(MH_LOG_DLT645, link->device, "tx", link->sent, link->sent_len, NULL);
 	rc = write_all(link->fd, link->sent, link->sent_len,
 		link->response_timeout_ms + line_ms(link, link->sent_len));
 	if (rc < 0)
 		return rc;
+	link->counters.frames++;
 	tcdrain(link->fd);
 	return 0;
 }
@@ -222,6 +296,15 @@ static void echo_init(struct echo *e, const uint8_t *sent, size_t len)
 	while (e->start < len && sent[e->start] != 0x68)
 		e->start++;
 	e->over = e->start == len;
+}
+
+/*
+ * Whether the echo went past the control byte: a meter's reply begins like
+ * our request (FE, 68, the same address, 68) but its control byte differs.
+ */
+static bool echo_seen(const struct echo *e)
+{
+	return e->pos >= e->start + 9;
 }
 
 /* Whether @b continues the echo. Once the frame has begun, a byte that does not ends it. */
@@ -269,22 +352,49 @@ static int take(struct mh_dlt645_link *link, const struct mh_dlt645_frame *req,
 
 	while (off < n) {
 		size_t used = 0;
+		bool stray = false;
 
 		mh_dlt645_stream_feed(&link->stream, p + off, n - off, &used);
 		off += used;
 		if (mh_dlt645_stream_reply_begun(&link->stream))
 			*begun = true;
 		while (mh_dlt645_stream_next_reply(&link->stream, rsp) == 0) {
-			if (mh_dlt645_is_reply_to(req, rsp))
+			if (mh_dlt645_is_reply_to(req, rsp)) {
+				/* What came behind it is judged before the next request. */
+				mh_dlt645_stream_feed(&link->stream, p + off, n - off, &used);
+				link->counters.garbage_bytes += n - off - used;
 				return 0;
+			}
 			link->stream.skipped++;
+			count_stray(link, req, rsp);
+			stray = true;
 		}
+		/*
+		 * A whole frame that was not ours began nothing: the wait for our
+		 * reply goes on to the response timeout, not to the next pause.
+		 */
+		if (stray)
+			*begun = mh_dlt645_stream_reply_begun(&link->stream);
 	}
 	return -EAGAIN;
 }
 
+/*
+ * What the counters that explain a failed exchange add up to: a garbled
+ * exchange is one that failed with none of them growing.
+ */
+static uint64_t explained(const struct mh_dlt645_link *link)
+{
+	return link->stream.bad_checksum + link->counters.wrong_address +
+	       link->counters.late_replies + link->counters.garbled;
+}
+
+/*
+ * Send @req and wait for its reply (see mh_dlt645_link_transact()).
+ * *@echoed: it came back; *@before: explained() once it was sent.
+ */
 static int exchange(struct mh_dlt645_link *link, const struct mh_dlt645_frame *req,
-	struct mh_dlt645_frame *rsp)
+	struct mh_dlt645_frame *rsp, bool *echoed, uint64_t *before)
 {
 	struct echo echo;
 	int64_t now, deadline, limit, end, last_byte = 0;
@@ -292,6 +402,8 @@ static int exchange(struct mh_dlt645_link *link, const struct mh_dlt645_frame *r
 	bool begun = false, foreign = false;
 	int rc = mh_dlt645_link_send(link, req);
 
+	*echoed = false;
+	*before = explained(link);
 	if (rc < 0)
 		return rc;
 	echo_init(&echo, link->sent, link->sent_len);
@@ -342,6 +454,7 @@ static int exchange(struct mh_dlt645_link *link, const struct mh_dlt645_frame *r
 		for (ssize_t i = 0; i < n; i++)
 			if (!echo_continues(&echo, chunk[i]))
 				foreign = true;
+		*echoed = echo_seen(&echo);
 		rc = take(link, req, rsp, chunk, (size_t)n, &begun);
 		if (rc != -EAGAIN)
 			return rc;
@@ -358,17 +471,39 @@ static const char *outcome(int rc)
 	return rc == -EBADMSG ? "no valid reply" : strerror(-rc);
 }
 
+/* What the exchange showed of the line; link->counters has what it saw on the way. */
+static void count_exchange(struct mh_dlt645_link *link, const struct mh_dlt645_frame *req,
+	const struct mh_dlt645_frame *rsp, int rc, bool echoed, uint64_t before)
+{
+	if (echoed)
+		link->counters.echo++;
+	if (rc == -ETIMEDOUT || rc == -EBADMSG) {
+		link->unanswered = *req;
+		link->has_unanswered = true;
+	}
+	if (rc == 0 && mh_dlt645_is_abnormal(rsp))
+		link->counters.refusals++;
+	else if (rc == -ETIMEDOUT)
+		link->counters.timeouts++;
+	/* No reply, and nothing more telling on the way: noise, or a frame cut short. */
+	else if (rc == -EBADMSG && explained(link) == before)
+		link->counters.garbled++;
+}
+
 int mh_dlt645_link_transact(struct mh_dlt645_link *link, const struct mh_dlt645_frame *req,
 	struct mh_dlt645_frame *rsp)
 {
+	uint64_t before;
+	bool echoed;
 	int rc;
 
 	link->trace = mh_log_frames_on(MH_LOG_DLT645);
 	link->heard_len = 0;
-	rc = exchange(link, req, rsp);
+	rc = exchange(link, req, rsp, &echoed, &before);
 	if (link->trace)
 		mh_log_frame(MH_LOG_DLT645, link->device, "rx", link->heard, link->heard_len,
 			outcome(rc));
+	count_exchange(link, req, rsp, rc, echoed, before);
 	return rc;
 }
 
@@ -388,8 +523,10 @@ int mh_dlt645_link_read(struct mh_dlt645_link *link, const uint8_t addr[MH_DLT64
 		uint32_t got_di;
 		uint8_t got_seq;
 
-		if (frames > MAX_FOLLOWUPS)
+		if (frames > MAX_FOLLOWUPS) {
+			link->counters.garbled++;
 			return -EBADMSG;
+		}
 		rc = mh_dlt645_link_transact(link, &req, &rsp);
 		if (rc < 0)
 			return rc;
@@ -397,8 +534,11 @@ int mh_dlt645_link_read(struct mh_dlt645_link *link, const uint8_t addr[MH_DLT64
 		if (rc < 0)
 			return rc;
 		rc = mh_dlt645_read_payload(&rsp, &got_di, &payload, &n, &got_seq);
-		if (rc < 0 || got_di != di || (frames > 0 && got_seq != seq))
+		if (rc < 0 || got_di != di || (frames > 0 && got_seq != seq)) {
+			/* A reply with our checksum but not the shape it must have. */
+			link->counters.garbled++;
 			return -EBADMSG;
+		}
 		if (*len + n > cap)
 			return -ENOSPC;
 		memcpy(out + *len, payload, n);
@@ -425,9 +565,9 @@ int mh_dlt645_link_discover(struct mh_dlt645_link *link, uint8_t addr[MH_DLT645_
 	return rc;
 }
 
-void mh_dlt645_link_counters(const struct mh_dlt645_link *link, uint64_t *garbage,
-	uint64_t *skipped)
+void mh_dlt645_link_counters(const struct mh_dlt645_link *link, struct mh_link_counters *out)
 {
-	*garbage = link->stream.garbage;
-	*skipped = link->stream.skipped;
+	*out = link->counters;
+	out->garbage_bytes += link->stream.garbage;
+	out->checksum_errors = link->stream.bad_checksum;
 }

@@ -74,6 +74,22 @@ int mh_dlt645_link_read(struct mh_dlt645_link *link, const uint8_t addr[MH_DLT64
  */
 int mh_dlt645_link_discover(struct mh_dlt645_link *link, uint8_t addr[MH_DLT645_ADDR_LEN]);
 
-/* Bytes dropped as noise and frames passed over since the link was opened. */
-void mh_dlt645_link_counters(const struct mh_dlt645_link *link, uint64_t *garbage,
-	uint64_t *skipped);
+/*
+ * What the link saw since it was opened, counted per exchange:
+ *  frames           every request written, follow-ups and broadcasts included
+ *  timeouts         -ETIMEDOUT: no reply began (an echo alone is no reply)
+ *  checksum_errors  whole frames, by L and ending in 16, with a wrong CS
+ *  garbled          -EBADMSG that nothing below explains (noise alone, a
+ *                   frame cut short, a bad end byte), a reply of the wrong
+ *                   shape (no data identifier, a follow-up out of sequence),
+ *                   or one from our meter about something we did not ask
+ *  wrong_address    replies from an address the request was not sent to
+ *  echo             exchanges in which our request came back past its C byte
+ *  late_replies     replies to the request that last went unanswered, or
+ *                   any reply still on the line when the next request goes
+ *  garbage_bytes    bytes dropped that were neither a frame nor FE/FF fill
+ *  refusals         abnormal replies (D6: the ERR byte of a refusal)
+ * A reply passed over does not fail the exchange by itself: a request
+ * still gets its own reply after a stray one.
+ */
+void mh_dlt645_link_counters(const struct mh_dlt645_link *link, struct mh_link_counters *out);

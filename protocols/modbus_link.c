@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <modbus.h>
+#include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +25,8 @@ struct mh_modbus_link {
 	int lock_fd;
 	unsigned response_timeout_ms;
 	char device[128];
+	struct mh_link_counters counters;
+	bool timed_out; /* the last exchange did: bytes that come now are its late reply */
 };
 
 const char *mh_modbus_exception_str(uint8_t code)
@@ -148,18 +152,68 @@ void mh_modbus_link_free(struct mh_modbus_link *link)
 	free(link);
 }
 
-/* A libmodbus call failed (errno says how) after it started at @start. */
-static int call_error(const struct mh_modbus_link *link, int64_t start, uint8_t *exception)
+/*
+ * A libmodbus call failed (errno says how) after it started at @start:
+ * translate, and count what it says of the line. libmodbus 3.1 compares
+ * the slave id of a reply before its CRC, so a noise byte in front of a
+ * reply is EMBBADSLAVE as much as another slave's reply is.
+ */
+static int call_error(struct mh_modbus_link *link, int64_t start, uint8_t *exception)
 {
 	int err = errno;
+	int rc;
 
 	/*
 	 * libmodbus reports a reply cut short as a timeout too, but then the
 	 * byte timeout fired long before the response timeout: bytes came.
 	 */
-	if (err == ETIMEDOUT && mh_serial_mono_ms() - start < link->response_timeout_ms * 9 / 10)
+	if (err == ETIMEDOUT && mh_serial_mono_ms() - start < link->response_timeout_ms * 9 / 10) {
+		link->counters.garbled++;
 		return -EBADMSG;
-	return translate(err, exception);
+	}
+	rc = translate(err, exception);
+	if (rc == -ETIMEDOUT) {
+		link->counters.timeouts++;
+		link->timed_out = true;
+	} else if (rc == -EREMOTEIO) {
+		link->counters.refusals++;
+	} else if (err == EMBBADCRC) {
+		link->counters.checksum_errors++;
+	} else if (err == EMBBADSLAVE) {
+		link->counters.wrong_address++;
+	} else if (rc == -EBADMSG) {
+		link->counters.garbled++;
+	}
+	return rc;
+}
+
+/*
+ * Before a request, which it counts: libmodbus takes the first bytes that
+ * come after it for the reply, so bytes still on the line must go. After a
+ * timeout they are the late reply of that exchange; otherwise, noise after
+ * a reply or the tail of a garbled one. The port, if it is gone, fails the
+ * request itself.
+ */
+static void start_exchange(struct mh_modbus_link *link)
+{
+	struct pollfd pfd = { .fd = modbus_get_socket(link->ctx), .events = POLLIN };
+	uint8_t chunk[256];
+	bool stale = false;
+
+	while (poll(&pfd, 1, 0) > 0 && (pfd.revents & POLLIN)) {
+		ssize_t n = read(pfd.fd, chunk, sizeof(chunk));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		stale = true;
+	}
+	if (stale && link->timed_out)
+		link->counters.late_replies++;
+	else if (stale)
+		link->counters.garbled++;
+	link->timed_out = false;
+	link->counters.frames++;
 }
 
 static int read_table(struct mh_modbus_link *link, int unit, const struct mh_modbus_request *req,
@@ -170,8 +224,9 @@ static int read_table(struct mh_modbus_link *link, int unit, const struct mh_mod
 	int n;
 
 	*exception = 0;
-	if (modbus_set_slave(link->ctx, unit) < 0)
+	if (modbus_set_slave(link->ctx, unit) < 0 || (unsigned)req->table > MH_MODBUS_INPUT)
 		return -EINVAL;
+	start_exchange(link);
 	switch (req->table) {
 	case MH_MODBUS_HOLDING:
 		n = modbus_read_registers(link->ctx, req->address, req->count, dst);
@@ -190,8 +245,10 @@ static int read_table(struct mh_modbus_link *link, int unit, const struct mh_mod
 	}
 	if (n < 0)
 		return call_error(link, start, exception);
-	if (n != req->count)
+	if (n != req->count) {
+		link->counters.garbled++;
 		return -EBADMSG;
+	}
 	if (mh_modbus_table_is_bits(req->table))
 		for (int i = 0; i < n; i++)
 			dst[i] = bits[i];
@@ -222,6 +279,9 @@ static int write_one(struct mh_modbus_link *link, int unit, enum mh_modbus_table
 	*exception = 0;
 	if (modbus_set_slave(link->ctx, unit) < 0)
 		return -EINVAL;
+	if (table != MH_MODBUS_COIL && table != MH_MODBUS_HOLDING)
+		return -EINVAL;
+	start_exchange(link);
 	switch (table) {
 	case MH_MODBUS_COIL:
 		n = modbus_write_bit(link->ctx, address, value ? 1 : 0);
@@ -248,4 +308,9 @@ int mh_modbus_link_write(struct mh_modbus_link *link, int unit, enum mh_modbus_t
 		mh_modbus_trace_write_reply(link->device, unit, table, address, value, rc,
 			*exception);
 	return rc;
+}
+
+void mh_modbus_link_counters(const struct mh_modbus_link *link, struct mh_link_counters *out)
+{
+	*out = link->counters;
 }

@@ -54,5 +54,30 @@ int mh_modbus_link_read(struct mh_modbus_link *link, int unit, const struct mh_m
 int mh_modbus_link_write(struct mh_modbus_link *link, int unit, enum mh_modbus_table table,
 	uint16_t address, uint16_t value, uint8_t *exception);
 
+/*
+ * What the link saw since it was opened, counted per exchange. libmodbus
+ * (3.1.6 in Debian 12) reads a reply itself and says only how it failed,
+ * so some classes cannot be told apart:
+ *  frames           every request sent, retries included
+ *  timeouts         no reply within the response timeout
+ *  checksum_errors  EMBBADCRC: a reply from our slave with a wrong CRC; an
+ *                   echo of the request (a half-duplex adapter) is read as
+ *                   a reply and shows here too, or as success for a write
+ *                   (a write's reply is its echo)
+ *  garbled          a reply cut short (the byte timeout fired long before
+ *                   the response timeout), a wrong function, length or
+ *                   count, or bytes on the line before a request that no
+ *                   timeout explains (noise after a reply)
+ *  wrong_address    EMBBADSLAVE: the first byte of the reply was not our
+ *                   slave's id. libmodbus compares it before the CRC, so
+ *                   another slave's reply and a noise byte in front of ours
+ *                   both land here, as does a late reply of another slave
+ *                   that arrives once its successor's request is out
+ *  late_replies     bytes on the line before a request, after a timeout
+ *  refusals         exception replies
+ * echo and garbage_bytes stay 0: libmodbus keeps the bytes to itself.
+ */
+void mh_modbus_link_counters(const struct mh_modbus_link *link, struct mh_link_counters *out);
+
 /* Text for a Modbus exception code ("illegal data address"). */
 const char *mh_modbus_exception_str(uint8_t code);

@@ -27,6 +27,39 @@ struct mh_serial_params {
 	unsigned byte_timeout_ms;     /* silence that ends a reply */
 };
 
+/*
+ * What a link saw on its line, counted per frame exchange since the link
+ * was opened; they only ever grow. A link fills them in, knowing nothing
+ * of who reads them: the bus thread copies them out after each job.
+ * Classes a protocol cannot see stay 0 (see each link's header).
+ */
+struct mh_link_counters {
+	uint64_t frames;          /* requests sent, retries and follow-ups included */
+	uint64_t timeouts;        /* exchanges in which no reply began in time */
+	uint64_t checksum_errors; /* replies whose checksum (DL/T 645 CS, Modbus CRC) was wrong */
+	uint64_t garbled;         /* exchanges spoilt otherwise: noise only, cut short, malformed */
+	uint64_t wrong_address;   /* replies from another meter or slave */
+	uint64_t echo;            /* exchanges in which our own request came back */
+	uint64_t late_replies;    /* replies that came after their exchange was over */
+	uint64_t garbage_bytes;   /* bytes dropped that were neither a frame nor fill */
+	uint64_t refusals;        /* Modbus exceptions, DL/T 645 abnormal replies */
+};
+
+/* @a += @b, field by field. */
+static inline void mh_link_counters_add(struct mh_link_counters *a,
+	const struct mh_link_counters *b)
+{
+	a->frames += b->frames;
+	a->timeouts += b->timeouts;
+	a->checksum_errors += b->checksum_errors;
+	a->garbled += b->garbled;
+	a->wrong_address += b->wrong_address;
+	a->echo += b->echo;
+	a->late_replies += b->late_replies;
+	a->garbage_bytes += b->garbage_bytes;
+	a->refusals += b->refusals;
+}
+
 /* 'N', 'E' or 'O'. */
 static inline char mh_parity_letter(enum mh_parity parity)
 {

@@ -110,6 +110,11 @@ Meter keys (default in brackets):
   relay_open [false], keep_power [false], alarm [false]  initial relay states
   err_password [4], err_keep_power [4], err_expired [4]  ERR bytes for 1CH
   max_frame_data [bus value] limit on L; longer read replies use follow-up
+  answer_all [false] a meter that answers for every address: it also answers
+      each request addressed to another meter (or to none), as if to itself,
+      with its own address in the reply, before the addressed meter does (a
+      real bus would garble both); logged as tx with fault "answer_all".
+      Not for read-address (13H) or broadcasts.
   fault [{}]: any of
       "silence": true            no reply, command NOT executed
       "err": n                   abnormal reply with ERR n, NOT executed
@@ -221,7 +226,7 @@ DEFAULT_METER = {
     "relay_open": False, "keep_power": False, "alarm": False,
     "err_password": ERR_PASSWORD, "err_keep_power": ERR_PASSWORD,
     "err_expired": ERR_PASSWORD,
-    "max_frame_data": None, "fault": {},
+    "max_frame_data": None, "answer_all": False, "fault": {},
 }
 STATE_KEYS = ("import_kwh", "export_kwh", "clock_offset_s", "relay_open",
               "keep_power", "alarm")
@@ -1114,6 +1119,9 @@ class Simulator:
                 return
         else:
             matched = [m for m in self.meters.values() if m.matches(f.addr)]
+            for m in self.meters.values():
+                if m.cfg.get("answer_all") and m not in matched and fn != 0x08:
+                    self.respond(m, f, m.handle(f, now), now, {"answer_all": True})
         if len(matched) > 1:
             self.log({"dir": "tx", "addr": None, "c": None, "di": None, "hex": "",
                       "values": None, "fault": "collision"})
@@ -1171,6 +1179,8 @@ class Simulator:
             faults.append("wrong_addr")
         if fault.get("err") is not None and fault.get("err") is not False:
             faults.append("err=%d" % (int(fault["err"]) & 0xFF))
+        if fault.get("answer_all"):
+            faults.append("answer_all")
         frame = bytearray(build_frame(addr, rep.c, rep.data))
         if fault.get("bad_checksum"):
             frame[-2] = (frame[-2] + 1) & 0xFF

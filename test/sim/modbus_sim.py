@@ -23,9 +23,11 @@ Usage (run with Debian's python, which has python3-pymodbus and python3-serial):
        "answered": true, "fault": null, "hex": "01030000000AC5CD", "reply": "0103..."}
 
   ``answered`` tells whether any byte was sent back, ``fault`` names the fault
-  injected into this request (null if none). ``hex`` is the request frame as
-  received (CRC included), ``reply`` the bytes sent back exactly as written,
-  faults included ("" when nothing was sent), both upper-case hex. Write requests also carry
+  injected into this request (null if none); ``intruders`` (only when some
+  answered) lists the answer_all slaves that answered a request to another.
+  ``hex`` is the request frame as received (CRC included), ``reply`` the
+  bytes sent back exactly as written, faults included ("" when nothing was
+  sent), both upper-case hex. Write requests also carry
   ``"values"``: the registers or bits (0/1) the master wrote. ``address`` and
   ``count`` are null for function codes other than 1-6, 15, 16. The writes a
   slave received are its entries with fc 5, 15 (coils) or 6, 16 (registers);
@@ -33,7 +35,8 @@ Usage (run with Debian's python, which has python3-pymodbus and python3-serial):
 
 Config::
 
-    {"slaves": {
+    {"echo": false,
+     "slaves": {
        "1": {"holding": {"0": 17258}, "input": {"16": 2301},
              "coil": {"0": 0}, "discrete": {"0": 1},
              "typed": [{"table": "holding", "address": 100, "type": "float32",
@@ -59,6 +62,8 @@ Config::
   pending are dropped by a reload.
 * Slave ids not in the config are never answered. Broadcast (slave 0) writes
   are executed on every configured slave and never answered.
+* ``echo`` (default false): every byte the master sends comes back at once,
+  before any answer, as a half-duplex RS485 adapter that hears itself does it.
 
 Faults (``"fault": {"kind": ...}``, at most one per slave):
 
@@ -70,6 +75,11 @@ Faults (``"fault": {"kind": ...}``, at most one per slave):
     truncated                   sends only the first half of the answer
     wrong_slave id=slave+1      answers with another slave id (valid CRC)
     stuck_relay                 acknowledges coil writes, relay input never moves
+    answer_all                  also answers every request to another slave id
+                                (configured or not), before that slave does:
+                                executed on its own registers, sent with its own
+                                id; its own requests are served normally. The
+                                request's log line lists it in "intruders".
 
 Optional ``"every": N`` injects the fault only into the Nth, 2Nth, ... request
 to that slave (counted from start or from the last reload); the other requests
@@ -126,6 +136,7 @@ FAULT_PARAMS = {
     "truncated": {},
     "wrong_slave": {"id": None},
     "stuck_relay": {},
+    "answer_all": {},
 }
 
 # encode_typed type -> big-endian struct format.
@@ -348,7 +359,9 @@ def _parse_relay(raw, tables, where):
 
 def parse_config(doc):
     """Build {slave id: Slave} from a decoded config document."""
-    _check_keys(doc, ("slaves",), "config")
+    _check_keys(doc, ("slaves", "echo"), "config")
+    if not isinstance(doc.get("echo", False), bool):
+        raise ConfigError("echo: expected true or false")
     slaves_raw = doc.get("slaves", {})
     if not isinstance(slaves_raw, dict):
         raise ConfigError("slaves: expected an object")
@@ -378,9 +391,10 @@ def parse_config(doc):
 
 
 def load_config(path):
-    """Read and parse the config file; raises OSError or ValueError."""
+    """Read and parse the config file into (slaves, echo); raises OSError or ValueError."""
     with open(path, encoding="utf-8") as handle:
-        return parse_config(json.load(handle))
+        doc = json.load(handle)
+    return parse_config(doc), doc.get("echo", False)
 
 
 # --------------------------------------------------------------------------
@@ -480,10 +494,10 @@ def exception_pdu(fc, code):
 class Simulator:
     """Serves the configured slaves on one serial port until stopped by a signal."""
 
-    def __init__(self, port, config_path, slaves, log_file):
+    def __init__(self, port, config_path, config, log_file):
         self.port = port
         self.config_path = config_path
-        self.slaves = slaves
+        self.slaves, self.echo = config
         self.log_file = log_file
         self.decoder = ServerDecoder()
         self.sent = b""  # the bytes of the last reply, for the log
@@ -510,7 +524,7 @@ class Simulator:
         if self.reload_requested:
             self.reload_requested = False
             try:
-                self.slaves = load_config(self.config_path)
+                self.slaves, self.echo = load_config(self.config_path)
                 print("modbus_sim: config reloaded", file=sys.stderr, flush=True)
             except (OSError, ValueError) as exc:
                 print(f"modbus_sim: reload failed, keeping old config: {exc}", file=sys.stderr, flush=True)
@@ -526,7 +540,11 @@ class Simulator:
             if self.wake_r in readable:
                 self._handle_signals()
             if port_fd in readable:
-                self.rx.feed(self.port.read(4096), time.monotonic())
+                data = self.port.read(4096)
+                if self.echo and data:
+                    self.port.write(data)
+                    self.port.flush()
+                self.rx.feed(data, time.monotonic())
             while not self.stop_requested:
                 frame = self.rx.next_frame(time.monotonic())
                 if frame is None:
@@ -563,9 +581,18 @@ class Simulator:
                 for slave in self.slaves.values():
                     # a stuck relay stays stuck whatever its "every" says
                     self.execute(slave, pdu, mirror=not slave.stuck_relay)
-        elif slave_id in self.slaves:
+        intruders = []
+        if slave_id != 0:
+            for other_id, other in self.slaves.items():
+                if other_id != slave_id and other.fault and other.fault["kind"] == "answer_all":
+                    reply_pdu = self.execute(other, pdu, mirror=True)
+                    if self.send_reply(other_id, reply_pdu, None):
+                        intruders.append(other_id)
+        if slave_id != 0 and slave_id in self.slaves:
             slave = self.slaves[slave_id]
             fault = slave.active_fault()
+            if fault and fault["kind"] == "answer_all":
+                fault = None  # its own requests are served as they should be
             kind = fault["kind"] if fault else None
             if kind != "silent":
                 if kind == "exception":
@@ -573,7 +600,7 @@ class Simulator:
                 else:
                     reply_pdu = self.execute(slave, pdu, mirror=kind != "stuck_relay")
                 answered = self.send_reply(slave_id, reply_pdu, fault)
-        self.write_log(received, slave_id, pdu, answered, fault, frame)
+        self.write_log(received, slave_id, pdu, answered, fault, frame, intruders)
 
     def execute(self, slave, pdu, mirror):
         """Run a request PDU against slave's datastore; return the reply PDU."""
@@ -617,7 +644,7 @@ class Simulator:
         self.sent = frame
         return True
 
-    def write_log(self, received, slave_id, pdu, answered, fault, frame):
+    def write_log(self, received, slave_id, pdu, answered, fault, frame, intruders=()):
         if self.log_file is None:
             return
         entry = {"t": received, "slave": slave_id, "fc": pdu[0]}
@@ -626,6 +653,8 @@ class Simulator:
         entry["fault"] = fault["kind"] if fault else None
         entry["hex"] = bytes(frame).hex().upper()
         entry["reply"] = self.sent.hex().upper()
+        if intruders:
+            entry["intruders"] = list(intruders)
         self.log_file.write(json.dumps(entry) + "\n")
         self.log_file.flush()
 
@@ -640,7 +669,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     try:
-        slaves = load_config(args.config)
+        config = load_config(args.config)
     except (OSError, ValueError) as exc:
         print(f"modbus_sim: cannot load config: {exc}", file=sys.stderr)
         return 2
@@ -648,7 +677,7 @@ def main(argv=None):
     try:
         with serial.Serial(args.port, args.baud, bytesize=8, parity=args.parity,
                            stopbits=1, timeout=0) as port:
-            simulator = Simulator(port, args.config, slaves, log_file)
+            simulator = Simulator(port, args.config, config, log_file)
             print("READY", flush=True)
             simulator.serve()
     except serial.SerialException as exc:

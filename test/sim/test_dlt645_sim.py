@@ -385,6 +385,27 @@ def test_faults(main_bus):
     assert faults["000000000018"] == "delay_ms=300"
 
 
+def test_meter_that_answers_for_every_address(make_bus):
+    b = make_bus({"meters": [{"address": "000000000051", "answer_all": True, "import_kwh": 5.0},
+                             {"address": "000000000052", "import_kwh": 7.0}]})
+    # A request to the other meter: the intruder answers first, with its own
+    # address, then the addressed meter; both frames are valid.
+    raw = b.exchange(read_req("000000000052", "00010000"))
+    first = Reply(raw)
+    assert first.cs_ok and first.addr == "000000000051"
+    second = Reply(raw[raw.index(first.frame) + len(first.frame):])
+    assert second.cs_ok and second.addr == "000000000052"
+    # Nobody at this address: the intruder answers all the same.
+    r = b.read("000000000077", "00010000")
+    assert r.cs_ok and r.addr == "000000000051"
+    # Its own requests get one reply, its own.
+    raw = b.exchange(read_req("000000000051", "00010000"))
+    assert Reply(raw).addr == "000000000051" and len(raw) == len(Reply(raw).frame)
+    tx = [x for x in b.log() if x["dir"] == "tx"]
+    assert [x["fault"] for x in tx if x["addr"] == "000000000051"] == \
+        ["answer_all", "answer_all", None]
+
+
 def test_follow_up_frames(main_bus):
     a = "000000000031"
     r = main_bus.read(a, "0001FF00")

@@ -356,6 +356,27 @@ def test_log_records_requests(sim):
     ]
 
 
+def test_slave_that_answers_for_every_id(bench):
+    bench.start({"slaves": {"1": {"holding": {"0": 11}, "fault": {"kind": "answer_all"}},
+                            "2": {"holding": {"0": 22}}}})
+    # A request to slave 2: slave 1 answers first, from its own registers and
+    # with its own id, then slave 2 answers.
+    assert bench.transact(req(2, 3, 0, 1)) == registers_reply(1, 3, 11) + registers_reply(2, 3, 22)
+    # An id nobody has: slave 1 answers all the same.
+    assert bench.transact(req(7, 3, 0, 1)) == registers_reply(1, 3, 11)
+    # Its own requests get its answer once.
+    assert bench.transact(req(1, 3, 0, 1)) == registers_reply(1, 3, 11)
+    log = bench.log_entries(3)
+    assert [(e["slave"], e.get("intruders"), e["fault"]) for e in log] == \
+        [(2, [1], None), (7, [1], None), (1, None, None)]
+
+
+def test_echo_sends_the_request_back_first(bench):
+    bench.start({"echo": True, "slaves": {"1": {"holding": {"0": 11}}}})
+    request = req(1, 3, 0, 1)
+    assert bench.transact(request) == request + registers_reply(1, 3, 11)
+
+
 def test_sigterm_exits_zero(sim):
     sim.proc.send_signal(signal.SIGTERM)
     assert sim.proc.wait(5) == 0

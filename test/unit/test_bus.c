@@ -164,6 +164,52 @@ static void test_vanished_port_is_reported(void **state)
 	mh_queue_deinit(&l.done);
 }
 
+/*
+ * What the line did is counted by class on the bus thread and shown with
+ * the port: a silent meter's timeouts, noise found before a request; and
+ * it is kept when the port fails and is closed.
+ */
+static void test_line_counters_survive_the_port(void **state)
+{
+	static const uint8_t noise[] = { 0x00, 0x12, 0x34 };
+	struct line l;
+	struct mh_bus *bus;
+	struct mh_bus_port port;
+	int64_t ids[1];
+
+	line_open(&l, 50);
+	assert_int_equal(mh_bus_start(&l.bus, &l.done, &bus), 0);
+	wait_port_open(bus);
+	mh_bus_submit(bus, job(1), false);
+	assert_int_equal(collect(&l, 1, ids, NULL), 1);
+	mh_bus_port(bus, &port);
+	assert_int_equal(port.link.frames, 1);
+	assert_int_equal(port.link.timeouts, 1);
+	assert_int_equal(port.link.garbage_bytes, 0);
+
+	/* Noise on the line between two reads: found, counted, never taken for a reply. */
+	assert_int_equal(write(l.pty.master, noise, sizeof(noise)), (ssize_t)sizeof(noise));
+	sleep_ms(20);
+	mh_bus_submit(bus, job(2), false);
+	assert_int_equal(collect(&l, 1, ids, NULL), 1);
+	mh_bus_port(bus, &port);
+	assert_int_equal(port.link.frames, 2);
+	assert_int_equal(port.link.timeouts, 2);
+	assert_int_equal(port.link.garbage_bytes, 3);
+
+	/* The adapter is pulled out: the port closes, what it counted stays. */
+	close(l.pty.master);
+	mh_bus_submit(bus, job(3), false);
+	assert_int_equal(collect(&l, 1, ids, NULL), 1);
+	mh_bus_port(bus, &port);
+	assert_false(port.open);
+	assert_int_equal(port.link.frames, 2);
+	assert_int_equal(port.link.timeouts, 2);
+	assert_int_equal(port.link.garbage_bytes, 3);
+	mh_bus_stop(bus);
+	mh_queue_deinit(&l.done);
+}
+
 static void test_stop_cancels_what_did_not_run(void **state)
 {
 	struct line l;
@@ -195,6 +241,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_priority_jobs_overtake_scheduled_ones),
 		cmocka_unit_test(test_vanished_port_is_reported),
+		cmocka_unit_test(test_line_counters_survive_the_port),
 		cmocka_unit_test(test_stop_cancels_what_did_not_run),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

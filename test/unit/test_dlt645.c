@@ -798,6 +798,28 @@ static void test_stream_one_byte_at_a_time(void **state)
 	assert_int_equal(s.len, 0);
 }
 
+/* A whole frame with a wrong CS is counted as such; its bytes are garbage all the same. */
+static void test_stream_counts_bad_checksums(void **state)
+{
+	struct mh_dlt645_stream s;
+	struct mh_dlt645_frame f;
+	uint8_t buf[64];
+	size_t n = 0, used;
+
+	(void)state;
+	n += unhex("68 25 04 03 02 01 00 68 91 08 33 33 34 33 75 39 45 33 8C 16", buf + n);
+	/* A bad end byte is a broken frame, not a checksum error. */
+	n += unhex("68 25 04 03 02 01 00 68 91 08 33 33 34 33 75 39 45 33 8B 17", buf + n);
+	n += unhex(V1_RSP, buf + n);
+	mh_dlt645_stream_init(&s);
+	assert_int_equal(mh_dlt645_stream_feed(&s, buf, n, &used), 0);
+	assert_int_equal(mh_dlt645_stream_next(&s, &f), 0);
+	assert_int_equal(f.control, 0x91);
+	assert_int_equal(s.bad_checksum, 1);
+	assert_int_equal(s.garbage, 40);
+	assert_int_equal(mh_dlt645_stream_next(&s, &f), -EAGAIN);
+}
+
 static void test_stream_reports_echo(void **state)
 {
 	struct mh_dlt645_stream s;
@@ -988,12 +1010,38 @@ static void test_read_payload_errors(void **state)
 
 /* ---- the link, on a pty ---- */
 
-/* One thing the far end does: after @after_ms, echo request bytes [from, to), then send @hex. */
+/*
+ * One thing the far end does: after @after_ms, echo request bytes [from,
+ * to), then send @hex; or, if @hex is NEXT_REQUEST, wait for the next one.
+ */
 struct step {
 	unsigned after_ms;
 	size_t echo_from, echo_to;
 	const char *hex;
 };
+
+static const char NEXT_REQUEST[] = "next request";
+
+/* In the child: read one whole request from @master into @req; exits 2 if none comes. */
+static size_t await_request(int master, uint8_t *req, size_t cap)
+{
+	struct mh_dlt645_frame f;
+	size_t len = 0, used = 0;
+
+	/* Requests come one at a time, so one that decodes ends where the bytes do. */
+	while (!(len && mh_dlt645_decode(req, len, &f, &used) == 0 && used == len)) {
+		struct pollfd pfd = {.fd = master, .events = POLLIN};
+		ssize_t r;
+
+		if (poll(&pfd, 1, 3000) <= 0 || len == cap)
+			_exit(2);
+		r = read(master, req + len, 1);
+		if (r <= 0)
+			_exit(2);
+		len += (size_t)r;
+	}
+	return len;
+}
 
 /*
  * In a child: wait for one whole request on @master, then play @steps,
@@ -1003,23 +1051,15 @@ struct step {
 static void play(int master, const struct step *steps, size_t n)
 {
 	uint8_t req[MH_DLT645_MAX_FRAME], out[2 * MH_DLT645_MAX_FRAME];
-	struct mh_dlt645_frame f;
-	size_t len = 0, used = 0;
+	size_t len = await_request(master, req, sizeof(req));
 
-	while (!(len && mh_dlt645_decode(req, len, &f, &used) == 0 && used == len)) {
-		struct pollfd pfd = {.fd = master, .events = POLLIN};
-		ssize_t r;
-
-		if (poll(&pfd, 1, 3000) <= 0 || len == sizeof(req))
-			_exit(2);
-		r = read(master, req + len, sizeof(req) - len);
-		if (r <= 0)
-			_exit(2);
-		len += (size_t)r;
-	}
 	for (size_t i = 0; i < n; i++) {
 		size_t k = 0;
 
+		if (steps[i].hex == NEXT_REQUEST) {
+			len = await_request(master, req, sizeof(req));
+			continue;
+		}
 		sleep_ms(steps[i].after_ms);
 		for (size_t j = steps[i].echo_from; j < steps[i].echo_to && j < len; j++)
 			out[k++] = req[j];
@@ -1066,6 +1106,7 @@ struct exchange {
 	int64_t ms; /* how long mh_dlt645_link_read() took */
 	size_t len;
 	uint8_t data[16];
+	struct mh_link_counters counters; /* the link's, after the read */
 };
 
 /*
@@ -1097,9 +1138,73 @@ static void exchange(unsigned response_ms, unsigned byte_ms, const struct step *
 		link, addr, 0x00010000, x->data, sizeof(x->data), &x->len, &err);
 	x->ms = mono_ms() - t0;
 	finish_far_end(pid);
+	mh_dlt645_link_counters(link, &x->counters);
 	mh_dlt645_link_free(link);
 	close(p.master);
 }
+
+/* One read of a session: from meter @addr, after a pause of @pause_ms. */
+struct read_spec {
+	const char *addr;
+	unsigned pause_ms;
+};
+
+/*
+ * Like exchange(), but several reads of 00010000 on one link, one after the
+ * other, while the far end plays @steps (see struct step); @x[i] is read i.
+ * The counters in the last are the session's.
+ */
+static void session(unsigned response_ms, const struct step *steps, size_t n,
+	const struct read_spec *reads, size_t n_reads, struct exchange *x)
+{
+	struct mh_serial_params params = {
+		.baud = 2400,
+		.parity = MH_PARITY_EVEN,
+		.response_timeout_ms = response_ms,
+		.byte_timeout_ms = 30,
+	};
+	struct mh_dlt645_link *link;
+	struct pty p;
+	uint8_t addr[6], err;
+	pid_t pid;
+
+	pty_open(&p);
+	params.device = p.slave;
+	assert_int_equal(mh_dlt645_link_open(&params, &link), 0);
+	pid = start_far_end(p.master, steps, n);
+	for (size_t i = 0; i < n_reads; i++) {
+		int64_t t0;
+
+		sleep_ms(reads[i].pause_ms);
+		assert_int_equal(mh_dlt645_addr_parse(reads[i].addr, addr), 0);
+		t0 = mono_ms();
+		x[i].rc = mh_dlt645_link_read(link, addr, 0x00010000, x[i].data, sizeof(x[i].data),
+			&x[i].len, &err);
+		x[i].ms = mono_ms() - t0;
+		mh_dlt645_link_counters(link, &x[i].counters);
+	}
+	finish_far_end(pid);
+	mh_dlt645_link_free(link);
+	close(p.master);
+}
+
+/* Vector 1's reply as meter 000102030426 would send it: another meter's reply. */
+#define V1_RSP_26 "68 26 04 03 02 01 00 68 91 08 33 33 34 33 75 39 45 33 8C 16"
+
+/* Assert that the link counted exactly these, and nothing else. */
+#define assert_counted(c, ...)                                                                 \
+	do {                                                                                   \
+		struct mh_link_counters want_ = {__VA_ARGS__};                                 \
+		assert_int_equal((c).frames, want_.frames);                                    \
+		assert_int_equal((c).timeouts, want_.timeouts);                                \
+		assert_int_equal((c).checksum_errors, want_.checksum_errors);                  \
+		assert_int_equal((c).garbled, want_.garbled);                                  \
+		assert_int_equal((c).wrong_address, want_.wrong_address);                      \
+		assert_int_equal((c).echo, want_.echo);                                        \
+		assert_int_equal((c).late_replies, want_.late_replies);                        \
+		assert_int_equal((c).garbage_bytes, want_.garbage_bytes);                      \
+		assert_int_equal((c).refusals, want_.refusals);                                \
+	} while (0)
 
 static void assert_vector1_value(const struct exchange *x)
 {
@@ -1120,6 +1225,8 @@ static void test_link_echo_then_slow_meter(void **state)
 	exchange(500, 30, steps, 2, &x);
 	assert_vector1_value(&x);
 	assert_true(x.ms >= 140);
+	/* The echo is harmless, but counted: the adapter hears itself. */
+	assert_counted(x.counters, .frames = 1, .echo = 1);
 }
 
 /*
@@ -1139,6 +1246,8 @@ static void test_link_echo_in_pieces_then_noise(void **state)
 	(void)state;
 	exchange(500, 30, steps, 4, &x);
 	assert_vector1_value(&x);
+	/* The glitch byte is garbage; FE is fill. */
+	assert_counted(x.counters, .frames = 1, .echo = 1, .garbage_bytes = 1);
 }
 
 /* Adapters often lose some of the leading FE bytes while switching direction. */
@@ -1174,9 +1283,12 @@ static void test_link_echo_only_is_a_timeout(void **state)
 	exchange(300, 30, whole, 1, &x);
 	assert_int_equal(x.rc, -ETIMEDOUT);
 	assert_true(x.ms >= 290);
+	assert_counted(x.counters, .frames = 1, .timeouts = 1, .echo = 1);
 	exchange(300, 30, part, 1, &x);
 	assert_int_equal(x.rc, -ETIMEDOUT);
 	assert_true(x.ms >= 290);
+	/* Twelve bytes stop short of the control byte: too little to call it an echo. */
+	assert_counted(x.counters, .frames = 1, .timeouts = 1);
 }
 
 /* Noise is no reply: the wait goes on to the response timeout, and then it was garbage. */
@@ -1189,6 +1301,8 @@ static void test_link_noise_is_not_a_reply(void **state)
 	exchange(300, 30, steps, 2, &x);
 	assert_int_equal(x.rc, -EBADMSG);
 	assert_true(x.ms >= 290);
+	/* 00 12 34 7E are garbage, FF is fill; noise alone garbles the exchange. */
+	assert_counted(x.counters, .frames = 1, .echo = 1, .garbled = 1, .garbage_bytes = 4);
 }
 
 /* Once a meter's frame has begun, a pause ends it: a bad checksum costs no full timeout. */
@@ -1205,6 +1319,101 @@ static void test_link_garbled_reply_ends_at_a_pause(void **state)
 	exchange(2000, 30, steps, 2, &x);
 	assert_int_equal(x.rc, -EBADMSG);
 	assert_true(x.ms < 1000);
+	/* A checksum error, not a garbled exchange; the stream drops all 20 bytes. */
+	assert_counted(x.counters, .frames = 1, .echo = 1, .checksum_errors = 1,
+		.garbage_bytes = 20);
+}
+
+/* A reply cut short: it began, a pause ended it, and it never became a frame. */
+static void test_link_reply_cut_short_is_garbled(void **state)
+{
+	const struct step steps[] = {{0, 0, REQ_LEN, NULL}, {50, 0, 0, "68 25 04 03 02 01 00 68 91 08 33 33"}};
+	struct exchange x;
+
+	(void)state;
+	exchange(2000, 30, steps, 2, &x);
+	assert_int_equal(x.rc, -EBADMSG);
+	assert_true(x.ms < 1000);
+	assert_counted(x.counters, .frames = 1, .echo = 1, .garbled = 1);
+}
+
+/* Another meter's reply (a meter that answers for every address) is passed over, and counted. */
+static void test_link_reply_from_another_meter_is_passed_over(void **state)
+{
+	const struct step steps[] = {{20, 0, 0, V1_RSP_26}, {30, 0, 0, V1_RSP}};
+	struct exchange x;
+
+	(void)state;
+	exchange(500, 30, steps, 2, &x);
+	assert_vector1_value(&x);
+	assert_counted(x.counters, .frames = 1, .wrong_address = 1);
+}
+
+/* Only another meter's reply: the exchange fails as that, not as a garbled one. */
+static void test_link_only_another_meter_answers(void **state)
+{
+	const struct step steps[] = {{20, 0, 0, V1_RSP_26}};
+	struct exchange x;
+
+	(void)state;
+	exchange(300, 30, steps, 1, &x);
+	assert_int_equal(x.rc, -EBADMSG);
+	assert_counted(x.counters, .frames = 1, .wrong_address = 1);
+}
+
+/* An abnormal reply is a refusal, counted as one. */
+static void test_link_refusal_is_counted(void **state)
+{
+	/* D1, ERR 02: no requested data. */
+	const struct step steps[] = {{20, 0, 0, "68 25 04 03 02 01 00 68 D1 01 35 06 16"}};
+	struct exchange x;
+
+	(void)state;
+	exchange(500, 30, steps, 1, &x);
+	assert_int_equal(x.rc, -ENODATA);
+	assert_counted(x.counters, .frames = 1, .refusals = 1);
+}
+
+/*
+ * A meter slower than the timeout: its reply, found on the line before the
+ * next request, is counted late and never taken for the answer to it, even
+ * though it looks exactly like one.
+ */
+static void test_link_late_reply_before_the_next_request(void **state)
+{
+	const struct step steps[] = {
+		{300, 0, 0, "68 25 04 03 02 01 00 68 91 08 33 33 34 33 75 39 45 34 8C 16"},
+		{0, 0, 0, NEXT_REQUEST},
+		{0, 0, 0, V1_RSP},
+	};
+	const struct read_spec reads[] = {{"000102030425", 0}, {"000102030425", 300}};
+	struct exchange x[2];
+
+	(void)state;
+	session(150, steps, 3, reads, 2, x);
+	assert_int_equal(x[0].rc, -ETIMEDOUT);
+	assert_counted(x[0].counters, .frames = 1, .timeouts = 1);
+	/* The late reply said 11206.42 kWh; the one published is the fresh 1206.42. */
+	assert_vector1_value(&x[1]);
+	assert_counted(x[1].counters, .frames = 2, .timeouts = 1, .late_replies = 1);
+}
+
+/* The late reply that comes while the next meter is asked: late, not a wrong address. */
+static void test_link_late_reply_during_the_next_exchange(void **state)
+{
+	const struct step steps[] = {
+		{250, 0, 0, V1_RSP},
+		{0, 0, 0, NEXT_REQUEST},
+		{20, 0, 0, V1_RSP_26},
+	};
+	const struct read_spec reads[] = {{"000102030425", 0}, {"000102030426", 0}};
+	struct exchange x[2];
+
+	(void)state;
+	session(150, steps, 3, reads, 2, x);
+	assert_int_equal(x[0].rc, -ETIMEDOUT);
+	assert_int_equal(x[1].rc, 0);
+	assert_counted(x[1].counters, .frames = 2, .timeouts = 1, .late_replies = 1);
 }
 
 /* The response timeout is for the first byte of the reply, not for the last. */
@@ -1232,6 +1441,7 @@ static void test_link_late_meter_is_a_timeout(void **state)
 	exchange(200, 30, steps, 2, &x);
 	assert_int_equal(x.rc, -ETIMEDOUT);
 	assert_true(x.ms < 400);
+	assert_counted(x.counters, .frames = 1, .timeouts = 1, .echo = 1);
 }
 
 static struct mh_serial_params pty_params(const struct pty *p, unsigned response_ms)
@@ -1337,6 +1547,7 @@ int main(void)
 		cmocka_unit_test(test_decode_errors),
 		cmocka_unit_test(test_decode_partial_then_frame),
 		cmocka_unit_test(test_stream_one_byte_at_a_time),
+		cmocka_unit_test(test_stream_counts_bad_checksums),
 		cmocka_unit_test(test_stream_reports_echo),
 		cmocka_unit_test(test_stream_random_chunks),
 		cmocka_unit_test(test_stream_noise_with_68),
@@ -1352,6 +1563,12 @@ int main(void)
 		cmocka_unit_test(test_link_garbled_reply_ends_at_a_pause),
 		cmocka_unit_test(test_link_reply_may_run_past_the_deadline),
 		cmocka_unit_test(test_link_late_meter_is_a_timeout),
+		cmocka_unit_test(test_link_reply_cut_short_is_garbled),
+		cmocka_unit_test(test_link_reply_from_another_meter_is_passed_over),
+		cmocka_unit_test(test_link_only_another_meter_answers),
+		cmocka_unit_test(test_link_refusal_is_counted),
+		cmocka_unit_test(test_link_late_reply_before_the_next_request),
+		cmocka_unit_test(test_link_late_reply_during_the_next_exchange),
 		cmocka_unit_test(test_link_port_is_exclusive),
 		cmocka_unit_test(test_link_port_gone_before_request),
 		cmocka_unit_test(test_link_port_gone_while_waiting),

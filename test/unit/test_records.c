@@ -1,0 +1,210 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The last look at a record before it is published (gateway/records.h):
+ * JSON has no NaN or infinity, and cJSON would print null for them, so a
+ * reading whose value is not a finite number is published as an error
+ * that names the point, with the value left out; and any other record
+ * carrying such a number is refused. The values are forced here: no codec
+ * produces them (see test_modbus_regs.c for the decoder's own checks).
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "helpers.h"
+
+#include <cjson/cJSON.h>
+
+#include "db.h"
+#include "meter.h"
+#include "outbox.h"
+#include "records.h"
+
+struct fixture {
+	struct tmpdir *dir;
+	struct mh_db *db;
+	struct mh_outbox *ob;
+	struct mh_point points[2];
+	struct mh_profile profile;
+	struct mh_meter_config meter_cfg;
+	struct mh_bus_config bus_cfg;
+	struct mh_meter meter;
+	char payload[1024]; /* the last record stored */
+	size_t records;
+};
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	if (!f || tmpdir_setup((void **)&f->dir, "mh-records") != 0)
+		return -1;
+	if (mh_db_open(f->dir->path, 4 << 20, &f->db) || mh_outbox_open(f->db, 4 << 20, &f->ob))
+		return -1;
+	f->points[0] = (struct mh_point){ .name = "energy_import_kwh" };
+	f->points[1] = (struct mh_point){ .name = "voltage_a_v" };
+	f->profile = (struct mh_profile){ .name = "p", .points = f->points, .n_points = 2 };
+	f->meter_cfg = (struct mh_meter_config){ .id = "m-1", .profile = &f->profile };
+	f->bus_cfg = (struct mh_bus_config){ .name = "rs485-1" };
+	f->meter = (struct mh_meter){ .cfg = &f->meter_cfg, .bus_cfg = &f->bus_cfg };
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	void *dir = f->dir;
+
+	mh_outbox_free(f->ob);
+	mh_db_close(f->db);
+	tmpdir_teardown(&dir);
+	free(f);
+	return 0;
+}
+
+static int keep_last(void *ud, const struct mh_record *rec)
+{
+	struct fixture *f = ud;
+
+	assert_true(rec->payload_len < sizeof(f->payload));
+	memcpy(f->payload, rec->payload, rec->payload_len);
+	f->payload[rec->payload_len] = '\0';
+	f->records++;
+	return 0;
+}
+
+/* Commit, then the records stored so far; the last one's payload in f->payload. */
+static size_t stored(struct fixture *f)
+{
+	assert_int_equal(mh_db_commit(f->db), 0);
+	f->records = 0;
+	assert_true(mh_outbox_scan(f->ob, 0, 100, keep_last, f) >= 0);
+	return f->records;
+}
+
+/* A good reading of energy @kwh and 230.1 V, as a bus would bring it back. */
+static struct mh_job *reading(struct fixture *f, double kwh)
+{
+	struct mh_job *job = mh_job_new_read(&f->meter, 0, 2, NULL, NULL);
+
+	assert_non_null(job);
+	job->due_ms = 1795276800000LL;
+	job->reading.read_at_ms = job->due_ms + 120;
+	job->reading.frames = 2;
+	job->reading.values[0] = kwh;
+	job->reading.values[1] = 230.1;
+	job->reading.valid[0] = job->reading.valid[1] = true;
+	return job;
+}
+
+static void test_nan_reading_is_an_error_not_a_null(void **state)
+{
+	struct fixture *f = *state;
+	struct mh_job *job = reading(f, NAN);
+	cJSON *obj, *values;
+
+	assert_int_equal(mh_records_reading(f->ob, job), 0);
+	/* What the tables and health see next is the error too. */
+	assert_int_equal(job->reading.quality, MH_QUALITY_ERROR);
+	assert_false(job->reading.valid[0]);
+	assert_true(job->reading.valid[1]);
+	assert_int_equal(stored(f), 1);
+	assert_null(strstr(f->payload, "null"));
+	obj = cJSON_Parse(f->payload);
+	assert_non_null(obj);
+	assert_string_equal(cJSON_GetObjectItem(obj, "quality")->valuestring, "error");
+	assert_non_null(strstr(cJSON_GetObjectItem(obj, "error")->valuestring,
+		"energy_import_kwh: the value is NaN"));
+	values = cJSON_GetObjectItem(obj, "values");
+	assert_null(cJSON_GetObjectItem(values, "energy_import_kwh"));
+	assert_float_equal(cJSON_GetObjectItem(values, "voltage_a_v")->valuedouble, 230.1, 1e-9);
+	cJSON_Delete(obj);
+	mh_job_free(job);
+}
+
+static void test_infinite_reading_is_an_error(void **state)
+{
+	struct fixture *f = *state;
+	struct mh_job *job = reading(f, -INFINITY);
+
+	assert_int_equal(mh_records_reading(f->ob, job), 0);
+	assert_int_equal(stored(f), 1);
+	assert_null(strstr(f->payload, "null"));
+	assert_non_null(strstr(f->payload, "\"quality\":\"error\""));
+	assert_non_null(strstr(f->payload, "energy_import_kwh: the value is infinite"));
+	assert_null(strstr(f->payload, "\"energy_import_kwh\":"));
+	mh_job_free(job);
+}
+
+/* A reading that failed already keeps its first reason; the value goes all the same. */
+static void test_failed_reading_keeps_its_reason(void **state)
+{
+	struct fixture *f = *state;
+	struct mh_job *job = reading(f, NAN);
+
+	job->reading.quality = MH_QUALITY_TIMEOUT;
+	strcpy(job->reading.error, "no reply within 500 ms");
+	assert_int_equal(mh_records_guard(&job->reading, &f->profile), 1);
+	assert_int_equal(job->reading.quality, MH_QUALITY_TIMEOUT);
+	assert_string_equal(job->reading.error, "no reply within 500 ms");
+	assert_false(job->reading.valid[0]);
+	mh_job_free(job);
+}
+
+static void test_finite_reading_is_untouched(void **state)
+{
+	struct fixture *f = *state;
+	struct mh_job *job = reading(f, 1206.42);
+
+	assert_int_equal(mh_records_guard(&job->reading, &f->profile), 0);
+	assert_int_equal(mh_records_reading(f->ob, job), 0);
+	assert_int_equal(job->reading.quality, MH_QUALITY_GOOD);
+	assert_int_equal(stored(f), 1);
+	assert_non_null(strstr(f->payload, "\"energy_import_kwh\":1206.42"));
+	assert_non_null(strstr(f->payload, "\"quality\":\"good\""));
+	mh_job_free(job);
+}
+
+/* Any other record with such a number, however deep, is refused and takes no seq. */
+static void test_record_with_nonfinite_number_is_refused(void **state)
+{
+	struct fixture *f = *state;
+	uint64_t seq = mh_outbox_next_seq(f->ob);
+	cJSON *obj = mh_records_event(f->ob, "test", 1795276800000LL);
+	cJSON *inner = cJSON_AddObjectToObject(obj, "dropped");
+
+	cJSON_AddNumberToObject(inner, "reading", INFINITY);
+	assert_string_equal(mh_records_nonfinite(obj), "reading");
+	assert_int_equal(mh_records_store(f->ob, MH_RECORD_EVENT, "event", obj, 1795276800000LL),
+		-ERANGE);
+	assert_int_equal(mh_outbox_next_seq(f->ob), seq);
+	assert_int_equal(stored(f), 0);
+
+	obj = mh_records_event(f->ob, "test", 1795276800000LL);
+	cJSON_AddNumberToObject(obj, "step_s", 1.5);
+	assert_null(mh_records_nonfinite(obj));
+	assert_int_equal(mh_records_store(f->ob, MH_RECORD_EVENT, "event", obj, 1795276800000LL), 0);
+	assert_int_equal(stored(f), 1);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_nan_reading_is_an_error_not_a_null, setup,
+			teardown),
+		cmocka_unit_test_setup_teardown(test_infinite_reading_is_an_error, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_failed_reading_keeps_its_reason, setup,
+			teardown),
+		cmocka_unit_test_setup_teardown(test_finite_reading_is_untouched, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_record_with_nonfinite_number_is_refused, setup,
+			teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
