@@ -567,6 +567,8 @@ static void apply_defaults(struct mh_schema *s)
 		cfg->store.max_bytes = 256ull << 20;
 	if (!cfg->health.interval_ms)
 		cfg->health.interval_ms = 60000;
+	if (!cfg->health.offline_after)
+		cfg->health.offline_after = 3;
 	if (!cfg->mqtt.keepalive_s)
 		cfg->mqtt.keepalive_s = 30;
 	if (!cfg->mqtt.window)

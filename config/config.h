@@ -212,6 +212,7 @@ struct mh_config {
 	size_t n_tariffs;
 	struct {
 		unsigned interval_ms; /* how often health is published (key "health.interval") */
+		unsigned offline_after; /* failed boundaries in a row: offline (key "health.offline_after") */
 	} health;
 	/* Meter clocks (DL/T 645): read, reported when off, set by broadcast time. */
 	struct {

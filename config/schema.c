@@ -1056,6 +1056,7 @@ static const struct uint_range range_timeout = { 10, 60000 };
 static const struct uint_range range_gap = { 0, 10000 };
 static const struct uint_range range_interval = { 1000, 86400000 };
 static const struct uint_range range_health = { 1000, 86400000 };
+static const struct uint_range range_offline_after = { 1, 1000 };
 static const struct uint_range range_store = { 64ull << 10, 1ull << 40 };
 static const struct uint_range range_window = { 1, 65535 };
 static const struct uint_range range_keepalive = { 5, 3600 };
@@ -1196,6 +1197,7 @@ static const struct key_spec commands_keys[] = {
 
 static const struct key_spec health_keys[] = {
 	{ "interval", &t_duration, CFG(health.interval_ms), KEY_LIVE, &range_health },
+	{ "offline_after", &t_uint, CFG(health.offline_after), KEY_LIVE, &range_offline_after },
 	{ NULL, NULL, 0, 0, NULL },
 };
 

@@ -59,6 +59,45 @@ static void plan_retry(struct mh_collect *c, struct mh_meter *m, const struct mh
 	m->retries++;
 }
 
+/*
+ * A meter's standing changed: the first failure of a streak is logged, the
+ * ones after it only at debug level (a dead meter must not fill the log);
+ * going offline and coming back are events the head-end sees.
+ */
+static void standing_changed(struct mh_collect *c, struct mh_meter *m, const struct mh_job *job,
+	enum mh_health_change change, unsigned failed)
+{
+	const struct mh_reading *r = &job->reading;
+	int64_t now = mh_clock_wall_ms();
+	cJSON *obj;
+
+	if (r->quality != MH_QUALITY_GOOD) {
+		if (change == MH_HEALTH_FIRST_FAILURE || change == MH_HEALTH_OFFLINE)
+			mh_log_warn(BUS, "%s: meter %s: %s: %s%s", m->bus_cfg->name, m->cfg->id,
+				mh_quality_name(r->quality), r->error,
+				change == MH_HEALTH_OFFLINE ? "; offline now" : "");
+		else
+			mh_log_debug(BUS, "%s: meter %s: %s: %s (%u boundaries in a row)",
+				m->bus_cfg->name, m->cfg->id, mh_quality_name(r->quality), r->error,
+				failed);
+	}
+	if (change != MH_HEALTH_OFFLINE && change != MH_HEALTH_ONLINE)
+		return;
+	if (change == MH_HEALTH_ONLINE)
+		mh_log_notice(BUS, "%s: meter %s answers again after %u failed boundaries",
+			m->bus_cfg->name, m->cfg->id, failed);
+	obj = mh_records_event(c->outbox, change == MH_HEALTH_OFFLINE ? "meter_offline"
+								     : "meter_online", now);
+	cJSON_AddStringToObject(obj, "meter", m->cfg->id);
+	cJSON_AddStringToObject(obj, "bus", m->bus_cfg->name);
+	cJSON_AddNumberToObject(obj, "failed_boundaries", failed);
+	if (change == MH_HEALTH_OFFLINE) {
+		cJSON_AddStringToObject(obj, "quality", mh_quality_name(r->quality));
+		cJSON_AddStringToObject(obj, "error", r->error);
+	}
+	mh_records_store(c->outbox, MH_RECORD_EVENT, "event", obj, now);
+}
+
 static void read_done(struct mh_job *job)
 {
 	struct mh_collect *c = job->ud;
@@ -66,11 +105,12 @@ static void read_done(struct mh_job *job)
 
 	m->busy = false;
 	if (!job->canceled) {
-		if (mh_records_reading(c->outbox, job) == 0 && job->reading.quality != MH_QUALITY_GOOD)
-			mh_log_warn(BUS, "%s: meter %s: %s: %s", m->bus_cfg->name, m->cfg->id,
-				mh_quality_name(job->reading.quality), job->reading.error);
+		unsigned failed;
+		mh_records_reading(c->outbox, job);
 		mh_tables_observe(c->tables, job);
-		mh_health_note(c->health, m->bus_index, m->slot, job->due_ms, &job->reading);
+		enum mh_health_change change = mh_health_note(c->health, m->bus_index, m->slot,
+			job->due_ms, &job->reading, &failed);
+		standing_changed(c, m, job, change, failed);
 		if (job->reading.quality == MH_QUALITY_GOOD)
 			m->last_good_ms = job->reading.read_at_ms;
 		else

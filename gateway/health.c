@@ -82,9 +82,11 @@ static uint32_t local_day(int64_t ms)
  * (the first read and its retries) read every point. A boundary whose try
  * failed counts towards going offline at once; a later success undoes it.
  */
-static void note_boundary(struct bus_counters *c, struct meter_state *st, int64_t due_ms,
-	bool good)
+static enum mh_health_change note_boundary(struct bus_counters *c, struct meter_state *st,
+	int64_t due_ms, bool good, unsigned offline_after, unsigned *failed)
 {
+	enum mh_health_change change = MH_HEALTH_SAME;
+
 	uint32_t day = local_day(due_ms);
 	/* A boundary of a day already over (a retry after midnight) counts for none. */
 	bool counted = day >= c->day;
@@ -99,19 +101,27 @@ static void note_boundary(struct bus_counters *c, struct meter_state *st, int64_
 		if (counted)
 			c->day_boundaries++;
 	}
+	*failed = st->failures;
 	if (good && !st->good) {
+		if (st->failures >= offline_after)
+			change = MH_HEALTH_ONLINE;
 		st->good = true;
 		st->failures = 0;
 		if (counted)
 			c->day_read++;
 	} else if (!good && !st->good && !st->failed) {
 		st->failed = true;
-		st->failures++;
+		*failed = ++st->failures;
+		if (st->failures == offline_after)
+			change = MH_HEALTH_OFFLINE;
+		else if (st->failures == 1)
+			change = MH_HEALTH_FIRST_FAILURE;
 	}
+	return change;
 }
 
-void mh_health_note(struct mh_health *h, size_t bus, size_t slot, int64_t due_ms,
-	const struct mh_reading *r)
+enum mh_health_change mh_health_note(struct mh_health *h, size_t bus, size_t slot, int64_t due_ms,
+	const struct mh_reading *r, unsigned *failed)
 {
 	struct bus_counters *c = &h->buses[bus];
 	bool good = r->quality == MH_QUALITY_GOOD;
@@ -134,8 +144,11 @@ void mh_health_note(struct mh_health *h, size_t bus, size_t slot, int64_t due_ms
 		c->latency_max_ms = r->duration_ms;
 	if (good && r->read_at_ms > c->last_good_ms)
 		c->last_good_ms = r->read_at_ms;
-	if (slot < h->cfg->buses[bus].n_meters)
-		note_boundary(c, &c->meters[slot], due_ms, good);
+	*failed = 0;
+	if (slot >= h->cfg->buses[bus].n_meters)
+		return MH_HEALTH_SAME;
+	return note_boundary(c, &c->meters[slot], due_ms, good, h->cfg->health.offline_after,
+		failed);
 }
 
 void mh_health_note_drops(struct mh_health *h, const struct mh_outbox_drops *d)
@@ -214,7 +227,7 @@ static void add_link(cJSON *obj, const char *key, enum mh_protocol protocol,
 
 /* The day's success rate, the meters online and offline, the newest good reading. */
 static void add_meters(cJSON *o, struct bus_counters *c, const struct mh_bus_config *bus,
-	const struct mh_health_snapshot *snap)
+	unsigned offline_after, const struct mh_health_snapshot *snap)
 {
 	size_t offline = 0;
 	char at[40];
@@ -228,7 +241,7 @@ static void add_meters(cJSON *o, struct bus_counters *c, const struct mh_bus_con
 		cJSON_AddNumberToObject(o, "read_success_rate_today",
 			(double)c->day_read / (double)c->day_boundaries);
 	for (size_t i = 0; i < bus->n_meters; i++)
-		offline += c->meters[i].failures >= MH_HEALTH_OFFLINE_AFTER;
+		offline += c->meters[i].failures >= offline_after;
 	cJSON_AddNumberToObject(o, "meters_online", (double)(bus->n_meters - offline));
 	cJSON_AddNumberToObject(o, "meters_offline", (double)offline);
 	if (c->last_good_ms) {
@@ -277,7 +290,7 @@ char *mh_health_report(struct mh_health *h, const struct mh_health_snapshot *sna
 			cJSON_AddStringToObject(o, "port_error", strerror(-snap->ports[b].last_error));
 		cJSON_AddNumberToObject(o, "total_reads", (double)c->total_reads);
 		cJSON_AddNumberToObject(o, "total_good", (double)c->total_good);
-		add_meters(o, c, &h->cfg->buses[b], snap);
+		add_meters(o, c, &h->cfg->buses[b], h->cfg->health.offline_after, snap);
 		struct mh_link_counters period = link_delta(&snap->ports[b].link, &c->reported);
 		add_link(o, "link", h->cfg->buses[b].protocol, &snap->ports[b].link);
 		add_link(o, "link_period", h->cfg->buses[b].protocol, &period);

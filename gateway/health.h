@@ -28,15 +28,22 @@ struct mh_health *mh_health_new(const struct mh_config *cfg);
 /* Free; NULL is a no-op. */
 void mh_health_free(struct mh_health *h);
 
-/* Boundaries failed in a row after which a meter is offline (until it is read again). */
-#define MH_HEALTH_OFFLINE_AFTER 3
+/* What a reading changed in its meter's standing (health.offline_after boundaries). */
+enum mh_health_change {
+	MH_HEALTH_SAME,
+	MH_HEALTH_FIRST_FAILURE, /* the first failed boundary after a good one */
+	MH_HEALTH_OFFLINE,	 /* failed boundaries in a row reached health.offline_after */
+	MH_HEALTH_ONLINE,	 /* read again after being offline */
+};
 
 /*
  * Count one finished reading of the meter at @slot on bus @bus, a try at
- * reading boundary @due_ms (the first, or a retry of it).
+ * reading boundary @due_ms (the first, or a retry of it). Returns what it
+ * changed; *@failed is the count of failed boundaries in a row (before a
+ * success, for MH_HEALTH_ONLINE).
  */
-void mh_health_note(struct mh_health *h, size_t bus, size_t slot, int64_t due_ms,
-	const struct mh_reading *r);
+enum mh_health_change mh_health_note(struct mh_health *h, size_t bus, size_t slot, int64_t due_ms,
+	const struct mh_reading *r, unsigned *failed);
 
 /* Count records the store dropped or lost. */
 void mh_health_note_drops(struct mh_health *h, const struct mh_outbox_drops *d);

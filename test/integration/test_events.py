@@ -9,7 +9,7 @@ import signal
 import time
 
 from conftest import check_complete, wait_until
-from test_store_forward import simulated_bus
+from test_store_forward import simulated_bus, slave
 
 PREFIX = 'meterhub/gw-test'
 
@@ -97,5 +97,39 @@ def test_sighup_keeps_the_running_config_and_says_why(broker, modbus_sim, gatewa
     assert 'restart' in events(sub, 'config_rejected')[1]['reason']
     n = len(sub.readings(PREFIX))
     wait_until(lambda: len(sub.readings(PREFIX)) > n + 2, 15, what='readings going on')
+    assert gw.stop() == 0
+    check_complete(sub.snapshot())
+
+
+def test_meter_offline_and_back(broker, modbus_sim, gateway, subscriber_factory, tmp_path):
+    cfg, sim = simulated_bus(tmp_path, broker.port, modbus_sim, n_meters=2,
+                             health={'interval': '1s', 'offline_after': 2})
+    cfg['buses'][0]['timeout'] = '100ms'
+    sub = subscriber_factory(broker.port, PREFIX + '/#')
+    gw = gateway(cfg).start()
+    wait_until(lambda: sub.readings(PREFIX), 15, what='a first reading')
+
+    dead = slave()
+    dead['fault'] = {'kind': 'silent'}
+    sim.reload({'1': slave(), '2': dead})
+    wait_until(lambda: events(sub, 'meter_offline'), 15, what='a meter_offline event')
+    off = events(sub, 'meter_offline')
+    assert len(off) == 1 and off[0]['meter'] == 'm-2', off
+    assert off[0]['failed_boundaries'] == 2 and off[0]['quality'] == 'timeout', off
+
+    def health_offline():
+        h = [p for _, p, _ in sub.snapshot(PREFIX + '/health') if isinstance(p, dict)]
+        return h and h[-1]['buses'][0]['meters_offline'] == 1
+    wait_until(health_offline, 10, what='health counting the meter offline')
+
+    sim.reload({'1': slave(), '2': slave()})
+    wait_until(lambda: events(sub, 'meter_online'), 15, what='a meter_online event')
+    on = events(sub, 'meter_online')
+    assert len(on) == 1 and on[0]['meter'] == 'm-2', on
+    assert on[0]['failed_boundaries'] >= 2 and on[0]['seq'] > off[0]['seq'], on
+    assert not [e for e in events(sub, 'meter_offline') if e['meter'] == 'm-1']
+    # The dead meter's failures after the first are not each a warning.
+    warnings = [l for l in gw.log().splitlines() if 'warning' in l and 'meter m-2' in l]
+    assert len(warnings) <= 2, warnings
     assert gw.stop() == 0
     check_complete(sub.snapshot())

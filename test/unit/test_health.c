@@ -26,6 +26,9 @@
 #define MIDNIGHT_MS 1795276800000LL
 #define MINUTE_MS 60000LL
 
+/* health.offline_after in these tests. */
+#define OFFLINE_AFTER 3
+
 struct fixture {
 	struct mh_meter_config meters[4];
 	struct mh_bus_config buses[2];
@@ -50,6 +53,7 @@ static int setup(void **state)
 		.meters = f->meters + 3, .n_meters = 1 };
 	f->cfg.buses = f->buses;
 	f->cfg.n_buses = 2;
+	f->cfg.health.offline_after = OFFLINE_AFTER;
 	f->h = mh_health_new(&f->cfg);
 	if (!f->h) {
 		free(f);
@@ -68,9 +72,10 @@ static int teardown(void **state)
 	return 0;
 }
 
-/* One try at boundary @due of meter @slot on bus 0, good or a timeout. */
-static void note(struct fixture *f, size_t slot, int64_t due, bool good)
+/* One try at boundary @due of meter @slot on bus 0, good or a timeout; what it changed. */
+static enum mh_health_change note(struct fixture *f, size_t slot, int64_t due, bool good)
 {
+	unsigned failed;
 	struct mh_reading r = {
 		.read_at_ms = due + 1234,
 		.duration_ms = 40,
@@ -78,7 +83,7 @@ static void note(struct fixture *f, size_t slot, int64_t due, bool good)
 		.quality = good ? MH_QUALITY_GOOD : MH_QUALITY_TIMEOUT,
 	};
 
-	mh_health_note(f->h, 0, slot, due, &r);
+	return mh_health_note(f->h, 0, slot, due, &r, &failed);
 }
 
 /* The report at @now_ms, parsed; the caller deletes it. */
@@ -189,30 +194,30 @@ static void test_meter_offline_after_three_failed_boundaries(void **state)
 	cJSON_Delete(obj);
 
 	/* Meter 2 fails boundaries; its retries within a boundary count once. */
-	for (int k = 0; k < MH_HEALTH_OFFLINE_AFTER - 1; k++, due += MINUTE_MS) {
+	for (int k = 0; k < OFFLINE_AFTER - 1; k++, due += MINUTE_MS) {
 		note(f, 2, due, false);
 		note(f, 2, due, false);
 	}
 	obj = report(f, due);
 	assert_int_equal(number(bus(obj, 0), "meters_offline"), 0);
 	cJSON_Delete(obj);
-	note(f, 2, due, false);
+	assert_int_equal(note(f, 2, due, false), MH_HEALTH_OFFLINE);
 	obj = report(f, due);
 	assert_int_equal(number(bus(obj, 0), "meters_online"), 2);
 	assert_int_equal(number(bus(obj, 0), "meters_offline"), 1);
 	cJSON_Delete(obj);
 
 	/* Its first good read brings it back, the retry of a failed boundary too. */
-	note(f, 2, due, true);
+	assert_int_equal(note(f, 2, due, true), MH_HEALTH_ONLINE);
 	obj = report(f, due);
 	assert_int_equal(number(bus(obj, 0), "meters_online"), 3);
 	assert_int_equal(number(bus(obj, 0), "meters_offline"), 0);
 	cJSON_Delete(obj);
 
 	/* A success in between starts the count again. */
-	for (int k = 0; k < 2 * MH_HEALTH_OFFLINE_AFTER - 1; k++) {
+	for (int k = 0; k < 2 * OFFLINE_AFTER - 1; k++) {
 		due += MINUTE_MS;
-		note(f, 1, due, k == MH_HEALTH_OFFLINE_AFTER - 1);
+		note(f, 1, due, k == OFFLINE_AFTER - 1);
 	}
 	obj = report(f, due);
 	assert_int_equal(number(bus(obj, 0), "meters_offline"), 0);
