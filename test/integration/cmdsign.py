@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: MIT
 """The head-end's half of the remote command contract: key files, signatures
-and command payloads, written from the contract (spec-cmd.md, DESIGN.md
+and command payloads, written from the contract (README "Remote commands", DESIGN.md
 "Commands") with Python's hmac and hashlib, never from the daemon's C code,
 so that a misreading of the contract in one cannot hide in the other.
 

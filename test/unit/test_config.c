@@ -15,7 +15,7 @@
  * types), remote commands (every key of "commands" with its default, range
  * and position; confirm_within against settle; protect windows: dates,
  * RFC 3339 times with offsets, order, garbage, and
- * mh_config_window_resolve() in three time zones; the spec-cmd.md example),
+ * mh_config_window_resolve() in three time zones; the README's commands example),
  * secret files refused when group or others may open them (created with
  * explicit modes in a directory of the run), relay control (DL/T 645 and
  * Modbus shapes, each key's errors, the other protocol's keys named, a
@@ -1690,7 +1690,7 @@ static void test_meter_control_errors(void **state)
 		1, "t.yaml:13:9: buses[0].meters[0].profile: no profile named \"nope\"");
 }
 
-/* spec-cmd.md's config: the key file and the meter's control are %s. */
+/* The commands example's config: the key file and the meter's control are %s. */
 // clang-format off
 #define CONTRACT_EXAMPLE \
 		GATEWAY MQTT SCHEDULE \
@@ -1723,7 +1723,7 @@ static void test_meter_control_errors(void **state)
 		"      relay:   { table: discrete, address: 0x0000, open_when: 1 }  # coil | discrete | holding | input\n"
 // clang-format on
 
-/* The commands contract's config (spec-cmd.md), with a key file that exists and real points. */
+/* The commands contract's config (README), with a key file that exists and real points. */
 static void test_commands_contract_example(void **state)
 {
 	/* The contract writes the meter's keys as a list of names; with values they load. */
