@@ -47,6 +47,11 @@ static void test_secret_pages_are_not_dumped(void **state)
 
 	(void)state;
 	assert_non_null(key);
+	/* qemu-user takes madvise() and does nothing with it: nothing to see there. */
+	if (getenv("MESON_EXE_WRAPPER")) {
+		mh_secret_free(key, 300);
+		skip();
+	}
 	for (size_t i = 0; i < 300; i++)
 		assert_int_equal(key[i], 0);
 	memset(key, 0xA5, 300);
