@@ -572,12 +572,15 @@ def _meter_clock(b):
 
 def test_broadcast_time_beyond_the_meters_limit_is_refused(make_bus):
     b = make_bus({"meters": [{"address": "000000000001"}]})
-    now = dt.datetime.now()
+    # Times from the meter's own clock, whatever zone this process is in.
+    start, t0 = _meter_clock(b), time.monotonic()
+
+    def expected(offset_s=0):
+        return start + dt.timedelta(seconds=time.monotonic() - t0 + offset_s)
     # 10 minutes away: beyond the default 300 s, the meter keeps its clock.
-    assert b.exchange(_broadcast_frame(now + dt.timedelta(minutes=10)), timeout=0.3) == b""
-    assert abs((_meter_clock(b) - dt.datetime.now()).total_seconds()) < 3
+    assert b.exchange(_broadcast_frame(expected(600)), timeout=0.3) == b""
+    assert abs((_meter_clock(b) - expected()).total_seconds()) < 3
     assert any(x.get("dir") == "note" and "refused" in x.get("note", "") for x in b.log())
     # 2 minutes away: taken.
-    assert b.exchange(_broadcast_frame(dt.datetime.now() + dt.timedelta(minutes=2)),
-                      timeout=0.3) == b""
-    assert abs((_meter_clock(b) - dt.datetime.now()).total_seconds() - 120) < 3
+    assert b.exchange(_broadcast_frame(expected(120)), timeout=0.3) == b""
+    assert abs((_meter_clock(b) - expected(120)).total_seconds()) < 3
