@@ -730,3 +730,9 @@ int mh_config_restart_keys(const struct mh_config *old, const struct mh_config *
 {
 	return mh_schema_restart_keys(old, fresh, fn, ud);
 }
+
+int mh_config_live_changes(const struct mh_config *old, const struct mh_config *fresh,
+	mh_config_error_fn fn, void *ud)
+{
+	return mh_schema_live_changes(old, fresh, fn, ud);
+}

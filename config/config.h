@@ -275,6 +275,16 @@ const struct mh_profile *mh_config_profile(const struct mh_config *cfg, const ch
 int mh_config_restart_keys(const struct mh_config *old, const struct mh_config *fresh,
 	mh_config_error_fn fn, void *ud);
 
+/*
+ * Call @fn(@ud, path) for each scalar key of the config's mappings that a
+ * running daemon takes on reload and that differs between @old and
+ * @fresh ("mqtt.uri", "schedule.interval", "mqtt.tls.ca"). Sequences
+ * (buses, profiles, tariffs, protect windows) are the caller's to compare.
+ * Returns how many there were.
+ */
+int mh_config_live_changes(const struct mh_config *old, const struct mh_config *fresh,
+	mh_config_error_fn fn, void *ud);
+
 /* Parse a whole number as the config writes one ("247", "0x00F7"). Returns 0 or -EINVAL. */
 int mh_config_parse_uint(const char *text, uint64_t *out);
 

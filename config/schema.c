@@ -1625,6 +1625,7 @@ struct restart_walk {
 	const struct mh_config *old, *fresh;
 	mh_config_error_fn fn;
 	void *ud;
+	unsigned flag; /* the keys looked at: KEY_RESTART or KEY_LIVE */
 	int count;
 	char path[64];
 };
@@ -1695,13 +1696,16 @@ static void restart_walk_table(struct restart_walk *w, const struct key_spec *sp
 		snprintf(w->path + len, sizeof(w->path) - len, "%s%s", len ? "." : "", spec->key);
 		if (spec->type->store == STORE_MAP) {
 			restart_walk_table(w, spec->arg);
-		} else if ((spec->flags & KEY_RESTART) &&
+		} else if ((spec->flags & w->flag) &&
 			   value_differs(spec, (const char *)w->old + spec->offset,
 				   (const char *)w->fresh + spec->offset, was, now, sizeof(was))) {
 			w->count++;
-			snprintf(line, sizeof(line),
-				"%s: changed from %s to %s; this takes effect only after a restart", w->path,
-				was, now);
+			if (w->flag == KEY_RESTART)
+				snprintf(line, sizeof(line),
+					"%s: changed from %s to %s; this takes effect only after a restart",
+					w->path, was, now);
+			else
+				snprintf(line, sizeof(line), "%s", w->path);
 			if (w->fn)
 				w->fn(w->ud, line);
 		}
@@ -1712,7 +1716,18 @@ static void restart_walk_table(struct restart_walk *w, const struct key_spec *sp
 int mh_schema_restart_keys(const struct mh_config *old, const struct mh_config *fresh,
 	mh_config_error_fn fn, void *ud)
 {
-	struct restart_walk w = { .old = old, .fresh = fresh, .fn = fn, .ud = ud };
+	struct restart_walk w = { .old = old, .fresh = fresh, .fn = fn, .ud = ud,
+		.flag = KEY_RESTART };
+
+	restart_walk_table(&w, root_keys);
+	return w.count;
+}
+
+int mh_schema_live_changes(const struct mh_config *old, const struct mh_config *fresh,
+	mh_config_error_fn fn, void *ud)
+{
+	struct restart_walk w = { .old = old, .fresh = fresh, .fn = fn, .ud = ud,
+		.flag = KEY_LIVE };
 
 	restart_walk_table(&w, root_keys);
 	return w.count;

@@ -84,3 +84,7 @@ const char *mh_schema_strdup(struct mh_schema *s, const char *text);
  */
 int mh_schema_restart_keys(const struct mh_config *old, const struct mh_config *fresh,
 	mh_config_error_fn fn, void *ud);
+
+/* The same walk over the mappings' KEY_LIVE scalars: @fn gets each differing key's path. */
+int mh_schema_live_changes(const struct mh_config *old, const struct mh_config *fresh,
+	mh_config_error_fn fn, void *ud);

@@ -25,6 +25,7 @@ struct mh_bus {
 	uv_cond_t work;
 	struct mh_fifo priority, scheduled;
 	atomic_bool stop;
+	atomic_uint active; /* jobs submitted and not yet handed back */
 	struct mh_bus_port port;
 	/* Bus thread only: what the links of ports closed before counted. */
 	struct mh_link_counters closed;
@@ -54,6 +55,13 @@ static struct mh_job *next_urgent(struct mh_bus *bus)
 	node = mh_fifo_pop(&bus->priority);
 	uv_mutex_unlock(&bus->lock);
 	return (struct mh_job *)node;
+}
+
+/* Hand a job back to the loop. */
+static void hand_back(struct mh_bus *bus, struct mh_job *job)
+{
+	mh_queue_push(bus->done, &job->node);
+	atomic_fetch_sub(&bus->active, 1);
 }
 
 /* After a job: what the link counted so far is what health reports. */
@@ -96,7 +104,7 @@ static void run_urgent(void *ud, struct mh_reader *reader)
 		if (rc == -ECANCELED)
 			job->canceled = true;
 		publish_counters(bus, reader);
-		mh_queue_push(bus->done, &job->node);
+		hand_back(bus, job);
 		if (rc == -ENODEV)
 			break;
 	}
@@ -165,7 +173,7 @@ static void bus_thread(void *arg)
 			continue;
 		if (!reader) {
 			refuse(bus, job, port_err);
-			mh_queue_push(bus->done, &job->node);
+			hand_back(bus, job);
 			continue;
 		}
 		int rc = mh_reader_run(reader, job, &bus->stop);
@@ -183,7 +191,7 @@ static void bus_thread(void *arg)
 			next_open = mh_clock_mono_ms() + REOPEN_MIN_MS;
 			backoff = REOPEN_MIN_MS;
 		}
-		mh_queue_push(bus->done, &job->node);
+		hand_back(bus, job);
 	}
 	close_reader(bus, reader);
 }
@@ -198,6 +206,7 @@ int mh_bus_start(const struct mh_bus_config *cfg, struct mh_queue *done, struct 
 	bus->cfg = cfg;
 	bus->done = done;
 	atomic_init(&bus->stop, false);
+	atomic_init(&bus->active, 0);
 	rc = uv_mutex_init(&bus->lock);
 	if (rc) {
 		free(bus);
@@ -221,6 +230,7 @@ int mh_bus_start(const struct mh_bus_config *cfg, struct mh_queue *done, struct 
 void mh_bus_submit(struct mh_bus *bus, struct mh_job *job, bool priority)
 {
 	job->urgent = priority;
+	atomic_fetch_add(&bus->active, 1);
 	uv_mutex_lock(&bus->lock);
 	mh_fifo_push(priority ? &bus->priority : &bus->scheduled, &job->node);
 	uv_cond_signal(&bus->work);
@@ -237,6 +247,11 @@ size_t mh_bus_backlog(struct mh_bus *bus)
 	return n;
 }
 
+bool mh_bus_idle(struct mh_bus *bus)
+{
+	return atomic_load(&bus->active) == 0;
+}
+
 void mh_bus_port(struct mh_bus *bus, struct mh_bus_port *out)
 {
 	uv_mutex_lock(&bus->lock);
@@ -249,7 +264,7 @@ static void cancel_all(struct mh_bus *bus, struct mh_queue_node *node)
 	while (node) {
 		struct mh_queue_node *next = node->next;
 		((struct mh_job *)node)->canceled = true;
-		mh_queue_push(bus->done, node);
+		hand_back(bus, (struct mh_job *)node);
 		node = next;
 	}
 }

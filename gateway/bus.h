@@ -33,6 +33,9 @@ void mh_bus_submit(struct mh_bus *bus, struct mh_job *job, bool priority);
 /* Jobs waiting (not counting the one in progress). */
 size_t mh_bus_backlog(struct mh_bus *bus);
 
+/* Whether every job submitted has been handed back (none waits or runs). */
+bool mh_bus_idle(struct mh_bus *bus);
+
 /* What the bus can say about its port. */
 struct mh_bus_port {
 	bool open;

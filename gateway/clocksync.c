@@ -21,18 +21,10 @@
 /* No broadcast this close to midnight or to the daily freeze (minutes). */
 #define QUIET_MIN 5
 
-struct meter_clock {
-	int64_t next_check; /* wall ms */
-	bool busy;	    /* a clock read is on the bus */
-	bool verifying;	    /* broadcast sent for it; the next read says whether it took */
-	int64_t drift_before;
-};
-
 struct mh_clocksync {
 	const struct mh_config *cfg;
 	struct mh_meter_set *meters;
 	struct mh_outbox *outbox;
-	struct meter_clock *m;	/* per meter of the set */
 	bool *broadcast_due;	/* per bus */
 	bool stopped;
 };
@@ -95,7 +87,7 @@ static void on_clock_read(struct mh_job *job)
 {
 	struct mh_clocksync *c = job->ud;
 	struct mh_meter *m = job->meter;
-	struct meter_clock *mc;
+	struct mh_meter_clock *mc = &m->clock;
 	int64_t now = mh_clock_wall_ms(), drift, mag;
 	__typeof__(c->cfg->clock) const *cc = &c->cfg->clock;
 
@@ -103,7 +95,6 @@ static void on_clock_read(struct mh_job *job)
 		mh_job_free(job);
 		return;
 	}
-	mc = &c->m[m - c->meters->meters];
 	mc->busy = false;
 	if (job->result != 0) {
 		/* A meter that does not answer is the reading's business; try again next time. */
@@ -151,7 +142,8 @@ static void on_broadcast(struct mh_job *job)
 static bool commands_on_bus(const struct mh_clocksync *c, size_t bus)
 {
 	for (size_t i = 0; i < c->meters->n; i++)
-		if (c->meters->meters[i].bus_index == bus && c->meters->meters[i].cmd_head)
+		if (c->meters->meters[i]->bus_index == bus &&
+			(c->meters->meters[i]->cmd_head || c->meters->meters[i]->held))
 			return true;
 	return false;
 }
@@ -162,8 +154,8 @@ static void broadcast(struct mh_clocksync *c, size_t bus, int64_t now)
 	struct mh_job *job;
 
 	for (size_t i = 0; i < c->meters->n && !first; i++)
-		if (c->meters->meters[i].bus_index == bus)
-			first = &c->meters->meters[i];
+		if (c->meters->meters[i]->bus_index == bus)
+			first = c->meters->meters[i];
 	job = first ? mh_job_new(MH_JOB_TIME_BROADCAST, first, first->slot, on_broadcast, c) : NULL;
 	if (!job)
 		return;
@@ -173,8 +165,8 @@ static void broadcast(struct mh_clocksync *c, size_t bus, int64_t now)
 	mh_bus_submit(first->bus, job, false);
 	/* Read back the meters it was for, once it has gone out. */
 	for (size_t i = 0; i < c->meters->n; i++) {
-		struct meter_clock *mc = &c->m[i];
-		if (c->meters->meters[i].bus_index == bus && mc->verifying)
+		struct mh_meter_clock *mc = &c->meters->meters[i]->clock;
+		if (c->meters->meters[i]->bus_index == bus && mc->verifying)
 			mc->next_check = now + VERIFY_MS;
 	}
 }
@@ -189,10 +181,10 @@ int64_t mh_clocksync_tick(struct mh_clocksync *c, int64_t now_ms)
 		if (c->broadcast_due[b] && !commands_on_bus(c, b) && !quiet_time(c, now_ms))
 			broadcast(c, b, now_ms);
 	for (size_t i = 0; i < c->meters->n; i++) {
-		struct mh_meter *m = &c->meters->meters[i];
-		struct meter_clock *mc = &c->m[i];
+		struct mh_meter *m = c->meters->meters[i];
+		struct mh_meter_clock *mc = &m->clock;
 
-		if (!is_dlt645(m) || !m->bus)
+		if (!is_dlt645(m) || !m->bus || m->held)
 			continue;
 		if (!mc->next_check)
 			mc->next_check = now_ms + (int64_t)m->slot * SPREAD_MS +
@@ -223,13 +215,25 @@ int mh_clocksync_new(const struct mh_config *cfg, struct mh_meter_set *meters,
 	c->cfg = cfg;
 	c->meters = meters;
 	c->outbox = outbox;
-	c->m = calloc(meters->n + 1, sizeof(*c->m));
 	c->broadcast_due = calloc(cfg->n_buses + 1, sizeof(*c->broadcast_due));
-	if (!c->m || !c->broadcast_due) {
+	if (!c->broadcast_due) {
 		mh_clocksync_free(c);
 		return -ENOMEM;
 	}
 	*out = c;
+	return 0;
+}
+
+int mh_clocksync_rebind(struct mh_clocksync *c, const struct mh_config *cfg)
+{
+	bool *due = calloc(cfg->n_buses + 1, sizeof(*due));
+
+	if (!due)
+		return -ENOMEM;
+	/* A broadcast owed to a bus is found owed again by the next clock reads. */
+	free(c->broadcast_due);
+	c->broadcast_due = due;
+	c->cfg = cfg;
 	return 0;
 }
 
@@ -243,7 +247,6 @@ void mh_clocksync_free(struct mh_clocksync *c)
 {
 	if (!c)
 		return;
-	free(c->m);
 	free(c->broadcast_due);
 	free(c);
 }

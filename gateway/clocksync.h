@@ -37,5 +37,8 @@ void mh_clocksync_free(struct mh_clocksync *c);
  */
 int64_t mh_clocksync_tick(struct mh_clocksync *c, int64_t now_ms);
 
+/* A reload: go on with @cfg (the meter set has been rebound). Returns 0 or -ENOMEM. */
+int mh_clocksync_rebind(struct mh_clocksync *c, const struct mh_config *cfg);
+
 /* Stop submitting (the buses are stopping). */
 void mh_clocksync_stop(struct mh_clocksync *c);

@@ -17,7 +17,7 @@ struct mh_collect {
 	struct mh_outbox *outbox;
 	struct mh_tables *tables;
 	struct mh_health *health;
-	int64_t next_boundary;
+	int64_t boundary, next_boundary; /* the one read last, and the next */
 	uint32_t backfill_day; /* local YYYYMMDD of the last look for missing daily freezes */
 };
 
@@ -33,6 +33,11 @@ int mh_collect_new(const struct mh_config *cfg, struct mh_meter_set *meters,
 		.tables = tables, .health = health };
 	*out = c;
 	return 0;
+}
+
+void mh_collect_rebind(struct mh_collect *c, const struct mh_config *cfg)
+{
+	c->cfg = cfg;
 }
 
 void mh_collect_free(struct mh_collect *c)
@@ -98,6 +103,77 @@ static void standing_changed(struct mh_collect *c, struct mh_meter *m, const str
 	mh_records_store(c->outbox, MH_RECORD_EVENT, "event", obj, now);
 }
 
+/* ---- the relay, watched ------------------------------------------------ */
+
+/* A meter the gateway can trip has its relay read after each good read. */
+static bool watches_relay(const struct mh_meter *m)
+{
+	if (m->bus_cfg->protocol == MH_PROTO_DLT645)
+		return m->cfg->has_control || m->cfg->profile->control.present;
+	return m->cfg->profile->control.present;
+}
+
+static const char *relay_name(bool open)
+{
+	return open ? "open" : "closed";
+}
+
+/*
+ * The relay moved and no command of the gateway moved it: a local
+ * prepayment trip, the customer's button, a tamper, or another master.
+ */
+static void relay_changed(struct mh_collect *c, const struct mh_meter *m, const struct mh_relay *r)
+{
+	int64_t now = mh_clock_wall_ms();
+	cJSON *obj = mh_records_event(c->outbox, "relay_changed", now);
+
+	cJSON_AddStringToObject(obj, "meter", m->cfg->id);
+	cJSON_AddStringToObject(obj, "bus", m->bus_cfg->name);
+	cJSON_AddStringToObject(obj, "relay", relay_name(r->open));
+	cJSON_AddStringToObject(obj, "was", relay_name(m->relay_seen.open));
+	if (r->has_commanded) {
+		cJSON_AddStringToObject(obj, "commanded", relay_name(r->commanded_open));
+		cJSON_AddBoolToObject(obj, "keep_power", r->keep_power);
+	}
+	mh_records_store(c->outbox, MH_RECORD_EVENT, "event", obj, now);
+	mh_log_notice(BUS, "%s: meter %s: relay %s without a command of this gateway",
+		m->bus_cfg->name, m->cfg->id, relay_name(r->open));
+}
+
+static void relay_done(struct mh_job *job)
+{
+	struct mh_collect *c = job->ud;
+	struct mh_meter *m = job->meter;
+
+	m->relay_watching = false;
+	/* A command that started meanwhile reads the relay itself and explains what it sees. */
+	if (!job->canceled && job->result == 0 && job->relay.known && !m->cmd_head) {
+		if (m->relay_seen.known && m->relay_seen.open != job->relay.open)
+			relay_changed(c, m, &job->relay);
+		m->relay_seen = job->relay;
+	}
+	mh_job_free(job);
+}
+
+static void watch_relay(struct mh_collect *c, struct mh_meter *m)
+{
+	struct mh_job *job;
+
+	if (!watches_relay(m) || m->cmd_head || m->relay_watching || m->held)
+		return;
+	job = mh_job_new(MH_JOB_RECALL, m, m->slot, relay_done, c);
+	if (!job)
+		return;
+	if (m->bus_cfg->protocol == MH_PROTO_MODBUS) {
+		const struct mh_modbus_relay_config *r = &m->cfg->profile->control.relay;
+		job->relay_point = (struct mh_relay_point){ r->table, r->address, r->open_when };
+	}
+	m->relay_watching = true;
+	mh_bus_submit(m->bus, job, false);
+}
+
+/* ---- reads and their results ------------------------------------------- */
+
 static void read_done(struct mh_job *job)
 {
 	struct mh_collect *c = job->ud;
@@ -111,10 +187,12 @@ static void read_done(struct mh_job *job)
 		enum mh_health_change change = mh_health_note(c->health, m->bus_index, m->slot,
 			job->due_ms, &job->reading, &failed);
 		standing_changed(c, m, job, change, failed);
-		if (job->reading.quality == MH_QUALITY_GOOD)
+		if (job->reading.quality == MH_QUALITY_GOOD) {
 			m->last_good_ms = job->reading.read_at_ms;
-		else
+			watch_relay(c, m);
+		} else {
 			plan_retry(c, m, job);
+		}
 	}
 	mh_job_free(job);
 }
@@ -187,39 +265,50 @@ static void plan_backfill(struct mh_collect *c, int64_t now)
 		return;
 	c->backfill_day = today;
 	for (size_t i = 0; i < c->meters->n; i++)
-		mh_tables_backfill_plan(c->tables, &c->meters->meters[i], now,
+		mh_tables_backfill_plan(c->tables, c->meters->meters[i], now,
 			c->cfg->schedule.backfill_days, want_frozen, c);
 }
 
 /* ---- boundaries ------------------------------------------------------ */
 
+/* Submit the scheduled read of @m for @boundary. */
+static void submit_read(struct mh_collect *c, struct mh_meter *m, int64_t boundary)
+{
+	struct mh_job *job = mh_job_new_read(m, m->slot, m->cfg->profile->n_points, read_done, c);
+
+	if (!job) {
+		mh_log_err(SCHED, "out of memory: meter %s not read", m->cfg->id);
+		return;
+	}
+	job->due_ms = boundary;
+	m->busy = true;
+	m->last_due_ms = boundary;
+	/* A new boundary: a retry of the last one that did not happen is moot. */
+	m->retry_at = 0;
+	m->retries = 0;
+	mh_bus_submit(m->bus, job, false);
+}
+
 void mh_collect_boundary(struct mh_collect *c, int64_t boundary, int64_t next_ms)
 {
+	c->boundary = boundary;
 	c->next_boundary = next_ms;
 	size_t skipped[c->cfg->n_buses + 1];
 
 	memset(skipped, 0, sizeof(skipped));
 	for (size_t i = 0; i < c->meters->n; i++) {
-		struct mh_meter *m = &c->meters->meters[i];
-		struct mh_job *job;
+		struct mh_meter *m = c->meters->meters[i];
 
+		/* Its bus restarts for a reload first; mh_collect_catch_up() reads it then. */
+		if (m->held)
+			continue;
 		if (m->busy) {
 			/* The bus is behind: do not pile up reads of the same meter. */
 			m->skipped++;
 			skipped[m->bus_index]++;
 			continue;
 		}
-		job = mh_job_new_read(m, m->slot, m->cfg->profile->n_points, read_done, c);
-		if (!job) {
-			mh_log_err(SCHED, "out of memory: meter %s not read", m->cfg->id);
-			continue;
-		}
-		job->due_ms = boundary;
-		m->busy = true;
-		/* A new boundary: a retry of the last one that did not happen is moot. */
-		m->retry_at = 0;
-		m->retries = 0;
-		mh_bus_submit(m->bus, job, false);
+		submit_read(c, m, boundary);
 	}
 	/* Once per bus and boundary, however many meters it could not fit. */
 	for (size_t b = 0; b < c->cfg->n_buses; b++)
@@ -234,12 +323,12 @@ static int64_t submit_retries(struct mh_collect *c, int64_t now)
 	int64_t next = 0;
 
 	for (size_t i = 0; i < c->meters->n; i++) {
-		struct mh_meter *m = &c->meters->meters[i];
+		struct mh_meter *m = c->meters->meters[i];
 		struct mh_job *job;
 
 		if (!m->retry_at)
 			continue;
-		if (m->retry_at > now || m->busy) {
+		if (m->retry_at > now || m->busy || m->held) {
 			if (!next || m->retry_at < next)
 				next = m->retry_at;
 			continue;
@@ -256,6 +345,15 @@ static int64_t submit_retries(struct mh_collect *c, int64_t now)
 	return next;
 }
 
+
+void mh_collect_catch_up(struct mh_collect *c)
+{
+	for (size_t i = 0; i < c->meters->n; i++) {
+		struct mh_meter *m = c->meters->meters[i];
+		if (!m->busy && !m->held && m->last_due_ms && m->last_due_ms < c->boundary)
+			submit_read(c, m, c->boundary);
+	}
+}
 
 int64_t mh_collect_tick(struct mh_collect *c, int64_t now)
 {

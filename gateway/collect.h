@@ -30,6 +30,17 @@ int mh_collect_new(const struct mh_config *cfg, struct mh_meter_set *meters,
 /* Free; NULL is a no-op. */
 void mh_collect_free(struct mh_collect *c);
 
+/* A reload: go on with @cfg (the meter set has been rebound). */
+void mh_collect_rebind(struct mh_collect *c, const struct mh_config *cfg);
+
+/*
+ * Read now, for the last boundary, every meter read at an earlier one
+ * that this boundary passed over (held for a reload): a bus restarted
+ * after the boundary loses none of its reads. Meters new to the set wait
+ * for the next boundary.
+ */
+void mh_collect_catch_up(struct mh_collect *c);
+
 /* Read every meter for @boundary; the next boundary is at @next_ms. */
 void mh_collect_boundary(struct mh_collect *c, int64_t boundary, int64_t next_ms);
 

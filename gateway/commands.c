@@ -133,10 +133,7 @@ static void set_reason(struct mh_command *cmd, const char *reason, const char *f
 
 static struct mh_meter *find_meter(struct mh_commands *c, const char *id)
 {
-	for (size_t i = 0; i < c->meters->n; i++)
-		if (!strcmp(c->meters->meters[i].cfg->id, id))
-			return &c->meters->meters[i];
-	return NULL;
+	return mh_meter_find(c->meters, id);
 }
 
 static bool is_modbus(const struct mh_meter *m)
@@ -558,8 +555,11 @@ static void recall_done(struct mh_command *cmd, const struct mh_job *job)
 	struct mh_commands *c = cmd->owner;
 	bool recall_only = cmd->cmd.action == MH_CMD_RECALL;
 
-	if (job->result == 0)
+	if (job->result == 0) {
 		cmd->relay = job->relay;
+		/* What a command did is explained: the relay watch starts from it. */
+		cmd->meter->relay_seen = job->relay;
+	}
 	if (cmd->diagnosing) {
 		cmd->diagnosing = false;
 		if (job->result == 0 && job->relay.keep_power)
@@ -961,6 +961,42 @@ static int load_journal(struct mh_commands *c)
 	return rc;
 }
 
+/* The key and the protect windows of @cc, in fresh memory. Returns 0 or a negative errno. */
+static int load_settings(const struct mh_commands_config *cc, uint8_t **key, size_t *key_len,
+	int64_t (**windows)[2], char *err, size_t err_len)
+{
+	int rc;
+
+	*key = mh_secret_alloc(KEY_CAP);
+	*windows = calloc(cc->n_windows + 1, sizeof(**windows));
+	if (!*key || !*windows) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	rc = mh_cmd_key_load(cc->hmac_key_file, *key, KEY_CAP, key_len, err, err_len);
+	if (rc < 0) {
+		mh_log_err(CMD, "%s", err);
+		goto fail;
+	}
+	for (size_t i = 0; i < cc->n_windows; i++) {
+		rc = mh_config_window_resolve(&cc->windows[i], &(*windows)[i][0], &(*windows)[i][1]);
+		if (rc < 0) {
+			snprintf(err, err_len,
+				"protect window %s .. %s: cannot resolve it in this time zone",
+				cc->windows[i].from, cc->windows[i].to);
+			mh_log_err(CMD, "%s", err);
+			goto fail;
+		}
+	}
+	return 0;
+fail:
+	mh_secret_free(*key, KEY_CAP);
+	free(*windows);
+	*key = NULL;
+	*windows = NULL;
+	return rc;
+}
+
 int mh_commands_open(uv_loop_t *loop, const struct mh_config *cfg, struct mh_meter_set *meters,
 	struct mh_db *db, struct mh_outbox *outbox, const struct mh_clock *clock,
 	int (*commit)(void *ud), void *commit_ud, struct mh_commands **out)
@@ -982,31 +1018,9 @@ int mh_commands_open(uv_loop_t *loop, const struct mh_config *cfg, struct mh_met
 	c->commit_ud = commit_ud;
 	c->tokens = REJECT_BURST;
 	c->tokens_mono = mh_clock_mono_ms();
-	c->key = mh_secret_alloc(KEY_CAP);
-	if (!c->key) {
-		rc = -ENOMEM;
+	rc = load_settings(&cfg->commands, &c->key, &c->key_len, &c->windows, err, sizeof(err));
+	if (rc < 0)
 		goto fail;
-	}
-	rc = mh_cmd_key_load(c->cc->hmac_key_file, c->key, KEY_CAP, &c->key_len, err,
-		sizeof(err));
-	if (rc < 0) {
-		mh_log_err(CMD, "%s", err);
-		goto fail;
-	}
-	c->windows = calloc(c->cc->n_windows + 1, sizeof(*c->windows));
-	if (!c->windows) {
-		rc = -ENOMEM;
-		goto fail;
-	}
-	for (size_t i = 0; i < c->cc->n_windows; i++) {
-		rc = mh_config_window_resolve(&c->cc->windows[i], &c->windows[i][0],
-			&c->windows[i][1]);
-		if (rc < 0) {
-			mh_log_err(CMD, "protect window %s .. %s: cannot resolve it in this time zone",
-				c->cc->windows[i].from, c->cc->windows[i].to);
-			goto fail;
-		}
-	}
 	c->n_windows = c->cc->n_windows;
 	rc = mh_db_table(db, "commands", &c->journal);
 	if (!rc)
@@ -1026,6 +1040,68 @@ fail:
 	return rc;
 }
 
+struct mh_commands_settings {
+	uint8_t *key;
+	size_t key_len;
+	int64_t (*windows)[2];
+};
+
+int mh_commands_prepare(const struct mh_config *fresh, char *err, size_t err_len,
+	struct mh_commands_settings **out)
+{
+	struct mh_commands_settings *st = calloc(1, sizeof(*st));
+	int rc;
+
+	snprintf(err, err_len, "%s", strerror(ENOMEM));
+	if (!st)
+		return -ENOMEM;
+	rc = load_settings(&fresh->commands, &st->key, &st->key_len, &st->windows, err, err_len);
+	if (rc < 0) {
+		free(st);
+		return rc;
+	}
+	*out = st;
+	return 0;
+}
+
+void mh_commands_settings_free(struct mh_commands_settings *st)
+{
+	if (!st)
+		return;
+	mh_secret_free(st->key, KEY_CAP);
+	free(st->windows);
+	free(st);
+}
+
+void mh_commands_rebind(struct mh_commands *c, const struct mh_config *fresh,
+	struct mh_commands_settings *st)
+{
+	uint8_t *key = c->key;
+	int64_t(*windows)[2] = c->windows;
+
+	c->cfg = fresh;
+	c->cc = &fresh->commands;
+	c->key = st->key;
+	c->key_len = st->key_len;
+	c->windows = st->windows;
+	c->n_windows = fresh->commands.n_windows;
+	st->key = key;
+	st->windows = windows;
+	mh_commands_settings_free(st);
+}
+
+bool mh_commands_hold(const struct mh_commands *c, const struct mh_meter *m)
+{
+	if (!c)
+		return false;
+	if (m->cmd_head)
+		return true;
+	for (size_t i = 0; i < c->n_resume; i++)
+		if (c->resume[i]->meter == m)
+			return true;
+	return false;
+}
+
 void mh_commands_resume(struct mh_commands *c)
 {
 	if (c->resumed || c->stopping || !c->clock->set)
@@ -1040,7 +1116,7 @@ void mh_commands_resume(struct mh_commands *c)
 	c->resume = NULL;
 	c->n_resume = 0;
 	for (size_t i = 0; i < c->meters->n; i++)
-		start_next(c, &c->meters->meters[i]);
+		start_next(c, c->meters->meters[i]);
 }
 
 void mh_commands_stop(struct mh_commands *c)
@@ -1050,7 +1126,7 @@ void mh_commands_stop(struct mh_commands *c)
 	c->stopping = true;
 	uv_close((uv_handle_t *)&c->prune, NULL);
 	for (size_t i = 0; i < c->meters->n; i++) {
-		struct mh_meter *m = &c->meters->meters[i];
+		struct mh_meter *m = c->meters->meters[i];
 		struct mh_command *cmd = m->cmd_head;
 		while (cmd) {
 			struct mh_command *next = cmd->next;

@@ -60,6 +60,26 @@ int mh_commands_open(uv_loop_t *loop, const struct mh_config *cfg, struct mh_met
  * expired ones end "expired", the others resume. Called again when the
  * clock gets set, it does nothing the second time.
  */
+/* A reload's new key and protect windows, loaded before anything changes. */
+struct mh_commands_settings;
+
+/*
+ * Load @fresh's commands settings. Returns 0 and *@out, or a negative
+ * errno with the reason in @err (also logged).
+ */
+int mh_commands_prepare(const struct mh_config *fresh, char *err, size_t err_len,
+	struct mh_commands_settings **out);
+
+/* Free settings not given to mh_commands_rebind(); NULL is a no-op. */
+void mh_commands_settings_free(struct mh_commands_settings *st);
+
+/* A reload: go on with @fresh and its settings @st (taken over). */
+void mh_commands_rebind(struct mh_commands *c, const struct mh_config *fresh,
+	struct mh_commands_settings *st);
+
+/* Whether a command of @m is under way or waits (a reload then leaves its bus be). */
+bool mh_commands_hold(const struct mh_commands *c, const struct mh_meter *m);
+
 void mh_commands_resume(struct mh_commands *c);
 
 /* The uplink's handler for the command topic (@ud is the struct mh_commands). */

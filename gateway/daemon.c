@@ -22,6 +22,7 @@
 #include "notify.h"
 #include "outbox.h"
 #include "records.h"
+#include "reload.h"
 #include "schedule.h"
 #include "tables.h"
 #include "uplink.h"
@@ -33,9 +34,36 @@
 /* A wall clock that disagrees with the monotonic one by more than this has been stepped. */
 #define CLOCK_STEP_MS 1000
 
+/*
+ * A configuration that some running part still reads: the current one, and
+ * older ones while a bus thread started from them runs on (it reads its
+ * bus's settings and meters) or the uplink does. Freed when none does.
+ */
+struct generation {
+	const struct mh_config *cfg;
+	struct mh_config *owned; /* NULL: the caller's (the first) */
+	unsigned users;
+	struct generation *next;
+};
+
+/* A reload that waits for the buses it restarts to finish what they were given. */
+struct pending_reload {
+	struct mh_config *cfg;
+	struct mh_reload_plan plan;
+	struct mh_commands_settings *settings;
+	int64_t since_mono;
+	bool told; /* the wait was logged */
+};
+
 struct mh_daemon {
 	uv_loop_t loop;
 	const struct mh_config *cfg;
+	struct generation *gen, *gens; /* the current one; all alive */
+	struct generation **bus_gen;   /* per bus: what its thread reads */
+	struct generation *uplink_gen;
+	struct mh_file_stamps mqtt_stamps; /* the broker connection's files, at its start */
+	struct pending_reload *pending;
+	bool replacing_uplink; /* the old one is closing; the new one starts after */
 	struct mh_db *db;
 	struct mh_outbox *outbox;
 	struct mh_tables *tables;
@@ -61,6 +89,9 @@ struct mh_daemon {
 	int64_t started_mono;
 	bool stopping;
 };
+
+static void gen_release(struct mh_daemon *d, struct generation *g);
+static void pending_free(struct pending_reload *p);
 
 /* Say what the store gave up: a drop is never silent. */
 static void store_drop_event(struct mh_daemon *d, const struct mh_outbox_drops *drops)
@@ -117,19 +148,29 @@ static int commit_cb(void *ud)
 
 /* ---- jobs ------------------------------------------------------------ */
 
-static void drain_done(struct mh_daemon *d)
+static void try_reload(struct mh_daemon *d);
+
+/* Hand every job the buses are done with to its module. Returns whether there were any. */
+static bool run_done(struct mh_daemon *d)
 {
 	struct mh_queue_node *node = mh_queue_take_all(&d->done);
+	bool any = node != NULL;
 
-	if (!node)
-		return;
 	while (node) {
 		struct mh_queue_node *next = node->next;
 		struct mh_job *job = (struct mh_job *)node;
 		job->done(job);
 		node = next;
 	}
+	return any;
+}
+
+static void drain_done(struct mh_daemon *d)
+{
+	if (!run_done(d))
+		return;
 	commit(d);
+	try_reload(d);
 }
 
 static void on_done(uv_async_t *a)
@@ -305,6 +346,7 @@ static void on_tick(uv_timer_t *t)
 	unsigned interval = d->cfg->schedule.interval_ms;
 	int64_t now = mh_clock_wall_ms(), wait = CLOCK_CHECK_MS;
 
+	try_reload(d);
 	if (watch_clock(d, now)) {
 		started_event(d, now);
 		watch_ports(d, now);
@@ -352,12 +394,12 @@ static void on_health(uv_timer_t *t)
 		.backlog = backlog,
 		.ports = ports,
 		.store = &st,
-		.connected = mh_uplink_connected(d->uplink),
-		.in_flight = mh_uplink_in_flight(d->uplink),
+		.connected = d->uplink && mh_uplink_connected(d->uplink),
+		.in_flight = d->uplink ? mh_uplink_in_flight(d->uplink) : 0,
 		.commands = d->commands ? (mh_commands_stats(d->commands, &cst), &cst) : NULL,
 	};
 	json = mh_health_report(d->health, &snap);
-	if (json && mh_uplink_publish_volatile(d->uplink, "health", json, true) < 0)
+	if (json && (!d->uplink || mh_uplink_publish_volatile(d->uplink, "health", json, true) < 0))
 		mh_log_debug(MAIN, "health not published (broker not connected)");
 	free(json);
 }
@@ -369,6 +411,7 @@ static void on_uplink_closed(void *ud)
 	struct mh_daemon *d = ud;
 
 	d->uplink = NULL;
+	gen_release(d, d->uplink_gen);
 	uv_close((uv_handle_t *)&d->done_wake, NULL);
 }
 
@@ -389,13 +432,118 @@ static void stop(struct mh_daemon *d)
 	for (size_t b = 0; b < d->cfg->n_buses; b++) {
 		mh_bus_stop(d->buses[b]);
 		d->buses[b] = NULL;
+		gen_release(d, d->bus_gen[b]);
+		d->bus_gen[b] = NULL;
 	}
 	drain_done(d);
+	pending_free(d->pending);
+	d->pending = NULL;
 	mh_clocksync_stop(d->clocksync);
 	/* Commands still arriving are journaled and run at the next start. */
 	mh_commands_stop(d->commands);
-	mh_uplink_stop(d->uplink, STOP_FLUSH_MS, on_uplink_closed, d);
+	/* A connection being replaced closes the loop's last handle when it is gone. */
+	if (!d->replacing_uplink)
+		mh_uplink_stop(d->uplink, STOP_FLUSH_MS, on_uplink_closed, d);
 }
+
+/* ---- configuration generations ----------------------------------------- */
+
+static struct generation *gen_new(struct mh_daemon *d, const struct mh_config *cfg,
+	struct mh_config *owned)
+{
+	struct generation *g = calloc(1, sizeof(*g));
+
+	if (!g)
+		return NULL;
+	g->cfg = cfg;
+	g->owned = owned;
+	g->next = d->gens;
+	d->gens = g;
+	return g;
+}
+
+static struct generation *gen_use(struct generation *g)
+{
+	g->users++;
+	return g;
+}
+
+static void gen_release(struct mh_daemon *d, struct generation *g)
+{
+	mh_require(g && g->users);
+	if (--g->users)
+		return;
+	for (struct generation **p = &d->gens; *p; p = &(*p)->next) {
+		if (*p == g) {
+			*p = g->next;
+			break;
+		}
+	}
+	mh_config_free(g->owned);
+	free(g);
+}
+
+/* ---- the uplink ------------------------------------------------------- */
+
+static int start_uplink(struct mh_daemon *d)
+{
+	int64_t now = mh_clock_wall_ms();
+	int rc = mh_uplink_start(&d->loop, d->cfg, d->outbox,
+		mh_clock_plausible(&d->clock, now) ? now - (mh_clock_mono_ms() - d->started_mono) : 0,
+		d->commands ? mh_commands_inbound : NULL, d->commands, &d->uplink);
+
+	if (rc < 0)
+		return rc;
+	mh_uplink_watch(d->uplink, on_link, d);
+	d->uplink_gen = gen_use(d->gen);
+	mh_reload_stamp_mqtt(d->cfg, &d->mqtt_stamps);
+	return 0;
+}
+
+/* The old connection is closed: what it had in flight is sent again by the new one. */
+static void on_uplink_replaced(void *ud)
+{
+	struct mh_daemon *d = ud;
+	struct generation *was = d->uplink_gen;
+	int rc;
+
+	d->replacing_uplink = false;
+	if (d->stopping) {
+		gen_release(d, was);
+		uv_close((uv_handle_t *)&d->done_wake, NULL);
+		return;
+	}
+	rc = start_uplink(d);
+	if (rc < 0) {
+		/* The running settings worked a moment ago: go back to them. */
+		mh_log_err(MQTT, "cannot connect with the reloaded mqtt settings (%s); keeping the "
+				 "previous ones until the next reload",
+			strerror(-rc));
+		const struct mh_config *cur = d->cfg;
+		d->cfg = was->cfg;
+		struct generation *keep = d->gen;
+		d->gen = was;
+		rc = start_uplink(d);
+		d->gen = keep;
+		d->cfg = cur;
+		mh_require(rc == 0);
+	}
+	gen_release(d, was);
+	mh_uplink_pump(d->uplink);
+}
+
+static void replace_uplink(struct mh_daemon *d)
+{
+	struct mh_uplink *old = d->uplink;
+
+	mh_log_notice(MQTT, "mqtt settings changed: reconnecting; the store keeps every record "
+			    "not yet acknowledged");
+	d->uplink = NULL;
+	d->replacing_uplink = true;
+	mh_uplink_stop(old, STOP_FLUSH_MS, on_uplink_replaced, d);
+}
+
+/* ---- reload ----------------------------------------------------------- */
 
 /* Each error line of a config file that did not load, for the config_rejected event. */
 static void collect_error(void *ud, const char *line)
@@ -407,43 +555,243 @@ static void collect_error(void *ud, const char *line)
 		cJSON_AddItemToArray(errors, cJSON_CreateString(line));
 }
 
-/*
- * SIGHUP. Reloading in place is not implemented yet: the file is checked
- * and the running configuration kept either way, and a config_rejected
- * event says so (with the file's errors, or that a restart applies it).
- */
-static void reload(struct mh_daemon *d)
+static void rejected_event(struct mh_daemon *d, const char *reason, cJSON *errors)
 {
 	int64_t now = mh_clock_wall_ms();
-	cJSON *errors = cJSON_CreateArray(), *obj;
-	struct mh_config *fresh = NULL;
-	int rc = errors ? mh_config_load(d->cfg->file, collect_error, errors, &fresh) : -ENOMEM;
+	cJSON *obj;
 
-	if (rc == 0)
-		mh_log_warn(CONFIG, "SIGHUP: %s is valid, but reloading is not supported yet; "
-				    "restart meterhub to apply it",
-			d->cfg->file);
-	else
-		mh_log_err(CONFIG, "SIGHUP: %s has errors (above); keeping the running configuration",
-			d->cfg->file);
-	mh_config_free(fresh);
 	if (!d->clock.set) {
 		cJSON_Delete(errors);
 		return;
 	}
 	obj = mh_records_event(d->outbox, "config_rejected", now);
 	cJSON_AddStringToObject(obj, "file", d->cfg->file);
-	if (rc == 0) {
-		cJSON_AddStringToObject(obj, "reason",
-			"reloading is not implemented yet: restart meterhub to apply the file");
-		cJSON_Delete(errors);
-	} else {
-		cJSON_AddStringToObject(obj, "reason", rc == -EINVAL ? "the file has errors"
-								     : strerror(-rc));
+	cJSON_AddStringToObject(obj, "reason", reason);
+	if (errors)
 		cJSON_AddItemToObject(obj, "errors", errors);
-	}
 	mh_records_store(d->outbox, MH_RECORD_EVENT, "event", obj, now);
 	commit(d);
+}
+
+static void pending_free(struct pending_reload *p)
+{
+	if (!p)
+		return;
+	mh_reload_plan_free(&p->plan);
+	mh_commands_settings_free(p->settings);
+	mh_config_free(p->cfg);
+	free(p);
+}
+
+/* Whether the buses the pending reload restarts have finished what they were given. */
+static bool reload_ready(struct mh_daemon *d)
+{
+	const struct mh_reload_plan *plan = &d->pending->plan;
+
+	for (size_t b = 0; b < d->cfg->n_buses; b++)
+		if (plan->old_stops[b] && !mh_bus_idle(d->buses[b]))
+			return false;
+	for (size_t i = 0; i < d->meters.n; i++) {
+		struct mh_meter *m = d->meters.meters[i];
+		if (plan->old_stops[m->bus_index] && mh_commands_hold(d->commands, m))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Carry the pending reload out: the buses it restarts are idle, so no job
+ * points at a meter about to go and no read is cut short. Everything that
+ * can fail for memory is allocated before anything changes.
+ */
+static void apply_reload(struct mh_daemon *d)
+{
+	struct pending_reload *p = d->pending;
+	const struct mh_reload_plan *plan = &p->plan;
+	struct mh_config *fresh = p->cfg;
+	const struct mh_config *old = d->cfg;
+	size_t n = fresh->n_buses;
+	struct mh_bus **buses = calloc(n + 1, sizeof(*buses));
+	struct generation **bus_gen = calloc(n + 1, sizeof(*bus_gen));
+	struct mh_bus_port *seen = calloc(n + 1, sizeof(*seen));
+	int64_t *down = calloc(n + 1, sizeof(*down));
+	bool *restarted = calloc(n + 1, sizeof(*restarted));
+	struct generation *g = gen_new(d, fresh, fresh);
+	int64_t now = mh_clock_wall_ms();
+	cJSON *obj;
+
+	if (!buses || !bus_gen || !seen || !down || !restarted || !g ||
+		mh_meter_set_rebind(&d->meters, fresh, NULL, NULL) < 0) {
+		mh_log_err(CONFIG, "out of memory: the reload waits and is tried again");
+		if (g) {
+			g->owned = NULL;
+			g->users = 1;
+			gen_release(d, g);
+		}
+		free(buses);
+		free(bus_gen);
+		free(seen);
+		free(down);
+		free(restarted);
+		return;
+	}
+	d->pending = NULL;
+	p->cfg = NULL; /* the generation owns it now */
+	gen_use(g);
+	/* Every builder's state on disk: the tables are set up again from it. */
+	commit(d);
+	/* The old threads first: a restarted bus opens the same device. */
+	for (size_t o = 0; o < old->n_buses; o++) {
+		if (!plan->old_stops[o])
+			continue;
+		mh_bus_stop(d->buses[o]);
+		gen_release(d, d->bus_gen[o]);
+	}
+	for (size_t b = 0; b < n; b++) {
+		size_t o = plan->from[b];
+		if (plan->keep[b]) {
+			buses[b] = d->buses[o];
+			bus_gen[b] = d->bus_gen[o];
+		} else {
+			mh_require(mh_bus_start(&fresh->buses[b], &d->done, &buses[b]) == 0);
+			bus_gen[b] = gen_use(g);
+			restarted[b] = true;
+		}
+		if (o != SIZE_MAX) {
+			seen[b] = d->ports_seen[o];
+			down[b] = d->port_down_since[o];
+		}
+	}
+	for (size_t i = 0; i < d->meters.n; i++) {
+		struct mh_meter *m = d->meters.meters[i];
+		m->bus = buses[m->bus_index];
+		m->held = false;
+	}
+	mh_require(mh_health_rebind(d->health, fresh, restarted) == 0);
+	if (mh_tables_rebind(d->tables, fresh) < 0)
+		mh_log_err(STORE, "interval states not read back after the reload; the tables of "
+				  "some meters start afresh");
+	mh_require(mh_clocksync_rebind(d->clocksync, fresh) == 0);
+	mh_collect_rebind(d->collect, fresh);
+	if (d->commands) {
+		mh_commands_rebind(d->commands, fresh, p->settings);
+		p->settings = NULL;
+	}
+	free(d->buses);
+	free(d->bus_gen);
+	free(d->ports_seen);
+	free(d->port_down_since);
+	d->buses = buses;
+	d->bus_gen = bus_gen;
+	d->ports_seen = seen;
+	d->port_down_since = down;
+	free(restarted);
+
+	struct generation *was = d->gen;
+	d->gen = g;
+	d->cfg = fresh;
+	if (fresh->schedule.interval_ms != old->schedule.interval_ms && d->clock.set)
+		d->next_boundary = mh_schedule_next(now, fresh->schedule.interval_ms);
+	if (fresh->health.interval_ms != old->health.interval_ms && !d->stopping)
+		uv_timer_start(&d->health_timer, on_health, fresh->health.interval_ms,
+			fresh->health.interval_ms);
+	/* The reads the restarted buses held back, for the boundary they belong to. */
+	mh_collect_catch_up(d->collect);
+	if (plan->mqtt && d->uplink)
+		replace_uplink(d);
+
+	mh_log_notice(CONFIG, "reloaded %s: %zu buses, %zu meters (%zu changes)", fresh->file,
+		fresh->n_buses, d->meters.n, plan->n_changes);
+	if (d->clock.set) {
+		obj = mh_records_event(d->outbox, "config_reloaded", now);
+		cJSON_AddStringToObject(obj, "file", fresh->file);
+		cJSON_AddItemToObject(obj, "changes", cJSON_Duplicate(plan->changes, true));
+		mh_records_store(d->outbox, MH_RECORD_EVENT, "event", obj, now);
+	}
+	commit(d);
+	if (d->clock.set)
+		notify_running(d);
+	gen_release(d, was);
+	pending_free(p);
+}
+
+/* Apply the pending reload once its buses are idle (called after every turn's jobs). */
+static void try_reload(struct mh_daemon *d)
+{
+	if (!d->pending || d->stopping || d->replacing_uplink)
+		return;
+	/* Jobs handed back but not yet seen still point at their meters. */
+	if (run_done(d))
+		commit(d);
+	if (!reload_ready(d)) {
+		if (!d->pending->told && mh_clock_mono_ms() - d->pending->since_mono >
+						 (int64_t)d->cfg->schedule.interval_ms) {
+			d->pending->told = true;
+			mh_log_notice(CONFIG, "the reload waits for the buses it restarts to finish "
+					      "their reads and commands");
+		}
+		return;
+	}
+	apply_reload(d);
+}
+
+/*
+ * SIGHUP (mosquitto's model): parse and check the file into a fresh
+ * configuration, and swap only when all of it is good. Keys a running
+ * daemon cannot take are refused by name and the old configuration runs
+ * on. Buses whose thread would see the same thing keep running untouched;
+ * the others restart once idle (mh_collect_catch_up() reads what they
+ * held back), meters keep their state by id.
+ */
+static void reload(struct mh_daemon *d)
+{
+	cJSON *errors = cJSON_CreateArray();
+	struct pending_reload *p = calloc(1, sizeof(*p));
+	char err[256];
+	int rc = errors && p ? mh_config_load(d->cfg->file, collect_error, errors, &p->cfg) : -ENOMEM;
+
+	if (rc < 0) {
+		mh_log_err(CONFIG, "SIGHUP: %s has errors (above); keeping the running configuration",
+			d->cfg->file);
+		rejected_event(d, rc == -EINVAL ? "the file has errors" : strerror(-rc), errors);
+		pending_free(p);
+		return;
+	}
+	if (mh_config_restart_keys(d->cfg, p->cfg, collect_error, errors) ||
+		d->cfg->commands.enabled != p->cfg->commands.enabled) {
+		if (d->cfg->commands.enabled != p->cfg->commands.enabled)
+			collect_error(errors, "commands: adding or removing the section takes effect "
+					      "only after a restart");
+		mh_log_err(CONFIG, "SIGHUP: %s changes keys that take effect only after a restart; "
+				   "keeping the running configuration",
+			d->cfg->file);
+		rejected_event(d, "keys that take effect only after a restart changed", errors);
+		pending_free(p);
+		return;
+	}
+	if (p->cfg->commands.enabled &&
+		mh_commands_prepare(p->cfg, err, sizeof(err), &p->settings) < 0) {
+		cJSON_AddItemToArray(errors, cJSON_CreateString(err));
+		rejected_event(d, "the commands key or protect windows cannot be loaded", errors);
+		pending_free(p);
+		return;
+	}
+	cJSON_Delete(errors);
+	if (mh_reload_plan(d->cfg, &d->mqtt_stamps, p->cfg, &p->plan) < 0) {
+		mh_log_err(CONFIG, "SIGHUP: out of memory; keeping the running configuration");
+		pending_free(p);
+		return;
+	}
+	if (d->pending)
+		mh_log_notice(CONFIG, "SIGHUP: this file replaces the reload still waiting");
+	pending_free(d->pending);
+	p->since_mono = mh_clock_mono_ms();
+	d->pending = p;
+	for (size_t i = 0; i < d->meters.n; i++) {
+		struct mh_meter *m = d->meters.meters[i];
+		m->held = p->plan.old_stops[m->bus_index];
+	}
+	try_reload(d);
 }
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -492,25 +840,35 @@ static void free_daemon(struct mh_daemon *d)
 	mh_health_free(d->health);
 	mh_meter_set_deinit(&d->meters);
 	free(d->buses);
+	free(d->bus_gen);
 	free(d->ports_seen);
 	free(d->port_down_since);
+	pending_free(d->pending);
+	while (d->gens) {
+		struct generation *g = d->gens;
+		d->gens = g->next;
+		mh_config_free(g->owned);
+		free(g);
+	}
 }
 
 int mh_daemon_run(const struct mh_config *cfg)
 {
 	struct mh_daemon daemon = { .cfg = cfg }, *d = &daemon;
-	int64_t now;
 	int rc;
 
 	signal(SIGPIPE, SIG_IGN);
 	d->started_mono = mh_clock_mono_ms();
 	mh_clock_init(&d->clock, mh_clock_floor_ms(), CLOCK_STEP_MS);
 	d->buses = calloc(cfg->n_buses + 1, sizeof(*d->buses));
+	d->bus_gen = calloc(cfg->n_buses + 1, sizeof(*d->bus_gen));
+	d->gen = gen_new(d, cfg, NULL);
 	d->ports_seen = calloc(cfg->n_buses + 1, sizeof(*d->ports_seen));
 	d->port_down_since = calloc(cfg->n_buses + 1, sizeof(*d->port_down_since));
 	d->health = mh_health_new(cfg);
 	rc = mh_meter_set_init(&d->meters, cfg);
-	if (rc || !d->buses || !d->ports_seen || !d->port_down_since || !d->health) {
+	if (rc || !d->buses || !d->bus_gen || !d->gen || !d->ports_seen || !d->port_down_since ||
+		!d->health) {
 		free_daemon(d);
 		return -ENOMEM;
 	}
@@ -533,22 +891,20 @@ int mh_daemon_run(const struct mh_config *cfg)
 			goto out;
 		}
 	}
-	now = mh_clock_wall_ms();
-	rc = mh_uplink_start(&d->loop, cfg, d->outbox,
-		mh_clock_plausible(&d->clock, now) ? now : 0,
-		d->commands ? mh_commands_inbound : NULL, d->commands, &d->uplink);
+	gen_use(d->gen);
+	rc = start_uplink(d);
 	if (rc < 0) {
 		mh_commands_stop(d->commands);
 		uv_close((uv_handle_t *)&d->done_wake, NULL);
 		goto out;
 	}
-	mh_uplink_watch(d->uplink, on_link, d);
 	for (size_t b = 0; b < cfg->n_buses; b++) {
 		rc = mh_bus_start(&cfg->buses[b], &d->done, &d->buses[b]);
 		mh_require(rc == 0);
+		d->bus_gen[b] = gen_use(d->gen);
 	}
 	for (size_t i = 0; i < d->meters.n; i++)
-		d->meters.meters[i].bus = d->buses[d->meters.meters[i].bus_index];
+		d->meters.meters[i]->bus = d->buses[d->meters.meters[i]->bus_index];
 	mh_require(mh_clocksync_new(cfg, &d->meters, d->outbox, &d->clocksync) == 0);
 
 	uv_timer_init(&d->loop, &d->tick);

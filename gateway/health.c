@@ -2,6 +2,7 @@
 #include "health.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -56,14 +57,55 @@ struct mh_health *mh_health_new(const struct mh_config *cfg)
 	return h;
 }
 
+static void free_buses(struct bus_counters *buses, size_t n)
+{
+	for (size_t b = 0; buses && b < n; b++)
+		free(buses[b].meters);
+	free(buses);
+}
+
 void mh_health_free(struct mh_health *h)
 {
 	if (!h)
 		return;
-	for (size_t b = 0; b < h->cfg->n_buses; b++)
-		free(h->buses[b].meters);
-	free(h->buses);
+	free_buses(h->buses, h->cfg->n_buses);
 	free(h);
+}
+
+int mh_health_rebind(struct mh_health *h, const struct mh_config *fresh, const bool *restarted)
+{
+	struct bus_counters *next = calloc(fresh->n_buses + 1, sizeof(*next));
+
+	if (!next)
+		return -ENOMEM;
+	for (size_t b = 0; b < fresh->n_buses; b++) {
+		const struct mh_bus_config *bus = &fresh->buses[b];
+		next[b].meters = calloc(bus->n_meters + 1, sizeof(struct meter_state));
+		if (!next[b].meters) {
+			free_buses(next, fresh->n_buses);
+			return -ENOMEM;
+		}
+		for (size_t o = 0; o < h->cfg->n_buses; o++) {
+			const struct mh_bus_config *old = &h->cfg->buses[o];
+			struct meter_state *states = next[b].meters;
+			if (strcmp(old->name, bus->name))
+				continue;
+			/* The bus by its name, its meters by their ids: the day goes on. */
+			next[b] = h->buses[o];
+			next[b].meters = states;
+			/* A new port object counts its link from 0. */
+			if (restarted[b])
+				memset(&next[b].reported, 0, sizeof(next[b].reported));
+			for (size_t i = 0; i < bus->n_meters; i++)
+				for (size_t j = 0; j < old->n_meters; j++)
+					if (!strcmp(old->meters[j].id, bus->meters[i].id))
+						states[i] = h->buses[o].meters[j];
+		}
+	}
+	free_buses(h->buses, h->cfg->n_buses);
+	h->buses = next;
+	h->cfg = fresh;
+	return 0;
 }
 
 /* The local date (YYYYMMDD) that @ms falls on. */

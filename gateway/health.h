@@ -28,6 +28,14 @@ struct mh_health *mh_health_new(const struct mh_config *cfg);
 /* Free; NULL is a no-op. */
 void mh_health_free(struct mh_health *h);
 
+/*
+ * A reload: go on with @fresh. Buses keep their counters by name and
+ * meters their standing by id; @restarted[b] says bus b of @fresh runs on
+ * a new port object (its link counters start again). The old config must
+ * still be valid during the call. Returns 0 or -ENOMEM (nothing changed).
+ */
+int mh_health_rebind(struct mh_health *h, const struct mh_config *fresh, const bool *restarted);
+
 /* What a reading changed in its meter's standing (health.offline_after boundaries). */
 enum mh_health_change {
 	MH_HEALTH_SAME,

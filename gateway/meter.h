@@ -14,6 +14,7 @@
 
 #include "config.h"
 #include "intervals.h"
+#include "job.h"
 
 struct mh_bus;
 struct mh_command;
@@ -30,6 +31,14 @@ struct mh_meter_table {
 	const char *period_names[MH_IVAL_MAX_PERIODS];
 };
 
+/* The meter's clock checks (DL/T 645, see clocksync.h). */
+struct mh_meter_clock {
+	int64_t next_check; /* wall ms */
+	bool busy;	    /* a clock read is on the bus */
+	bool verifying;	    /* broadcast sent for it; the next read says whether it took */
+	int64_t drift_before;
+};
+
 struct mh_meter {
 	const struct mh_meter_config *cfg;
 	const struct mh_bus_config *bus_cfg;
@@ -37,6 +46,8 @@ struct mh_meter {
 	size_t bus_index;   /* the bus among the gateway's, for health */
 	size_t slot;        /* the meter's place on its bus */
 	bool busy;          /* a scheduled read is queued or running */
+	bool held;          /* its bus is to restart for a reload: no new reads until then */
+	int64_t last_due_ms; /* the boundary of the last scheduled read submitted */
 	uint64_t skipped;   /* boundaries passed over because the last read was not done */
 	int64_t last_good_ms;
 	/* A failed boundary read waiting for its retry (补抄): when, and for which boundary. */
@@ -46,16 +57,38 @@ struct mh_meter {
 	/* Remote commands (see commands.h): the running one first, then in arrival order. */
 	struct mh_command *cmd_head, *cmd_tail;
 	unsigned cmd_waiting;
+	struct mh_meter_clock clock;
+	/* The relay as last read (a command's read-back or the watch after a read). */
+	struct mh_relay relay_seen;
+	bool relay_watching; /* a watch read is on the bus */
 };
 
-/* The gateway's meters, bus by bus, in configuration order. */
+/*
+ * The gateway's meters, bus by bus, in configuration order. Each object is
+ * allocated on its own, so a reload can keep it (and everything pointing
+ * at it) while the set around it changes.
+ */
 struct mh_meter_set {
-	struct mh_meter *meters;
+	struct mh_meter **meters;
 	size_t n;
 };
 
 /* Make the runtime objects for every meter of @cfg (which must outlive them). Returns 0 or -ENOMEM. */
 int mh_meter_set_init(struct mh_meter_set *set, const struct mh_config *cfg);
+
+/* The meter with id @id, or NULL. */
+struct mh_meter *mh_meter_find(const struct mh_meter_set *set, const char *id);
+
+/*
+ * A reload: make @set the meters of @fresh. A meter whose id both configs
+ * have keeps its object (its state, commands and interval builder), now
+ * pointing at its piece of @fresh; the others are new. The objects of
+ * meters @fresh does not have are passed to @gone (which must not keep
+ * them: they are freed after it returns). Returns 0, or -ENOMEM with @set
+ * unchanged.
+ */
+int mh_meter_set_rebind(struct mh_meter_set *set, const struct mh_config *fresh,
+	void (*gone)(void *ud, struct mh_meter *m), void *ud);
 
 /* Free the objects. */
 void mh_meter_set_deinit(struct mh_meter_set *set);

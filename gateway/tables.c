@@ -160,7 +160,7 @@ static void on_commit(void *ud, int rc)
 	struct mh_tables *t = ud;
 
 	for (size_t i = 0; i < t->meters->n; i++) {
-		struct mh_meter_table *mt = &t->meters->meters[i].table;
+		struct mh_meter_table *mt = &t->meters->meters[i]->table;
 		if (!mt->dirty)
 			continue;
 		if (rc == 0)
@@ -186,9 +186,9 @@ int mh_tables_open(struct mh_db *db, struct mh_outbox *outbox, const struct mh_c
 	if (!rc)
 		rc = mh_db_watch(db, on_commit, t);
 	for (size_t i = 0; !rc && i < meters->n; i++) {
-		setup_meter(cfg, &meters->meters[i]);
-		if (meters->meters[i].table.enabled)
-			rc = load_state(t, &meters->meters[i]);
+		setup_meter(cfg, meters->meters[i]);
+		if (meters->meters[i]->table.enabled)
+			rc = load_state(t, meters->meters[i]);
 	}
 	if (rc) {
 		free(t);
@@ -196,6 +196,22 @@ int mh_tables_open(struct mh_db *db, struct mh_outbox *outbox, const struct mh_c
 	}
 	*out = t;
 	return 0;
+}
+
+int mh_tables_rebind(struct mh_tables *t, const struct mh_config *cfg)
+{
+	int rc = 0;
+
+	t->cfg = cfg;
+	/* The committed state is the state: each builder is set up anew and takes it back. */
+	for (size_t i = 0; !rc && i < t->meters->n; i++) {
+		struct mh_meter *m = t->meters->meters[i];
+		mh_require(!m->table.dirty);
+		setup_meter(cfg, m);
+		if (m->table.enabled)
+			rc = load_state(t, m);
+	}
+	return rc;
 }
 
 void mh_tables_free(struct mh_tables *t)
@@ -547,7 +563,7 @@ int mh_tables_frozen(struct mh_tables *t, const struct mh_job *job)
 void mh_tables_clock_step(struct mh_tables *t, int64_t step_ms)
 {
 	for (size_t i = 0; i < t->meters->n; i++) {
-		struct mh_meter_table *mt = &t->meters->meters[i].table;
+		struct mh_meter_table *mt = &t->meters->meters[i]->table;
 		/* Kept in memory; stored with the meter's next observation. */
 		if (mt->enabled) {
 			mh_intervals_clock_step(&mt->state, step_ms);

@@ -24,6 +24,14 @@ struct mh_tables;
 int mh_tables_open(struct mh_db *db, struct mh_outbox *outbox, const struct mh_config *cfg,
 	struct mh_meter_set *meters, struct mh_tables **out);
 
+/*
+ * A reload, with the meter set rebound and the database's turn committed:
+ * set every builder up from @cfg again. A meter whose registers, interval
+ * and periods are as before goes on from its state; another starts its
+ * tables afresh. Returns 0 or a negative errno.
+ */
+int mh_tables_rebind(struct mh_tables *t, const struct mh_config *cfg);
+
 /* Free; NULL is a no-op. */
 void mh_tables_free(struct mh_tables *t);
 

@@ -716,6 +716,59 @@ def test_recall_reports_the_relay_without_a_control_frame(rig):
                    and f['di'] in SW3_READS for f in sim.frames()), 'meter %d not asked' % i
 
 
+def test_relay_moved_without_a_command_gives_relay_changed(rig):
+    """The relay of a meter the gateway can trip is read after each good read:
+    a move no command of this gateway made (a local prepayment trip, the
+    customer's button, another master) is reported; a commanded one is not."""
+    sim = rig.dlt645_bus('b645', [{'id': 'm-1', 'address': addr(1)}])
+    msim = rig.modbus_bus('bmod', {'m-2': (2, modbus_slave())})
+    events = rig.subscriber_factory(rig.broker.port, PREFIX + '/event', client_id='test-events')
+    rig.start(interval='1s')
+
+    def changed():
+        got = {p['seq']: p for _, p, _ in events.snapshot(PREFIX + '/event')
+               if isinstance(p, dict) and p.get('type') == 'relay_changed'}
+        return [got[k] for k in sorted(got)]
+
+    def sw3_reads(since=0):
+        return [f for f in sim.frames() if f.get('dir') == 'rx' and f.get('c') == 0x11
+                and f.get('di') in SW3_READS and f['t'] > since]
+
+    def relay_reads(since=0):
+        return [r for r in msim.requests() if r['fc'] == 2 and r['t'] > since]
+    rig.wait(lambda: len(sw3_reads()) >= 2 and len(relay_reads()) >= 2, 20,
+             'the relays watched on both buses')
+
+    # Commanded moves: explained, so no event.
+    for cid, meter in (('c-1', 'm-1'), ('c-2', 'm-2')):
+        assert_succeeded(rig.run(cid, meter, 'trip'), relay='open')
+    t = time.time()
+    rig.wait(lambda: len(sw3_reads(t)) >= 2 and len(relay_reads(t)) >= 2, 20,
+             'the watch reading the tripped relays')
+    assert changed() == []
+
+    # The meters close by themselves. (The simulator applies relay_open when
+    # the file's value changes: first to what the trip left, then closed.)
+    sim.reload({'bus': {'turnaround_ms': 0},
+                'meters': [{'address': addr(1), 'relay_open': True}]})
+    time.sleep(0.5)  # two separate reloads, not one
+    sim.reload({'bus': {'turnaround_ms': 0},
+                'meters': [{'address': addr(1), 'relay_open': False}]})
+    msim.reload({'2': modbus_slave()})  # coil 0, relay input 0: closed
+    rig.wait(lambda: len(changed()) == 2, 20, 'two relay_changed events')
+    by_meter = {e['meter']: e for e in changed()}
+    e1, e2 = by_meter['m-1'], by_meter['m-2']
+    assert (e1['bus'], e1['relay'], e1['was']) == ('b645', 'closed', 'open'), e1
+    assert (e1['commanded'], e1['keep_power']) == ('closed', False), e1
+    assert (e2['bus'], e2['relay'], e2['was']) == ('bmod', 'closed', 'open'), e2
+    assert 'commanded' not in e2, e2
+    assert e1['ts'] and e2['ts']
+    # Once told, the state is the new baseline: no repeats.
+    t = time.time()
+    rig.wait(lambda: len(sw3_reads(t)) >= 2 and len(relay_reads(t)) >= 2, 20, 'more watch reads')
+    assert len(changed()) == 2, changed()
+
+
 # ---- power cuts --------------------------------------------------------------
 
 def _assert_once(rig, cid):

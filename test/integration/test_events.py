@@ -3,7 +3,8 @@
 gateway_started says how the last run ended (a power cut is visible at the
 head-end), broker_lost / broker_back say how long the link was down and what
 waited meanwhile. (Port events are in test_robustness.py, with the replugged
-adapter.)"""
+adapter; config_reloaded / config_rejected in test_reload.py; relay_changed in
+test_commands.py.)"""
 
 import signal
 import time
@@ -70,34 +71,6 @@ def test_broker_lost_and_back_with_outage_and_backlog(broker, proxy_factory, mod
     assert back[0]['backlog'] >= 2, back  # the readings of the outage waited for it
     assert isinstance(lost[0]['backlog'], (int, float)), lost
     assert gw.stop(signal.SIGTERM) == 0
-    check_complete(sub.snapshot())
-
-
-def test_sighup_keeps_the_running_config_and_says_why(broker, modbus_sim, gateway,
-                                                      subscriber_factory, tmp_path):
-    cfg, _ = simulated_bus(tmp_path, broker.port, modbus_sim, n_meters=1)
-    sub = subscriber_factory(broker.port, PREFIX + '/#')
-    gw = gateway(cfg).start()
-    wait_until(lambda: sub.readings(PREFIX), 15, what='a first reading')
-    good = gw.path.read_text()
-
-    # A broken file: the errors, each with its position, and nothing changes.
-    gw.path.write_text(good.replace('"interval": "1s"', '"interval": "1x"', 1))
-    gw.proc.send_signal(signal.SIGHUP)
-    wait_until(lambda: events(sub, 'config_rejected'), 15, what='a config_rejected event')
-    bad = events(sub, 'config_rejected')[0]
-    assert bad['file'] == str(gw.path) and bad['errors'], bad
-    assert any(e.startswith('%s:' % gw.path) and 'interval' in e for e in bad['errors']), bad
-
-    # A good one: still not applied (reload is not implemented), and it says so.
-    gw.path.write_text(good)
-    gw.proc.send_signal(signal.SIGHUP)
-    wait_until(lambda: len(events(sub, 'config_rejected')) == 2, 15,
-               what='a second config_rejected event')
-    assert 'restart' in events(sub, 'config_rejected')[1]['reason']
-    n = len(sub.readings(PREFIX))
-    wait_until(lambda: len(sub.readings(PREFIX)) > n + 2, 15, what='readings going on')
-    assert gw.stop() == 0
     check_complete(sub.snapshot())
 
 
