@@ -1054,7 +1054,8 @@ static const struct key_type t_profiles = { parse_profiles, STORE_NONE };
 
 static const struct uint_range range_timeout = { 10, 60000 };
 static const struct uint_range range_gap = { 0, 10000 };
-static const struct uint_range range_interval = { 1000, 86400000 };
+/* Below 1 s only for lab and saturation measurements (README). */
+static const struct uint_range range_interval = { 100, 86400000 };
 static const struct uint_range range_health = { 1000, 86400000 };
 static const struct uint_range range_offline_after = { 1, 1000 };
 static const struct uint_range range_store = { 64ull << 10, 1ull << 40 };

@@ -18,6 +18,8 @@ struct mh_collect {
 	struct mh_tables *tables;
 	struct mh_health *health;
 	int64_t boundary, next_boundary; /* the one read last, and the next */
+	bool stopped; /* the buses are stopping: nothing more is submitted */
+	uint64_t turns; /* scheduled reads submitted */
 	uint32_t backfill_day; /* local YYYYMMDD of the last look for missing daily freezes */
 };
 
@@ -159,7 +161,7 @@ static void watch_relay(struct mh_collect *c, struct mh_meter *m)
 {
 	struct mh_job *job;
 
-	if (!watches_relay(m) || m->cmd_head || m->relay_watching || m->held)
+	if (c->stopped || !watches_relay(m) || m->cmd_head || m->relay_watching || m->held)
 		return;
 	job = mh_job_new(MH_JOB_RECALL, m, m->slot, relay_done, c);
 	if (!job)
@@ -174,12 +176,23 @@ static void watch_relay(struct mh_collect *c, struct mh_meter *m)
 
 /* ---- reads and their results ------------------------------------------- */
 
+static void feed(struct mh_collect *c, size_t b);
+
 static void read_done(struct mh_job *job)
 {
 	struct mh_collect *c = job->ud;
 	struct mh_meter *m = job->meter;
 
 	m->busy = false;
+	if (!job->late && job->due_ms > m->last_due_ms) {
+		/* The bus made it a read of a later boundary (see reader.c): the one it was for is
+		   passed over, that one is read. */
+		m->skipped++;
+		mh_health_note_skipped(c->health, m->bus_index, 1);
+		m->last_due_ms = job->due_ms;
+		if (m->due && job->due_ms >= m->due_ms)
+			m->due = false;
+	}
 	if (!job->canceled) {
 		unsigned failed;
 		mh_records_reading(c->outbox, job);
@@ -193,6 +206,7 @@ static void read_done(struct mh_job *job)
 		} else {
 			plan_retry(c, m, job);
 		}
+		feed(c, m->bus_index);
 	}
 	mh_job_free(job);
 }
@@ -271,7 +285,29 @@ static void plan_backfill(struct mh_collect *c, int64_t now)
 
 /* ---- boundaries ------------------------------------------------------ */
 
-/* Submit the scheduled read of @m for @boundary. */
+/*
+ * Scheduled reads. A boundary makes every meter due; each bus is fed from
+ * its due meters, least recently read first, keeping at most FEED_DEPTH
+ * reads queued or running on it. A bus that can read every meter within
+ * the interval reads them all at the boundary, in configuration order; one
+ * that cannot takes turns: every meter is read equally often, and a read
+ * made after the next boundary is labelled with that boundary (reader.c).
+ */
+#define FEED_DEPTH 2
+
+/* The meters of bus @b are contiguous in the set: its first, and one past its last. */
+static void bus_range(const struct mh_collect *c, size_t b, size_t *from, size_t *to)
+{
+	size_t i = 0;
+
+	while (i < c->meters->n && c->meters->meters[i]->bus_index < b)
+		i++;
+	*from = i;
+	while (i < c->meters->n && c->meters->meters[i]->bus_index == b)
+		i++;
+	*to = i;
+}
+
 static void submit_read(struct mh_collect *c, struct mh_meter *m, int64_t boundary)
 {
 	struct mh_job *job = mh_job_new_read(m, m->slot, m->cfg->profile->n_points, read_done, c);
@@ -281,40 +317,69 @@ static void submit_read(struct mh_collect *c, struct mh_meter *m, int64_t bounda
 		return;
 	}
 	job->due_ms = boundary;
+	job->interval_ms = c->cfg->schedule.interval_ms;
 	m->busy = true;
 	m->last_due_ms = boundary;
+	m->turn = ++c->turns;
 	/* A new boundary: a retry of the last one that did not happen is moot. */
 	m->retry_at = 0;
 	m->retries = 0;
 	mh_bus_submit(m->bus, job, false);
 }
 
+/* Keep bus @b fed: its due meters that were read longest ago, first. */
+static void feed(struct mh_collect *c, size_t b)
+{
+	size_t from, to, busy = 0;
+
+	if (c->stopped)
+		return;
+	bus_range(c, b, &from, &to);
+	for (size_t i = from; i < to; i++)
+		busy += c->meters->meters[i]->busy;
+	while (busy < FEED_DEPTH) {
+		struct mh_meter *next = NULL;
+		for (size_t i = from; i < to; i++) {
+			struct mh_meter *m = c->meters->meters[i];
+			if (m->due && !m->busy && !m->held && (!next || m->turn < next->turn))
+				next = m;
+		}
+		if (!next)
+			return;
+		next->due = false;
+		submit_read(c, next, next->due_ms);
+		busy++;
+	}
+}
+
 void mh_collect_boundary(struct mh_collect *c, int64_t boundary, int64_t next_ms)
 {
-	c->boundary = boundary;
-	c->next_boundary = next_ms;
 	size_t skipped[c->cfg->n_buses + 1];
 
+	c->boundary = boundary;
+	c->next_boundary = next_ms;
 	memset(skipped, 0, sizeof(skipped));
 	for (size_t i = 0; i < c->meters->n; i++) {
 		struct mh_meter *m = c->meters->meters[i];
 
-		/* Its bus restarts for a reload first; mh_collect_catch_up() reads it then. */
-		if (m->held)
-			continue;
-		if (m->busy) {
-			/* The bus is behind: do not pile up reads of the same meter. */
+		if (m->due) {
+			/* Its read for the last boundary has not started: the bus is behind. */
 			m->skipped++;
 			skipped[m->bus_index]++;
-			continue;
 		}
-		submit_read(c, m, boundary);
+		m->due = true;
+		m->due_ms = boundary;
 	}
-	/* Once per bus and boundary, however many meters it could not fit. */
-	for (size_t b = 0; b < c->cfg->n_buses; b++)
-		if (skipped[b])
-			mh_log_warn(SCHED, "%s: %zu of %zu meters still being read; not read at this boundary",
-				c->cfg->buses[b].name, skipped[b], c->cfg->buses[b].n_meters);
+	for (size_t b = 0; b < c->cfg->n_buses; b++) {
+		feed(c, b);
+		/* Once per bus and boundary, however many meters it could not fit. */
+		if (!skipped[b])
+			continue;
+		mh_health_note_skipped(c->health, b, skipped[b]);
+		mh_log_warn(SCHED, "%s: %zu of %zu meters not reached since the last boundary; the "
+				   "bus cannot read them all every interval (see health: sweep_ms)",
+			c->cfg->buses[b].name, skipped[b], c->cfg->buses[b].n_meters);
+	}
 }
 
 /* Submit the retries whose time has come; returns when the next one is due (0: none). */
@@ -338,6 +403,7 @@ static int64_t submit_retries(struct mh_collect *c, int64_t now)
 		if (!job)
 			continue;
 		job->due_ms = m->retry_due;
+		job->interval_ms = c->cfg->schedule.interval_ms;
 		job->late = true;
 		m->busy = true;
 		mh_bus_submit(m->bus, job, false);
@@ -348,11 +414,13 @@ static int64_t submit_retries(struct mh_collect *c, int64_t now)
 
 void mh_collect_catch_up(struct mh_collect *c)
 {
-	for (size_t i = 0; i < c->meters->n; i++) {
-		struct mh_meter *m = c->meters->meters[i];
-		if (!m->busy && !m->held && m->last_due_ms && m->last_due_ms < c->boundary)
-			submit_read(c, m, c->boundary);
-	}
+	for (size_t b = 0; b < c->cfg->n_buses; b++)
+		feed(c, b);
+}
+
+void mh_collect_stop(struct mh_collect *c)
+{
+	c->stopped = true;
 }
 
 int64_t mh_collect_tick(struct mh_collect *c, int64_t now)

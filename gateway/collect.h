@@ -34,12 +34,14 @@ void mh_collect_free(struct mh_collect *c);
 void mh_collect_rebind(struct mh_collect *c, const struct mh_config *cfg);
 
 /*
- * Read now, for the last boundary, every meter read at an earlier one
- * that this boundary passed over (held for a reload): a bus restarted
- * after the boundary loses none of its reads. Meters new to the set wait
- * for the next boundary.
+ * Feed every bus its due reads: after a reload, the reads a restarted bus
+ * held back are made for the boundary they belong to. Meters new to the
+ * set wait for the next boundary.
  */
 void mh_collect_catch_up(struct mh_collect *c);
+
+/* The buses are stopping: submit nothing more (completions are still taken). */
+void mh_collect_stop(struct mh_collect *c);
 
 /* Read every meter for @boundary; the next boundary is at @next_ms. */
 void mh_collect_boundary(struct mh_collect *c, int64_t boundary, int64_t next_ms);

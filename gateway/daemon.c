@@ -429,6 +429,7 @@ static void stop(struct mh_daemon *d)
 	uv_close((uv_handle_t *)&d->sigterm, NULL);
 	uv_close((uv_handle_t *)&d->sighup, NULL);
 	/* Each bus finishes its frame in progress; what it finished is stored. */
+	mh_collect_stop(d->collect);
 	for (size_t b = 0; b < d->cfg->n_buses; b++) {
 		mh_bus_stop(d->buses[b]);
 		d->buses[b] = NULL;

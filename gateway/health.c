@@ -15,6 +15,7 @@ struct meter_state {
 	bool good;         /* it was read whole, at some try */
 	bool failed;       /* a try of it failed (the boundary is counted once) */
 	unsigned failures; /* boundaries failed in a row */
+	unsigned duration_ms; /* of its last read: its share of a sweep */
 };
 
 struct bus_counters {
@@ -22,6 +23,7 @@ struct bus_counters {
 	uint64_t latency_sum_ms;
 	unsigned latency_max_ms;
 	uint64_t total_reads, total_good;
+	uint64_t skipped; /* meter-boundaries passed over: the bus was behind */
 	struct mh_link_counters reported; /* the link counters at the last report */
 	struct meter_state *meters;       /* by slot */
 	uint32_t day;                     /* local YYYYMMDD that the two below count */
@@ -189,8 +191,14 @@ enum mh_health_change mh_health_note(struct mh_health *h, size_t bus, size_t slo
 	*failed = 0;
 	if (slot >= h->cfg->buses[bus].n_meters)
 		return MH_HEALTH_SAME;
+	c->meters[slot].duration_ms = r->duration_ms;
 	return note_boundary(c, &c->meters[slot], due_ms, good, h->cfg->health.offline_after,
 		failed);
+}
+
+void mh_health_note_skipped(struct mh_health *h, size_t bus, size_t n)
+{
+	h->buses[bus].skipped += n;
 }
 
 void mh_health_note_drops(struct mh_health *h, const struct mh_outbox_drops *d)
@@ -269,7 +277,7 @@ static void add_link(cJSON *obj, const char *key, enum mh_protocol protocol,
 
 /* The day's success rate, the meters online and offline, the newest good reading. */
 static void add_meters(cJSON *o, struct bus_counters *c, const struct mh_bus_config *bus,
-	unsigned offline_after, const struct mh_health_snapshot *snap)
+	unsigned offline_after, unsigned interval_ms, const struct mh_health_snapshot *snap)
 {
 	size_t offline = 0;
 	char at[40];
@@ -282,8 +290,16 @@ static void add_meters(cJSON *o, struct bus_counters *c, const struct mh_bus_con
 	if (snap->clock_set && c->day_boundaries)
 		cJSON_AddNumberToObject(o, "read_success_rate_today",
 			(double)c->day_read / (double)c->day_boundaries);
-	for (size_t i = 0; i < bus->n_meters; i++)
+	uint64_t sweep_ms = 0;
+
+	for (size_t i = 0; i < bus->n_meters; i++) {
 		offline += c->meters[i].failures >= offline_after;
+		sweep_ms += c->meters[i].duration_ms;
+	}
+	/* Bus time for one read of every meter, against the time there is for it. */
+	cJSON_AddNumberToObject(o, "sweep_ms", (double)sweep_ms);
+	cJSON_AddNumberToObject(o, "interval_ms", (double)interval_ms);
+	cJSON_AddNumberToObject(o, "skipped", (double)c->skipped);
 	cJSON_AddNumberToObject(o, "meters_online", (double)(bus->n_meters - offline));
 	cJSON_AddNumberToObject(o, "meters_offline", (double)offline);
 	if (c->last_good_ms) {
@@ -332,7 +348,8 @@ char *mh_health_report(struct mh_health *h, const struct mh_health_snapshot *sna
 			cJSON_AddStringToObject(o, "port_error", strerror(-snap->ports[b].last_error));
 		cJSON_AddNumberToObject(o, "total_reads", (double)c->total_reads);
 		cJSON_AddNumberToObject(o, "total_good", (double)c->total_good);
-		add_meters(o, c, &h->cfg->buses[b], h->cfg->health.offline_after, snap);
+		add_meters(o, c, &h->cfg->buses[b], h->cfg->health.offline_after,
+			h->cfg->schedule.interval_ms, snap);
 		struct mh_link_counters period = link_delta(&snap->ports[b].link, &c->reported);
 		add_link(o, "link", h->cfg->buses[b].protocol, &snap->ports[b].link);
 		add_link(o, "link_period", h->cfg->buses[b].protocol, &period);

@@ -53,6 +53,9 @@ enum mh_health_change {
 enum mh_health_change mh_health_note(struct mh_health *h, size_t bus, size_t slot, int64_t due_ms,
 	const struct mh_reading *r, unsigned *failed);
 
+/* @n meters of @bus were passed over at a boundary: their reads had not started. */
+void mh_health_note_skipped(struct mh_health *h, size_t bus, size_t n);
+
 /* Count records the store dropped or lost. */
 void mh_health_note_drops(struct mh_health *h, const struct mh_outbox_drops *d);
 

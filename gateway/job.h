@@ -105,6 +105,8 @@ struct mh_job {
 	size_t slot;            /* the meter's place on its bus */
 	int64_t due_ms;         /* the schedule boundary a read belongs to */
 	bool late;              /* a retry of the boundary's read, after the first failed */
+	unsigned interval_ms;   /* MH_JOB_READ: the schedule's; a read that starts after the
+				   next boundary is labelled with the boundary it is made in */
 	bool canceled;          /* the bus stopped before running it */
 	bool urgent;            /* submitted as priority: runs between two frames of a read */
 	mh_job_done_fn done;

@@ -47,7 +47,10 @@ struct mh_meter {
 	size_t slot;        /* the meter's place on its bus */
 	bool busy;          /* a scheduled read is queued or running */
 	bool held;          /* its bus is to restart for a reload: no new reads until then */
-	int64_t last_due_ms; /* the boundary of the last scheduled read submitted */
+	bool due;           /* a boundary came and its read is not made yet */
+	int64_t due_ms;     /* that boundary */
+	int64_t last_due_ms; /* the boundary of the last scheduled read made or under way */
+	uint64_t turn;      /* when that read was submitted, in submissions: the bus's round robin */
 	uint64_t skipped;   /* boundaries passed over because the last read was not done */
 	int64_t last_good_ms;
 	/* A failed boundary read waiting for its retry (补抄): when, and for which boundary. */

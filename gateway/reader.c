@@ -13,6 +13,7 @@
 #include "dlt645_link.h"
 #include "log.h"
 #include "modbus_link.h"
+#include "schedule.h"
 
 /* How one meter is read: the frames its profile needs. */
 struct meter_plan {
@@ -815,6 +816,24 @@ void mh_reader_set_yield(struct mh_reader *reader, mh_reader_yield_fn fn, void *
 	reader->yield_ud = ud;
 }
 
+/*
+ * A scheduled read that waited in the queue past the next boundary (the bus
+ * cannot read every meter each interval) is a read of the boundary it was
+ * made in: a reading's boundary is never more than one interval older than
+ * its first frame. Retries keep theirs.
+ */
+static void relabel(struct mh_job *job)
+{
+	int64_t made = job->reading.read_at_ms ? job->reading.read_at_ms : mh_clock_wall_ms();
+	int64_t boundary;
+
+	if (!job->interval_ms || job->late)
+		return;
+	boundary = mh_schedule_current(made, job->interval_ms);
+	if (boundary > job->due_ms)
+		job->due_ms = boundary;
+}
+
 int mh_reader_run(struct mh_reader *reader, struct mh_job *job, const atomic_bool *stop)
 {
 	struct mh_reading *r = &job->reading;
@@ -831,6 +850,7 @@ int mh_reader_run(struct mh_reader *reader, struct mh_job *job, const atomic_boo
 	switch (job->kind) {
 	case MH_JOB_READ:
 		rc = read_meter(reader, job, stop);
+		relabel(job);
 		break;
 	case MH_JOB_FROZEN:
 		rc = read_frozen(reader, job, stop);

@@ -100,7 +100,7 @@ int mh_records_reading(struct mh_outbox *outbox, struct mh_job *job)
 	obj = mh_records_begin(outbox);
 	if (!obj)
 		return -ENOMEM;
-	mh_schedule_format(job->due_ms, false, ts, sizeof(ts));
+	mh_schedule_format_boundary(job->due_ms, job->interval_ms, ts, sizeof(ts));
 	mh_schedule_format(r->read_at_ms, true, read_at, sizeof(read_at));
 	cJSON_AddStringToObject(obj, "meter", m->cfg->id);
 	cJSON_AddStringToObject(obj, "ts", ts);

@@ -68,3 +68,8 @@ void mh_schedule_format(int64_t ms, bool with_ms, char *out, size_t len)
 	else
 		strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
+
+void mh_schedule_format_boundary(int64_t ms, unsigned interval_ms, char *out, size_t len)
+{
+	mh_schedule_format(ms, interval_ms % 1000 != 0, out, len);
+}

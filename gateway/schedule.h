@@ -33,3 +33,6 @@ int64_t mh_schedule_retry_at(int64_t now_ms, int64_t next_ms, unsigned interval_
 
 /* Write @ms as RFC 3339 UTC ("2026-11-22T03:45:00Z", or with ".123" milliseconds). */
 void mh_schedule_format(int64_t ms, bool with_ms, char *out, size_t len);
+
+/* A boundary of @interval_ms: with milliseconds only for lab intervals that have them. */
+void mh_schedule_format_boundary(int64_t ms, unsigned interval_ms, char *out, size_t len);

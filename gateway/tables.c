@@ -285,11 +285,11 @@ static void local_date(int64_t ms, bool month_only, char *out, size_t len)
 	strftime(out, len, month_only ? "%Y-%m" : "%Y-%m-%d", &tm);
 }
 
-static void add_time(cJSON *obj, const char *key, int64_t ms)
+static void add_time(cJSON *obj, const char *key, int64_t ms, const struct mh_meter_table *mt)
 {
 	char ts[40];
 
-	mh_schedule_format(ms, false, ts, sizeof(ts));
+	mh_schedule_format_boundary(ms, mt->cfg.interval_ms, ts, sizeof(ts));
 	cJSON_AddStringToObject(obj, key, ts);
 }
 
@@ -308,8 +308,8 @@ static void add_freeze(cJSON *obj, const struct mh_meter_table *mt, const struct
 
 	local_date(b->start_ms, out->kind == MH_IVAL_MONTHLY, date, sizeof(date));
 	cJSON_AddStringToObject(obj, out->kind == MH_IVAL_MONTHLY ? "month" : "date", date);
-	add_time(obj, "start", out->start_ms);
-	add_time(obj, "end", out->end_ms);
+	add_time(obj, "start", out->start_ms, mt);
+	add_time(obj, "end", out->end_ms, mt);
 	add_energies(obj, mt, out->energy);
 	periods = cJSON_AddObjectToObject(obj, "periods");
 	for (size_t p = 0; periods && p < mt->cfg.n_periods; p++)
@@ -347,8 +347,8 @@ static void emit(void *ud, const struct mh_ival_out *out)
 		type = MH_RECORD_INTERVAL;
 		snprintf(subtopic, sizeof(subtopic), "interval/%s", c->m->cfg->id);
 		cJSON_AddStringToObject(obj, "meter", c->m->cfg->id);
-		add_time(obj, "start", out->start_ms);
-		add_time(obj, "end", out->end_ms);
+		add_time(obj, "start", out->start_ms, mt);
+		add_time(obj, "end", out->end_ms, mt);
 		if (out->period)
 			cJSON_AddStringToObject(obj, "period", out->period);
 		else
@@ -374,7 +374,7 @@ static void emit(void *ud, const struct mh_ival_out *out)
 	default:
 		type = MH_RECORD_EVENT;
 		snprintf(subtopic, sizeof(subtopic), "event");
-		add_time(obj, "ts", out->end_ms);
+		add_time(obj, "ts", out->end_ms, mt);
 		cJSON_AddStringToObject(obj, "type", "meter_reset");
 		cJSON_AddStringToObject(obj, "meter", c->m->cfg->id);
 		cJSON_AddStringToObject(obj, "point", mt->names[out->point]);
@@ -519,8 +519,8 @@ int mh_tables_frozen(struct mh_tables *t, const struct mh_job *job)
 	cJSON_AddNumberToObject(obj, "seq", (double)mh_outbox_next_seq(t->outbox));
 	cJSON_AddStringToObject(obj, "meter", m->cfg->id);
 	cJSON_AddStringToObject(obj, "date", datestr);
-	add_time(obj, "start", before->at_ms);
-	add_time(obj, "end", day->at_ms);
+	add_time(obj, "start", before->at_ms, &m->table);
+	add_time(obj, "end", day->at_ms, &m->table);
 	cum = cJSON_CreateObject();
 	add_frozen(obj, cum, "import", day->import, before->import,
 		day->n_import < before->n_import ? day->n_import : before->n_import);

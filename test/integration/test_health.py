@@ -80,3 +80,47 @@ def test_health_numbers_match_what_the_simulators_counted(broker, modbus_sim, dl
     assert b['read_success_rate_today'] == 1 / 3, b
     assert (b['meters_online'], b['meters_offline']) == (1, 2), b
     assert epoch(b['last_good_reading']) < t + 1
+
+
+def test_overloaded_bus_takes_turns_and_says_so(broker, modbus_sim, gateway,
+                                                subscriber_factory, tmp_path):
+    """32 meters that take 10 ms each to answer, every 200 ms: the bus needs
+    about 0.5 s a sweep. Every meter is read equally often, no reading is
+    labelled with a boundary more than one interval before it was made, the
+    log says it once per boundary, and health shows the sweep against the
+    interval."""
+    n, interval = 32, 0.2
+    sim = modbus_sim('bus1', {str(i): dict(slave(), fault={'kind': 'late', 'delay_ms': 10})
+                              for i in range(1, n + 1)})
+    cfg = gateway_config(tmp_path, broker.port, [{
+        'name': 'rs485-1', 'device': sim.gateway_end, 'protocol': 'modbus', 'timeout': '200ms',
+        'meters': [{'id': 'm-%d' % i, 'address': i, 'profile': 'p'} for i in range(1, n + 1)]}],
+        interval='200ms', profiles={'p': PROFILE}, health={'interval': '1s'})
+    sub = subscriber_factory(broker.port, PREFIX + '/#')
+    gw = gateway(cfg).start()
+    wait_until(lambda: len(sub.readings(PREFIX)) > 40 * n, 60, what='40 sweeps of readings')
+    assert gw.stop() == 0
+
+    got = sub.readings(PREFIX)
+    # Sub-second boundaries carry milliseconds; each a multiple of the interval.
+    assert all(r['ts'].endswith('Z') and len(r['ts']) == 24 for r in got), got[0]['ts']
+    assert all(round(epoch(r['ts']) * 1000) % 200 == 0 for r in got)
+    # After the first sweep: reads per meter within one of each other.
+    start = min(epoch(r['read_at']) for r in got) + 2
+    end = max(epoch(r['read_at']) for r in got)
+    counts = {}
+    for r in got:
+        if start <= epoch(r['read_at']) <= end - 1:
+            counts[r['meter']] = counts.get(r['meter'], 0) + 1
+    assert len(counts) == n, counts
+    assert max(counts.values()) / min(counts.values()) <= 1.1, sorted(counts.values())
+    assert min(counts.values()) >= 15, counts
+    ages = [epoch(r['read_at']) - epoch(r['ts']) for r in got]
+    assert 0 <= min(ages) and max(ages) < interval + 0.0015, max(ages)
+    # Saturation: once per boundary in the log, whatever the number of meters; and in health.
+    warned = [line for line in gw.log().splitlines() if 'not reached since the last boundary' in line]
+    boundaries = {r['ts'] for r in got}
+    assert 0 < len(warned) <= len(boundaries), (len(warned), len(boundaries))
+    bus = [h for _, h, _ in sub.snapshot(PREFIX + '/health')][-1]['buses'][0]
+    assert bus['interval_ms'] == 200 and bus['sweep_ms'] > 300, bus
+    assert bus['skipped'] > 0, bus

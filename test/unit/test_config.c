@@ -463,9 +463,9 @@ static void test_bad_durations(void **state)
 		"t.yaml:12:14: buses[0].timeout: 61s is out of range (10ms to 60000ms)");
 	/* "  interval: " puts the value at column 13. */
 	expect_errors(GATEWAY MQTT "schedule:\n  interval: 0s\n" BUS METER1, 1,
-		"t.yaml:7:13: schedule.interval: 0s is out of range (1000ms to 86400000ms)");
-	expect_errors(GATEWAY MQTT "schedule:\n  interval: 500ms\n" BUS METER1, 1,
-		"t.yaml:7:13: schedule.interval: 500ms is out of range (1000ms to 86400000ms)");
+		"t.yaml:7:13: schedule.interval: 0s is out of range (100ms to 86400000ms)");
+	expect_errors(GATEWAY MQTT "schedule:\n  interval: 50ms\n" BUS METER1, 1,
+		"t.yaml:7:13: schedule.interval: 50ms is out of range (100ms to 86400000ms)");
 	expect_errors(GATEWAY MQTT "schedule:\n  interval: 15x\n" BUS METER1, 1,
 		"t.yaml:7:13: schedule.interval: \"15x\" is not a duration (a whole number with "
 		"ms, s, m or h, e.g. 500ms, 15m)");
@@ -487,6 +487,8 @@ static void test_interval_divides_day(void **state)
 		const char *text;
 		unsigned ms;
 	} good[] = {
+		{"100ms", 100}, /* lab and saturation measurements */
+		{"250ms", 250},
 		{"1s", 1000},
 		{"15m", 900000},
 		{"1h", 3600000},
@@ -503,7 +505,7 @@ static void test_interval_divides_day(void **state)
 		"t.yaml:7:13: schedule.interval: 7m does not divide a day evenly, so boundaries "
 		"could not be counted from midnight");
 	expect_errors(GATEWAY MQTT "schedule:\n  interval: 25h\n" BUS METER1, 1,
-		"t.yaml:7:13: schedule.interval: 25h is out of range (1000ms to 86400000ms)");
+		"t.yaml:7:13: schedule.interval: 25h is out of range (100ms to 86400000ms)");
 
 	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
 		snprintf(text, sizeof(text), GATEWAY MQTT "schedule:\n  interval: %s\n" BUS METER1,

@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include <cmocka.h>
@@ -113,6 +114,27 @@ static void test_one_second(void **state)
 	/* 23:59:59.5 CST: the next second is local midnight. */
 	assert_int_equal(mh_schedule_next(T_1600 - 500, 1000), T_1600);
 	assert_int_equal(mh_schedule_current(T_1600 - 500, 1000), T_1600 - SEC);
+}
+
+/* Lab intervals: boundaries on tenths of a second, which their labels show. */
+static void test_sub_second(void **state)
+{
+	char ts[40];
+
+	(void)state;
+	use_zone("Asia/Shanghai");
+	assert_int_equal(mh_schedule_next(T_0307_12 + 345, 100), T_0307_12 + 400);
+	assert_int_equal(mh_schedule_current(T_0307_12 + 345, 100), T_0307_12 + 300);
+	assert_int_equal(mh_schedule_current(T_0307_12 + 345, 250), T_0307_12 + 250);
+	mh_schedule_format_boundary(T_0307_12 + 300, 100, ts, sizeof(ts));
+	assert_string_equal(ts + 19, ".300Z");
+	/* All of a lab interval's boundaries carry them, whole seconds too. */
+	mh_schedule_format_boundary(T_0307_12, 100, ts, sizeof(ts));
+	assert_string_equal(ts + 19, ".000Z");
+	/* Whole-second intervals keep the contract's format. */
+	mh_schedule_format_boundary(T_0307_12, 1000, ts, sizeof(ts));
+	assert_int_equal(strlen(ts), 20);
+	assert_int_equal(ts[19], 'Z');
 }
 
 static void test_half_hour_zone(void **state)
@@ -272,6 +294,7 @@ int main(void)
 		cmocka_unit_test(test_shanghai_15m),
 		cmocka_unit_test(test_exactly_on_boundary),
 		cmocka_unit_test(test_one_second),
+		cmocka_unit_test(test_sub_second),
 		cmocka_unit_test(test_half_hour_zone),
 		cmocka_unit_test(test_midnight_crossing),
 		cmocka_unit_test(test_dst_spring_berlin),
