@@ -56,33 +56,31 @@ static int parse_date(const char *p, int *y, int *m, int *d)
 	return 0;
 }
 
-int mh_window_edge_parse(const char *text, struct mh_window_edge *e)
+int mh_rfc3339_parse(const char *text, struct mh_rfc3339 *t)
 {
-	size_t len = strlen(text);
 	int y, mo, d, h, mi, sec, off = 0, frac_ms = 0;
 	const char *p;
 
-	memset(e, 0, sizeof(*e));
-	if (len < 10 || parse_date(text, &y, &mo, &d) < 0)
+	memset(t, 0, sizeof(*t));
+	/* Each test reads a byte only when the ones before it were not the NUL. */
+	y = digits(text, 4);
+	mo = y >= 0 && text[4] == '-' ? digits(text + 5, 2) : -1;
+	d = mo >= 0 && text[7] == '-' ? digits(text + 8, 2) : -1;
+	if (d < 0 || mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo))
 		return -EINVAL;
-	if (len == 10) {
-		e->is_date = true;
-		e->year = y, e->month = mo, e->day = d;
-		return 0;
-	}
 	/* RFC 3339 section 5.6: full-date "T" full-time, where "t" and "z" are allowed too. */
-	if (len < 20 || (text[10] != 'T' && text[10] != 't') || text[13] != ':' || text[16] != ':')
+	if ((text[10] != 'T' && text[10] != 't') || (h = digits(text + 11, 2)) < 0 ||
+		text[13] != ':' || (mi = digits(text + 14, 2)) < 0 || text[16] != ':' ||
+		(sec = digits(text + 17, 2)) < 0)
 		return -EINVAL;
-	h = digits(text + 11, 2);
-	mi = digits(text + 14, 2);
-	sec = digits(text + 17, 2);
-	/* A leap second (:60) is refused: a window's edge has no need of one. */
-	if (h < 0 || h > 23 || mi < 0 || mi > 59 || sec < 0 || sec > 59)
+	/* A leap second (:60) is refused: no time here has need of one. */
+	if (h > 23 || mi > 59 || sec > 59)
 		return -EINVAL;
 	p = text + 19;
 	if (*p == '.') {
 		int scale = 100, n = 0;
 
+		/* Milliseconds; further digits are allowed and dropped. */
 		for (p++; *p >= '0' && *p <= '9'; p++, n++) {
 			frac_ms += (*p - '0') * scale;
 			scale /= 10;
@@ -101,10 +99,32 @@ int mh_window_edge_parse(const char *text, struct mh_window_edge *e)
 	} else {
 		return -EINVAL;
 	}
-	e->ms = days_from_civil(y, mo, d) * DAY_MS + ((int64_t)h * 3600 + mi * 60 + sec) * 1000 +
+	/* 08:00+08:00 is 00:00Z: the offset is what local time is ahead of UTC. */
+	t->ms = days_from_civil(y, mo, d) * DAY_MS + ((int64_t)h * 3600 + mi * 60 + sec) * 1000 +
 		frac_ms - (int64_t)off * 60000;
-	e->offset_min = off;
-	e->year = y, e->month = mo, e->day = d;
+	t->offset_min = off;
+	t->year = y, t->month = mo, t->day = d;
+	return 0;
+}
+
+int mh_window_edge_parse(const char *text, struct mh_window_edge *e)
+{
+	struct mh_rfc3339 t;
+	int y, mo, d;
+
+	memset(e, 0, sizeof(*e));
+	if (strlen(text) < 10 || parse_date(text, &y, &mo, &d) < 0)
+		return -EINVAL;
+	if (!text[10]) {
+		e->is_date = true;
+		e->year = y, e->month = mo, e->day = d;
+		return 0;
+	}
+	if (mh_rfc3339_parse(text, &t) < 0)
+		return -EINVAL;
+	e->ms = t.ms;
+	e->offset_min = t.offset_min;
+	e->year = t.year, e->month = t.month, e->day = t.day;
 	return 0;
 }
 

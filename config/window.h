@@ -19,6 +19,20 @@ struct mh_window_edge {
 	int offset_min;       /* a time: the offset it was written with */
 };
 
+/* An RFC 3339 time: the instant, and the date and offset it was written with. */
+struct mh_rfc3339 {
+	int64_t ms;     /* milliseconds since the epoch (fractions past them dropped) */
+	int offset_min; /* "+08:00" is 480 */
+	int year, month, day;
+};
+
+/*
+ * Parse a strict RFC 3339 date-time (section 5.6: "2027-06-01T08:00:00Z",
+ * "...T08:00:00.5+08:00"; "t" and "z" too; no leap second) into @t.
+ * Returns 0 or -EINVAL.
+ */
+int mh_rfc3339_parse(const char *text, struct mh_rfc3339 *t);
+
 /*
  * Parse @text into @e: a date from 1970-01-01 to 9999-12-31, or an RFC 3339
  * time in those years with "Z" or "+HH:MM" / "-HH:MM". Returns 0 or -EINVAL.

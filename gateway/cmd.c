@@ -17,6 +17,8 @@
 #include <openssl/params.h>
 
 #include "dlt645.h"
+#include "hex.h"
+#include "window.h"
 
 _Static_assert(MH_CMD_BLOCK_MAX <= MH_DLT645_MAX_DATA, "a block must fit one 0x1C frame");
 
@@ -167,91 +169,13 @@ bool mh_cmd_sig_ok(const struct mh_cmd *c, const uint8_t *key, size_t key_len)
 /* ---- time ------------------------------------------------------------------ */
 
 /* Exactly @n decimal digits at @s into *@v; a NUL ends the digits, so a short string fails. */
-static bool read_digits(const char *s, int n, int *v)
-{
-	*v = 0;
-	for (int i = 0; i < n; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return false;
-		*v = *v * 10 + (s[i] - '0');
-	}
-	return true;
-}
-
-static bool is_leap(int y)
-{
-	return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-}
-
-static int days_in_month(int y, int m)
-{
-	static const int days[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-
-	return m == 2 && is_leap(y) ? 29 : days[m - 1];
-}
-
-/*
- * Days from 1970-01-01 to @y-@m-@d in the proleptic Gregorian calendar
- * (H. Hinnant, "chrono-Compatible Low-Level Date Algorithms"); no time_t,
- * so dates after 2038 work where time_t has 32 bits.
- */
-static int64_t days_from_civil(int y, int m, int d)
-{
-	int64_t era, yoe, doy, doe;
-
-	y -= m <= 2;
-	era = (y >= 0 ? y : y - 399) / 400;
-	yoe = y - era * 400;
-	doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
-	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-	return era * 146097 + doe - 719468;
-}
-
 int mh_cmd_time_parse(const char *s, int64_t *ms)
 {
-	int year, month, day, hour, minute, second, off_hour = 0, off_minute = 0, frac = 0;
-	int sign = 0, frac_digits = 0;
-	const char *p = s;
-	int64_t seconds;
+	struct mh_rfc3339 t;
 
-	/* Each test reads a byte only when the ones before it were not the NUL. */
-	if (!s || !read_digits(p, 4, &year) || p[4] != '-' || !read_digits(p + 5, 2, &month) ||
-		p[7] != '-' || !read_digits(p + 8, 2, &day) || (p[10] != 'T' && p[10] != 't') ||
-		!read_digits(p + 11, 2, &hour) || p[13] != ':' ||
-		!read_digits(p + 14, 2, &minute) || p[16] != ':' ||
-		!read_digits(p + 17, 2, &second))
+	if (!s || mh_rfc3339_parse(s, &t) < 0)
 		return -EINVAL;
-	p += 19;
-	if (*p == '.') {
-		p++;
-		if (*p < '0' || *p > '9')
-			return -EINVAL;
-		for (; *p >= '0' && *p <= '9'; p++, frac_digits++)
-			if (frac_digits < 3)
-				frac = frac * 10 + (*p - '0');
-		for (; frac_digits < 3; frac_digits++)
-			frac *= 10;
-	}
-	if (*p == 'Z' || *p == 'z') {
-		p++;
-	} else if (*p == '+' || *p == '-') {
-		sign = *p == '-' ? -1 : 1;
-		if (!read_digits(p + 1, 2, &off_hour) || p[3] != ':' ||
-			!read_digits(p + 4, 2, &off_minute))
-			return -EINVAL;
-		p += 6;
-	} else {
-		return -EINVAL;
-	}
-	if (*p)
-		return -EINVAL;
-	if (month < 1 || month > 12 || day < 1 || day > days_in_month(year, month) || hour > 23 ||
-		minute > 59 || second > 59 || off_hour > 23 || off_minute > 59)
-		return -EINVAL;
-	seconds = days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second;
-	/* 08:00+08:00 is 00:00Z: the offset is what local time is ahead of UTC. */
-	seconds -= (int64_t)sign * (off_hour * 3600 + off_minute * 60);
-	*ms = seconds * 1000 + frac;
+	*ms = t.ms;
 	return 0;
 }
 
@@ -408,22 +332,11 @@ static bool is_name_char(char c)
 	       c == '.' || c == '_' || c == ':' || c == '-';
 }
 
-static int hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* @n (even) hex digits of @s, either case, into @n / 2 bytes. */
 static bool hex_decode(const char *s, size_t n, uint8_t *out)
 {
 	for (size_t i = 0; i < n; i += 2) {
-		int hi = hex_value(s[i]), lo = hex_value(s[i + 1]);
+		int hi = mh_hex_value(s[i]), lo = mh_hex_value(s[i + 1]);
 
 		if (hi < 0 || lo < 0)
 			return false;
@@ -642,7 +555,7 @@ static int key_decode(const uint8_t *buf, size_t n, uint8_t *key, size_t cap, si
 	bool is_hex = digits >= 64 && digits % 2 == 0;
 
 	for (size_t i = 0; is_hex && i < digits; i++)
-		is_hex = hex_value((char)buf[i]) >= 0;
+		is_hex = mh_hex_value((char)buf[i]) >= 0;
 	if (is_hex) {
 		if (digits / 2 > cap)
 			return -EINVAL;

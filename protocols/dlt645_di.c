@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <string.h>
 
+#include "hex.h"
+
 static const char *const n_combined[] = {
 	"energy_combined_kwh",
 	"energy_combined_t1_kwh",
@@ -210,17 +212,6 @@ size_t mh_dlt645_di_block_members(uint32_t block, uint32_t *out, size_t max)
 	return n < max ? n : max;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 int mh_dlt645_di_parse(const char *hex8, uint32_t *di)
 {
 	uint32_t v = 0;
@@ -228,7 +219,7 @@ int mh_dlt645_di_parse(const char *hex8, uint32_t *di)
 	if (!hex8 || strlen(hex8) != 8)
 		return -EINVAL;
 	for (int i = 0; i < 8; i++) {
-		int h = hexval(hex8[i]);
+		int h = mh_hex_value(hex8[i]);
 
 		if (h < 0)
 			return -EINVAL;
