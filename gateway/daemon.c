@@ -486,18 +486,19 @@ static void gen_release(struct mh_daemon *d, struct generation *g)
 
 /* ---- the uplink ------------------------------------------------------- */
 
-static int start_uplink(struct mh_daemon *d)
+/* Connect with the mqtt settings of @g, which the uplink then reads. */
+static int start_uplink(struct mh_daemon *d, struct generation *g)
 {
 	int64_t now = mh_clock_wall_ms();
-	int rc = mh_uplink_start(&d->loop, d->cfg, d->outbox,
+	int rc = mh_uplink_start(&d->loop, g->cfg, d->outbox,
 		mh_clock_plausible(&d->clock, now) ? now - (mh_clock_mono_ms() - d->started_mono) : 0,
 		d->commands ? mh_commands_inbound : NULL, d->commands, &d->uplink);
 
 	if (rc < 0)
 		return rc;
 	mh_uplink_watch(d->uplink, on_link, d);
-	d->uplink_gen = gen_use(d->gen);
-	mh_reload_stamp_mqtt(d->cfg, &d->mqtt_stamps);
+	d->uplink_gen = gen_use(g);
+	mh_reload_stamp_mqtt(g->cfg, &d->mqtt_stamps);
 	return 0;
 }
 
@@ -514,20 +515,13 @@ static void on_uplink_replaced(void *ud)
 		uv_close((uv_handle_t *)&d->done_wake, NULL);
 		return;
 	}
-	rc = start_uplink(d);
+	rc = start_uplink(d, d->gen);
 	if (rc < 0) {
 		/* The running settings worked a moment ago: go back to them. */
 		mh_log_err(MQTT, "cannot connect with the reloaded mqtt settings (%s); keeping the "
 				 "previous ones until the next reload",
 			strerror(-rc));
-		const struct mh_config *cur = d->cfg;
-		d->cfg = was->cfg;
-		struct generation *keep = d->gen;
-		d->gen = was;
-		rc = start_uplink(d);
-		d->gen = keep;
-		d->cfg = cur;
-		mh_require(rc == 0);
+		mh_require(start_uplink(d, was) == 0);
 	}
 	gen_release(d, was);
 	mh_uplink_pump(d->uplink);
@@ -893,7 +887,7 @@ int mh_daemon_run(const struct mh_config *cfg)
 		}
 	}
 	gen_use(d->gen);
-	rc = start_uplink(d);
+	rc = start_uplink(d, d->gen);
 	if (rc < 0) {
 		mh_commands_stop(d->commands);
 		uv_close((uv_handle_t *)&d->done_wake, NULL);
