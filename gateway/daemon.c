@@ -15,13 +15,13 @@
 #include "collect.h"
 #include "commands.h"
 #include "db.h"
+#include "events.h"
 #include "health.h"
 #include "job.h"
 #include "log.h"
 #include "meter.h"
 #include "notify.h"
 #include "outbox.h"
-#include "records.h"
 #include "reload.h"
 #include "schedule.h"
 #include "tables.h"
@@ -96,31 +96,8 @@ static void pending_free(struct pending_reload *p);
 /* Say what the store gave up: a drop is never silent. */
 static void store_drop_event(struct mh_daemon *d, const struct mh_outbox_drops *drops)
 {
-	int64_t now = mh_clock_wall_ms();
-	cJSON *obj = mh_records_event(d->outbox, "store_dropped", now), *counts;
-	uint64_t total = 0;
-
-	counts = cJSON_AddObjectToObject(obj, "dropped");
-	for (size_t t = MH_RECORD_READING; counts && t < MH_RECORD_TYPES; t++) {
-		if (drops->by_type[t])
-			cJSON_AddNumberToObject(counts, mh_record_type_name(t),
-				(double)drops->by_type[t]);
-		total += drops->by_type[t];
-	}
-	if (total) {
-		cJSON_AddNumberToObject(obj, "first_seq", (double)drops->first_seq);
-		cJSON_AddNumberToObject(obj, "last_seq", (double)drops->last_seq);
-	}
-	cJSON_AddNumberToObject(obj, "lost", (double)drops->lost);
-	if (total)
-		mh_log_warn(STORE, "store full: dropped %llu records (seq %llu-%llu), %llu lost",
-			(unsigned long long)total, (unsigned long long)drops->first_seq,
-			(unsigned long long)drops->last_seq, (unsigned long long)drops->lost);
-	else if (drops->lost)
-		mh_log_err(STORE, "%llu records could not be stored",
-			(unsigned long long)drops->lost);
 	mh_health_note_drops(d->health, drops);
-	mh_records_store(d->outbox, MH_RECORD_EVENT, "event", obj, now);
+	mh_event_store_dropped(d->outbox, drops, mh_clock_wall_ms());
 }
 
 /*
@@ -180,64 +157,29 @@ static void on_done(uv_async_t *a)
 
 static void clock_step_event(struct mh_daemon *d, int64_t step, int64_t now, bool was_set)
 {
-	cJSON *obj = mh_records_event(d->outbox, "clock_step", now);
-	char from[40];
-
-	/* A clock that was not set has no time worth publishing. */
-	if (was_set) {
-		mh_schedule_format(now - step, false, from, sizeof(from));
-		cJSON_AddStringToObject(obj, "from", from);
-	}
-	cJSON_AddBoolToObject(obj, "was_set", was_set);
-	cJSON_AddNumberToObject(obj, "step_s", (double)step / 1000.0);
-	mh_records_store(d->outbox, MH_RECORD_EVENT, "event", obj, now);
+	mh_event_clock_step(d->outbox, step, was_set, now);
 	commit(d);
 }
 
 /* Once the clock can be trusted: that the gateway started, and how the last run ended. */
 static void started_event(struct mh_daemon *d, int64_t now)
 {
-	static const char *const last[] = {
-		[MH_DB_NEW] = "new_store",
-		[MH_DB_CLEAN] = "clean",
-		[MH_DB_UNCLEAN] = "unclean",
-	};
-	cJSON *obj;
-
 	if (d->started_told)
 		return;
 	d->started_told = true;
-	obj = mh_records_event(d->outbox, "gateway_started", now);
-	cJSON_AddStringToObject(obj, "version", MH_VERSION);
-	/* unclean: killed, crashed or a power cut; the head-end sees it. */
-	cJSON_AddStringToObject(obj, "last_stop", last[mh_db_last_stop(d->db)]);
-	cJSON_AddNumberToObject(obj, "uptime_s",
-		(double)((mh_clock_mono_ms() - d->started_mono) / 1000));
-	mh_records_store(d->outbox, MH_RECORD_EVENT, "event", obj, now);
+	mh_event_started(d->outbox, mh_db_last_stop(d->db), mh_clock_mono_ms() - d->started_mono,
+		now);
 	commit(d);
-}
-
-static double backlog_records(struct mh_daemon *d)
-{
-	struct mh_outbox_stats st;
-
-	return mh_outbox_stats(d->outbox, &st) == 0 ? (double)st.records : 0;
 }
 
 /* The broker went away or came back: stored like any record, so it reaches the head-end. */
 static void on_link(void *ud, bool up, int64_t outage_ms)
 {
 	struct mh_daemon *d = ud;
-	int64_t now = mh_clock_wall_ms();
-	cJSON *obj;
 
 	if (!d->clock.set)
 		return;
-	obj = mh_records_event(d->outbox, up ? "broker_back" : "broker_lost", now);
-	if (up)
-		cJSON_AddNumberToObject(obj, "outage_s", (double)outage_ms / 1000.0);
-	cJSON_AddNumberToObject(obj, "backlog", backlog_records(d));
-	mh_records_store(d->outbox, MH_RECORD_EVENT, "event", obj, now);
+	mh_event_broker(d->outbox, up, outage_ms, mh_clock_wall_ms());
 	commit(d);
 }
 
@@ -248,7 +190,6 @@ static void watch_ports(struct mh_daemon *d, int64_t now)
 		struct mh_bus_port port, *seen = &d->ports_seen[b];
 		const struct mh_bus_config *bc = &d->cfg->buses[b];
 		bool lost, back;
-		cJSON *obj;
 
 		if (!d->buses[b])
 			continue;
@@ -262,20 +203,11 @@ static void watch_ports(struct mh_daemon *d, int64_t now)
 		back = port.open && (lost || d->port_down_since[b]);
 		if (lost) {
 			d->port_down_since[b] = mh_clock_mono_ms();
-			obj = mh_records_event(d->outbox, "bus_port_lost", now);
-			cJSON_AddStringToObject(obj, "bus", bc->name);
-			cJSON_AddStringToObject(obj, "device", bc->device);
-			cJSON_AddStringToObject(obj, "error",
-				port.last_error ? strerror(-port.last_error) : "port failed");
-			mh_records_store(d->outbox, MH_RECORD_EVENT, "event", obj, now);
+			mh_event_port(d->outbox, bc, true, &port, 0, now);
 		}
 		if (back) {
-			obj = mh_records_event(d->outbox, "bus_port_back", now);
-			cJSON_AddStringToObject(obj, "bus", bc->name);
-			cJSON_AddStringToObject(obj, "device", bc->device);
-			cJSON_AddNumberToObject(obj, "down_s",
-				(double)(mh_clock_mono_ms() - d->port_down_since[b]) / 1000.0);
-			mh_records_store(d->outbox, MH_RECORD_EVENT, "event", obj, now);
+			mh_event_port(d->outbox, bc, false, &port,
+				mh_clock_mono_ms() - d->port_down_since[b], now);
 			d->port_down_since[b] = 0;
 		}
 		*seen = port;
@@ -552,19 +484,11 @@ static void collect_error(void *ud, const char *line)
 
 static void rejected_event(struct mh_daemon *d, const char *reason, cJSON *errors)
 {
-	int64_t now = mh_clock_wall_ms();
-	cJSON *obj;
-
 	if (!d->clock.set) {
 		cJSON_Delete(errors);
 		return;
 	}
-	obj = mh_records_event(d->outbox, "config_rejected", now);
-	cJSON_AddStringToObject(obj, "file", d->cfg->file);
-	cJSON_AddStringToObject(obj, "reason", reason);
-	if (errors)
-		cJSON_AddItemToObject(obj, "errors", errors);
-	mh_records_store(d->outbox, MH_RECORD_EVENT, "event", obj, now);
+	mh_event_config_rejected(d->outbox, d->cfg->file, reason, errors, mh_clock_wall_ms());
 	commit(d);
 }
 
@@ -613,7 +537,6 @@ static void apply_reload(struct mh_daemon *d)
 	bool *restarted = calloc(n + 1, sizeof(*restarted));
 	struct generation *g = gen_new(d, fresh, fresh);
 	int64_t now = mh_clock_wall_ms();
-	cJSON *obj;
 
 	if (!buses || !bus_gen || !seen || !down || !restarted || !g ||
 		mh_meter_set_rebind(&d->meters, fresh, NULL, NULL) < 0) {
@@ -697,12 +620,8 @@ static void apply_reload(struct mh_daemon *d)
 
 	mh_log_notice(CONFIG, "reloaded %s: %zu buses, %zu meters (%zu changes)", fresh->file,
 		fresh->n_buses, d->meters.n, plan->n_changes);
-	if (d->clock.set) {
-		obj = mh_records_event(d->outbox, "config_reloaded", now);
-		cJSON_AddStringToObject(obj, "file", fresh->file);
-		cJSON_AddItemToObject(obj, "changes", cJSON_Duplicate(plan->changes, true));
-		mh_records_store(d->outbox, MH_RECORD_EVENT, "event", obj, now);
-	}
+	if (d->clock.set)
+		mh_event_config_reloaded(d->outbox, fresh->file, plan->changes, now);
 	commit(d);
 	if (d->clock.set)
 		notify_running(d);
