@@ -282,11 +282,14 @@ static void validate_buses(struct mh_schema *s)
 			bus->parity = bus->protocol == MH_PROTO_DLT645 ? MH_PARITY_EVEN
 								       : MH_PARITY_NONE;
 		if (bus->frame_gap_ms == UINT_MAX) {
-			/* Modbus asks for 3.5 characters of silence; DL/T 645 meters want more. */
+			/*
+			 * 3.5 characters of 11 bits, rounded up: the silence Modbus RTU
+			 * asks for between frames. DL/T 645 asks for none of its own (a
+			 * frame is delimited by 68H ... 16H); the same silence lets a
+			 * meter's transceiver turn round. At least 2 ms, the clock's grain.
+			 */
 			unsigned t35 = (unsigned)(38500u / bus->baud) + 1;
-			bus->frame_gap_ms = bus->protocol == MH_PROTO_DLT645 ? 20
-						: t35 < 2       ? 2
-								: t35;
+			bus->frame_gap_ms = t35 < 2 ? 2 : t35;
 		}
 		snprintf(path, sizeof(path), "buses[%zu]", b);
 		if (bus->name && (twin = mh_nameset_add(&names, bus->name, bus)))
