@@ -77,10 +77,28 @@ Config file (JSON)
 {
   "bus": {"echo": false,          # echo master bytes back first (RS485 adapter)
           "turnaround_ms": 0,     # delay before every reply
-          "max_frame_data": 200}, # default for meters (L limit, DI/SEQ incl.)
+          "max_frame_data": 200,  # default for meters (L limit, DI/SEQ incl.)
+          "wire": null,           # emulated line timing, below
+          "log_times": false},    # log t_end without emulating the wire
   "defaults": { ...any meter key... },
   "meters": [ {"address": "000102030425", ...meter keys...}, ... ]
 }
+Wire emulation (see wire.py): "wire": {"baud": 9600, "bits_per_char": 11,
+"turnaround_ms": 5} makes the pty as slow as a real line.  baud defaults to
+2400, bits_per_char to 11 (8E1, DL/T 645's framing; 8N1 is 10),
+turnaround_ms to the bus's turnaround_ms, which it then replaces.  One
+character takes bits_per_char / baud s; t3.5 is 3.5 of them (1.75 ms above
+19200 baud).  A request is received when its bytes (FE preamble and any
+bytes passed over before it included) would have arrived: its first byte's
+arrival + length x character time, or its last byte's arrival if later.
+The reply starts no earlier than turnaround_ms after that (plus a fault's
+delay_ms), nor before the line is free, and byte k of it is written no
+earlier than its start + k x character time.  The echo, when on, stays
+immediate.  A request whose first byte comes less than t3.5 after the end
+of the previous frame on the line (the last reply, or the previous request
+when nothing answered) is a gap violation, a protocol error on a real
+RS485 line: it is still served, and counted.  A reload keeps the line's
+state and its count.
 Meter keys (default in brackets):
   address (required, 12 digits)          meter_number [= address] (04000402)
   phases [3] (1 = single phase: phase B/C DIs answer ERR b1, blocks carry A only)
@@ -176,6 +194,16 @@ Log (--log, JSON lines, appended, flushed per line):
   decoded from it), freeze_time, ...).  For a split reply the first frame carries
   all values, follow-ups carry "part": k.  fault = null or a comma list.
   echo: bytes echoed by the "echo" bus option.
+  With "wire", rx and tx entries also carry what they need on a real line,
+  in seconds, and "t_end", the wall time the frame ended (rx: its emulated
+  end; tx: its last byte written):
+    rx: "wire": {"request_s", "gap_s"}, "wire_s", "gap_violation" (bool),
+        "gap_violations" (count since start).  request_s is the request's
+        bytes on the line, gap_s the t3.5 silence after the exchange.
+    tx: "wire": {"turnaround_s", "reply_s"}, "wire_s".
+  The physical limit of a sweep is the sum of "wire_s" over its rx and tx
+  entries, less the last rx's gap_s.  With "log_times" (no "wire"), rx and
+  tx entries carry "t_end" only.
 The meter clock is the simulator's local time; set TZ to control it.
 """
 
@@ -195,6 +223,8 @@ from fractions import Fraction
 
 import serial
 
+from wire import Wire, wall
+
 # ---------------------------------------------------------------------------
 # constants
 # ---------------------------------------------------------------------------
@@ -210,7 +240,9 @@ ERR_BAUD = 0x08                 # b3
 DEFAULT_SCHEDULE = [["00:00", 4], ["08:00", 3], ["10:00", 2], ["11:00", 1],
                     ["13:00", 3], ["18:00", 2], ["21:00", 3], ["23:00", 4]]
 
-DEFAULT_BUS = {"echo": False, "turnaround_ms": 0, "max_frame_data": 200}
+DEFAULT_BUS = {"echo": False, "turnaround_ms": 0, "max_frame_data": 200,
+               "wire": None, "log_times": False}
+WIRE_DEFAULT_BAUD = 2400
 
 DEFAULT_METER = {
     "address": None, "meter_number": None, "phases": 3, "preamble": 0,
@@ -276,6 +308,10 @@ class Frame:
         self.addr = self.raw[1:7]
         self.c = self.raw[8]
         self.data = bytes((x - 0x33) & 0xFF for x in self.raw[10:-2])
+        # set by FrameParser: monotonic arrival of the first byte on the line
+        # (preamble included) and of the last, and the bytes on the line
+        self.rx_first = self.rx_last = time.monotonic()
+        self.wire_len = len(self.raw)
 
     @property
     def di(self):
@@ -292,38 +328,63 @@ class FrameParser:
 
     def __init__(self):
         self.buf = bytearray()
+        self.times = []            # monotonic arrival time of each byte in buf
         self.last = 0.0
+        # bytes passed over since the last frame (FE preamble, noise) and
+        # when the first of them came: they took wire time before the frame
+        self.skipped = 0
+        self.skip_t0 = 0.0
 
-    def feed(self, data, now):
+    def _skip(self, count):
+        if count <= 0:
+            return
+        if not self.skipped:
+            self.skip_t0 = self.times[0]
+        self.skipped += count
+        del self.buf[:count]
+        del self.times[:count]
+
+    def forget_skipped(self):
+        """The line turned around (a reply went out): what was passed over
+        before belongs to no request that follows."""
+        self.skipped = 0
+
+    def feed(self, data, now, mono=None):
         self.buf += data
+        self.times += [time.monotonic() if mono is None else mono] * len(data)
         self.last = now
         out = []
         while True:
             i = self.buf.find(0x68)
             if i < 0:
-                self.buf.clear()
+                self._skip(len(self.buf))
                 return out
-            if i:
-                del self.buf[:i]
+            self._skip(i)
             if len(self.buf) < 10:
                 return out
             if self.buf[7] != 0x68:
-                del self.buf[:1]
+                self._skip(1)
                 continue
             total = 12 + self.buf[9]
             if len(self.buf) < total:
                 return out
             cand = self.buf[:total]
             if cand[-1] != 0x16 or checksum(cand[:-2]) != cand[-2]:
-                del self.buf[:1]
+                self._skip(1)
                 continue
-            out.append(Frame(cand))
+            f = Frame(cand)
+            f.rx_first = self.skip_t0 if self.skipped else self.times[0]
+            f.rx_last = self.times[total - 1]
+            f.wire_len = self.skipped + total
+            self.skipped = 0
+            out.append(f)
             del self.buf[:total]
+            del self.times[:total]
 
     def expire(self, now):
         """Drop a partial frame that stopped arriving; rescan what follows."""
         if self.buf and now - self.last > self.STALE_S:
-            del self.buf[:1]
+            self._skip(1)
             return self.feed(b"", now)
         return []
 
@@ -969,6 +1030,7 @@ def load_config(path):
         raw = json.load(fh)
     bus = dict(DEFAULT_BUS)
     bus.update(raw.get("bus") or {})
+    make_wire(bus)                   # raises on a bad "wire"
     defaults = dict(DEFAULT_METER)
     defaults.update(raw.get("defaults") or {})
     meters = []
@@ -996,6 +1058,12 @@ def load_config(path):
         _energy_regs(cfg["export_kwh"])
         meters.append(cfg)
     return bus, meters
+
+
+def make_wire(bus):
+    """The bus's emulated line timing (wire.py), or None for a pty's."""
+    return Wire.from_config(bus.get("wire"), WIRE_DEFAULT_BAUD,
+                            float(bus.get("turnaround_ms") or 0))
 
 
 def warn(msg):
@@ -1033,8 +1101,11 @@ class Simulator:
         self.parser = FrameParser()
         self.meters = {}
         self.bus = dict(DEFAULT_BUS)
-        self.txq = []                 # (due, seq, meter addr, wire, record)
+        self.txq = []                 # (due, seq, bytes, record, monotonic not before)
         self.txseq = 0
+        self.wire = None              # the emulated line, when the bus has "wire"
+        self.rx_backlog = []          # (wall, monotonic, bytes) read while sending
+        self.request_end = None       # monotonic emulated end of the request in hand
         self.stop = self.hup = self.usr1 = False
         self.apply_config(*load_config(config_path), initial=True)
 
@@ -1042,6 +1113,10 @@ class Simulator:
     def apply_config(self, bus, meter_cfgs, initial=False):
         now = time.time()
         self.bus = bus
+        wire = make_wire(bus)
+        if wire is not None:
+            wire.adopt(self.wire)
+        self.wire = wire
         new = {}
         for cfg in meter_cfgs:
             a = cfg["address"]
@@ -1079,17 +1154,52 @@ class Simulator:
                 continue
             view = view[n:]
 
-    def queue_tx(self, due, wire, rec):
+    def queue_tx(self, due, wire, rec, not_before=None):
         self.txseq += 1
-        self.txq.append((due, self.txseq, wire, rec))
+        self.txq.append((due, self.txseq, wire, rec, not_before))
         self.txq.sort(key=lambda x: (x[0], x[1]))
 
     def flush_due(self, now):
         while self.txq and self.txq[0][0] <= now:
-            _, _, wire, rec = self.txq.pop(0)
+            _, _, wire, rec, not_before = self.txq.pop(0)
+            if self.wire is not None:
+                self.parser.forget_skipped()
+                rec = dict(rec)
+                end = time.monotonic()
+                if wire:
+                    sent = self.wire.send(wire, not_before or 0.0, self.write, self.wire_wait)
+                    if sent is None:
+                        return
+                    end = sent[1]
+                rec["t_end"] = wall(end)
+                parts = {"turnaround_s": round(self.wire.turnaround_s, 7) if wire else 0.0,
+                         "reply_s": round(self.wire.frame_s(len(wire)), 7)}
+                rec["wire"] = parts
+                rec["wire_s"] = round(sum(parts.values()), 7)
+                self.log(dict({"t": time.time()}, **rec))
+                continue
             if wire:
                 self.write(wire)
+            if self.bus.get("log_times"):
+                rec = dict(rec, t_end=time.time())
             self.log(dict({"t": time.time()}, **rec))
+
+    def wire_wait(self, deadline):
+        """Wait for a paced reply: bytes the master sends meanwhile are kept
+        with their arrival time for the main loop. False on a stop."""
+        while not self.stop:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            r, _, _ = select.select([self.fd], [], [], left)
+            if r:
+                try:
+                    data = os.read(self.fd, 4096)
+                except (BlockingIOError, OSError):
+                    data = b""
+                if data:
+                    self.rx_backlog.append((time.time(), time.monotonic(), data))
+        return False
 
     # -- frame handling -----------------------------------------------------------
     def handle_frame(self, f, now):
@@ -1099,6 +1209,20 @@ class Simulator:
                "hex": hexs(f.raw), "values": None, "fault": None}
         if f.c == 0x1C:
             rec["control"] = decode_control(f.data)
+        self.request_end = None
+        if self.wire is not None:
+            w = self.wire
+            end = w.request_end(f.rx_first, f.rx_last, f.wire_len)
+            violation = w.request_arrived(f.rx_first, end)
+            self.request_end = end
+            parts = {"request_s": round(w.frame_s(f.wire_len), 7),
+                     "gap_s": round(w.t35_s, 7)}
+            rec.update({"t_end": wall(end), "wire": parts,
+                        "wire_s": round(sum(parts.values()), 7),
+                        "gap_violation": violation,
+                        "gap_violations": w.gap_violations})
+        elif self.bus.get("log_times"):
+            rec["t_end"] = now
         self.log(rec)
         if f.c & 0x80:
             return                                   # not a master frame
@@ -1203,6 +1327,8 @@ class Simulator:
                     frame = frame + noise
         wire += bytes(frame)
         delay = float(self.bus.get("turnaround_ms") or 0) / 1000.0
+        if self.wire is not None:
+            delay = self.wire.turnaround_s   # counted from the request's end
         if fault.get("delay_ms"):
             delay += float(fault["delay_ms"]) / 1000.0
             faults.append("delay_ms=%g" % float(fault["delay_ms"]))
@@ -1212,6 +1338,10 @@ class Simulator:
                "fault": ",".join(faults) if faults else None}
         if rep.part is not None:
             rec["part"] = rep.part
+        if self.wire is not None and self.request_end is not None:
+            not_before = self.request_end + delay
+            self.queue_tx(wall(not_before), wire, rec, not_before)
+            return
         self.queue_tx(now + delay, wire, rec)
 
     # -- main loop ---------------------------------------------------------------
@@ -1222,14 +1352,17 @@ class Simulator:
             timeout = 0.02
             if self.txq:
                 timeout = max(0.0, min(timeout, self.txq[0][0] - time.time()))
+            if self.rx_backlog:
+                timeout = 0.0
             try:
                 r, _, _ = select.select([self.fd], [], [], timeout)
             except InterruptedError:
                 r = []
-            data = b""
+            chunks, self.rx_backlog = self.rx_backlog, []
             if r:
                 try:
                     data = os.read(self.fd, 4096)
+                    chunks.append((time.time(), time.monotonic(), data))
                 except BlockingIOError:
                     pass
                 except OSError as e:                 # peer gone (EIO)
@@ -1237,13 +1370,15 @@ class Simulator:
                     time.sleep(0.05)
             now = time.time()
             frames = []
-            if data:
+            for _, mono, data in chunks:
+                if not data:
+                    continue
                 if self.bus.get("echo"):
                     self.write(data)
                     self.log({"t": now, "dir": "echo", "addr": None, "c": None,
                               "di": None, "hex": hexs(data), "values": None,
                               "fault": None})
-                frames = self.parser.feed(data, now)
+                frames += self.parser.feed(data, now, mono)
             frames += self.parser.expire(now)
             for f in frames:
                 self.handle_frame(f, now)

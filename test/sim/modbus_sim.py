@@ -33,6 +33,24 @@ Usage (run with Debian's python, which has python3-pymodbus and python3-serial):
   slave received are its entries with fc 5, 15 (coils) or 6, 16 (registers);
   every request is logged once, whether or not it was executed or answered.
 
+  With ``wire`` (or ``log_times``) an entry also has ``t_end``: the wall
+  time the last byte of the reply was written (for an unanswered request,
+  when it was handled; with ``wire``, its emulated end). With ``wire`` it
+  has what the exchange needs on a real line, in seconds, and the gap
+  check::
+
+      "wire": {"request_s": 0.00917, "silence_s": 0.00401, "turnaround_s": 0.005,
+               "reply_s": 0.01031, "gap_s": 0.00401},
+      "wire_s": 0.0325, "gap_violation": false, "gap_violations": 0
+
+  ``request_s`` and ``reply_s`` are the bytes' wire time (every reply to the
+  request, intruders included), ``silence_s`` the t3.5 that ends the request,
+  ``gap_s`` the t3.5 the line needs after the reply before the next frame
+  (the turnaround, reply and gap are 0 when nothing answered). ``wire_s`` is
+  their sum: the physical limit of a sweep is the sum of its requests'
+  ``wire_s``, less the last one's ``gap_s``. ``gap_violations`` counts the
+  violations since start.
+
 Config::
 
     {"echo": false,
@@ -64,6 +82,26 @@ Config::
   are executed on every configured slave and never answered.
 * ``echo`` (default false): every byte the master sends comes back at once,
   before any answer, as a half-duplex RS485 adapter that hears itself does it.
+* ``wire`` (default none: a pty's timing, every byte at once): the line is
+  made as slow as a real one (see wire.py)::
+
+      "wire": {"baud": 9600, "bits_per_char": 11, "turnaround_ms": 5}
+
+  ``baud`` defaults to ``--baud``, ``bits_per_char`` to 11 (8E1, 8O1, 8N2;
+  8N1 is 10), ``turnaround_ms`` to 0. One character takes bits_per_char /
+  baud s and t3.5 is 3.5 of them (1.75 ms above 19200 baud). A request is
+  received when its bytes would have arrived (its first byte's arrival +
+  length x character time, or its last byte's arrival if later); the reply
+  starts no earlier than the t3.5 silence that ends the request plus
+  ``turnaround_ms`` after that, nor before the line is free, and byte k of
+  it is written no earlier than its start + k x character time. A ``late``
+  fault's delay adds to that. The echo, when on, stays immediate (the
+  master's own bytes). A request whose first byte comes less than t3.5
+  after the end of the previous frame on the line (the last reply, or the
+  previous request when nothing answered it) is a gap violation: a
+  protocol error on a real RS485 line. It is still served, and counted.
+  A reload keeps the line's state and its count.
+* ``log_times`` (default false): log ``t_end`` without emulating the wire.
 
 Faults (``"fault": {"kind": ...}``, at most one per slave):
 
@@ -109,6 +147,8 @@ from dataclasses import dataclass, field
 import serial
 from pymodbus.datastore import ModbusSlaveContext, ModbusSparseDataBlock
 from pymodbus.factory import ServerDecoder
+
+from wire import Wire, wall
 
 SUPPORTED_FCS = frozenset({1, 2, 3, 4, 5, 6, 15, 16})
 WRITE_FCS = frozenset({5, 6, 15, 16})
@@ -357,9 +397,30 @@ def _parse_relay(raw, tables, where):
     return relay
 
 
+@dataclass
+class BusConfig:
+    """What one config file says: the slaves and the options of the line."""
+
+    slaves: dict
+    echo: bool = False
+    wire: Wire | None = None  # the line's emulated timing, None: a pty's
+    log_times: bool = False
+
+
+def parse_bus(doc, default_baud=9600):
+    """Build a BusConfig from a decoded config document."""
+    slaves = parse_config(doc)
+    for key in ("echo", "log_times"):
+        if not isinstance(doc.get(key, False), bool):
+            raise ConfigError(f"{key}: expected true or false")
+    return BusConfig(slaves=slaves, echo=doc.get("echo", False),
+                     wire=Wire.from_config(doc.get("wire"), default_baud),
+                     log_times=doc.get("log_times", False))
+
+
 def parse_config(doc):
     """Build {slave id: Slave} from a decoded config document."""
-    _check_keys(doc, ("slaves", "echo"), "config")
+    _check_keys(doc, ("slaves", "echo", "wire", "log_times"), "config")
     if not isinstance(doc.get("echo", False), bool):
         raise ConfigError("echo: expected true or false")
     slaves_raw = doc.get("slaves", {})
@@ -390,11 +451,11 @@ def parse_config(doc):
     return slaves
 
 
-def load_config(path):
-    """Read and parse the config file into (slaves, echo); raises OSError or ValueError."""
+def load_config(path, default_baud=9600):
+    """Read and parse the config file into a BusConfig; raises OSError or ValueError."""
     with open(path, encoding="utf-8") as handle:
         doc = json.load(handle)
-    return parse_config(doc), doc.get("echo", False)
+    return parse_bus(doc, default_baud)
 
 
 # --------------------------------------------------------------------------
@@ -423,11 +484,19 @@ class RtuReceiver:
     def __init__(self, gap_s):
         self.gap_s = gap_s
         self.buf = bytearray()
+        self.times = []  # monotonic arrival time of each byte in buf
         self.last_rx = 0.0
+        # arrival of the first and the last byte of the frame next_frame() returned
+        self.frame_first = self.frame_last = 0.0
 
     def feed(self, data, now):
         self.buf += data
+        self.times += [now] * len(data)
         self.last_rx = now
+
+    def _drop(self, count):
+        del self.buf[:count]
+        del self.times[:count]
 
     def gap_deadline(self):
         """Monotonic time at which buffered bytes count as a finished (or stale) frame."""
@@ -451,13 +520,14 @@ class RtuReceiver:
             elif length is None or length > len(self.buf):
                 if not silent:
                     return None
-                del self.buf[0]
+                self._drop(1)
                 continue
             frame = bytes(self.buf[:length])
             if crc_ok(frame):
-                del self.buf[:length]
+                self.frame_first, self.frame_last = self.times[0], self.times[length - 1]
+                self._drop(length)
                 return frame
-            del self.buf[0]
+            self._drop(1)
         return None
 
 
@@ -497,10 +567,14 @@ class Simulator:
     def __init__(self, port, config_path, config, log_file):
         self.port = port
         self.config_path = config_path
-        self.slaves, self.echo = config
+        self.slaves, self.echo, self.wire, self.log_times = None, False, None, False
+        self._apply(config)
         self.log_file = log_file
         self.decoder = ServerDecoder()
         self.sent = b""  # the bytes of the last reply, for the log
+        self.sent_total = 0  # bytes of every reply to the request (intruders too)
+        self.end = 0.0  # monotonic end of the last reply to the request
+        self.reply_not_before = 0.0  # with wire: when the reply to the request may start
         self.rx = RtuReceiver(frame_gap_s(port.baudrate))
         self.stop_requested = False
         self.reload_requested = False
@@ -519,12 +593,18 @@ class Simulator:
     def _on_stop_signal(self, _signum, _frame):
         self.stop_requested = True
 
+    def _apply(self, config):
+        if config.wire is not None:
+            config.wire.adopt(self.wire)
+        self.slaves, self.echo, self.wire, self.log_times = \
+            config.slaves, config.echo, config.wire, config.log_times
+
     def _handle_signals(self):
         os.read(self.wake_r, 512)
         if self.reload_requested:
             self.reload_requested = False
             try:
-                self.slaves, self.echo = load_config(self.config_path)
+                self._apply(load_config(self.config_path, self.port.baudrate))
                 print("modbus_sim: config reloaded", file=sys.stderr, flush=True)
             except (OSError, ValueError) as exc:
                 print(f"modbus_sim: reload failed, keeping old config: {exc}", file=sys.stderr, flush=True)
@@ -540,16 +620,38 @@ class Simulator:
             if self.wake_r in readable:
                 self._handle_signals()
             if port_fd in readable:
-                data = self.port.read(4096)
-                if self.echo and data:
-                    self.port.write(data)
-                    self.port.flush()
-                self.rx.feed(data, time.monotonic())
+                self._receive()
             while not self.stop_requested:
                 frame = self.rx.next_frame(time.monotonic())
                 if frame is None:
                     break
                 self.handle_frame(frame)
+
+    def _receive(self):
+        data = self.port.read(4096)
+        if self.echo and data:
+            self.port.write(data)
+            self.port.flush()
+        self.rx.feed(data, time.monotonic())
+
+    def _wire_wait(self, deadline):
+        """Wait for a paced reply: bytes the master sends meanwhile are taken
+        in with their arrival time, signals are acted on. False on a stop."""
+        port_fd = self.port.fileno()
+        while not self.stop_requested:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            readable, _, _ = select.select([port_fd, self.wake_r], [], [], left)
+            if self.wake_r in readable:
+                self._handle_signals()
+            if port_fd in readable:
+                self._receive()
+        return False
+
+    def _wire_write(self, data):
+        self.port.write(data)
+        self.port.flush()
 
     def move_relays(self):
         now = time.monotonic()
@@ -576,6 +678,18 @@ class Simulator:
         fault = None
         answered = False
         self.sent = b""
+        self.sent_total = 0
+        wire = self.wire
+        timing = None
+        if wire is not None:
+            # The request is in when its bytes would have arrived; the slave
+            # knows it has ended only after the t3.5 silence, and answers a
+            # turnaround after that.
+            request_end = wire.request_end(self.rx.frame_first, self.rx.frame_last, len(frame))
+            violation = wire.request_arrived(self.rx.frame_first, request_end)
+            self.reply_not_before = request_end + wire.t35_s + wire.turnaround_s
+            self.end = request_end
+            timing = (len(frame), violation)
         if slave_id == 0:
             if fc in WRITE_FCS:
                 for slave in self.slaves.values():
@@ -600,7 +714,9 @@ class Simulator:
                 else:
                     reply_pdu = self.execute(slave, pdu, mirror=kind != "stuck_relay")
                 answered = self.send_reply(slave_id, reply_pdu, fault)
-        self.write_log(received, slave_id, pdu, answered, fault, frame, intruders)
+        if timing is None and self.log_times:
+            self.end = time.monotonic()
+        self.write_log(received, slave_id, pdu, answered, fault, frame, intruders, timing)
 
     def execute(self, slave, pdu, mirror):
         """Run a request PDU against slave's datastore; return the reply PDU."""
@@ -637,14 +753,25 @@ class Simulator:
             frame = random.randbytes(random.randint(1, 8)) + frame
             if fault["after"]:
                 frame += random.randbytes(random.randint(1, 8))
-        elif kind == "late" and not self._pause(fault["delay_ms"] / 1000):
+        elif kind == "late" and self.wire is None and not self._pause(fault["delay_ms"] / 1000):
             return False
-        self.port.write(frame)
-        self.port.flush()
+        if self.wire is not None:
+            not_before = self.reply_not_before
+            if kind == "late":
+                not_before += fault["delay_ms"] / 1000
+            sent = self.wire.send(frame, not_before, self._wire_write, self._wire_wait)
+            if sent is None:
+                return False
+            self.end = sent[1]
+        else:
+            self.port.write(frame)
+            self.port.flush()
         self.sent = frame
+        self.sent_total += len(frame)
         return True
 
-    def write_log(self, received, slave_id, pdu, answered, fault, frame, intruders=()):
+    def write_log(self, received, slave_id, pdu, answered, fault, frame, intruders=(),
+                  timing=None):
         if self.log_file is None:
             return
         entry = {"t": received, "slave": slave_id, "fc": pdu[0]}
@@ -655,8 +782,29 @@ class Simulator:
         entry["reply"] = self.sent.hex().upper()
         if intruders:
             entry["intruders"] = list(intruders)
+        if timing is not None or self.log_times:
+            entry["t_end"] = wall(self.end)
+        if timing is not None:
+            request_len, violation = timing
+            entry.update(self.wire_entry(request_len))
+            entry["gap_violation"] = violation
+            entry["gap_violations"] = self.wire.gap_violations
         self.log_file.write(json.dumps(entry) + "\n")
         self.log_file.flush()
+
+
+    def wire_entry(self, request_len):
+        """What the request needs on a real line: its bytes and the t3.5
+        silence that ends it, and when answered the turnaround, the reply's
+        bytes and the silence before the next frame."""
+        w = self.wire
+        parts = {"request_s": w.frame_s(request_len), "silence_s": w.t35_s,
+                 "turnaround_s": 0.0, "reply_s": 0.0, "gap_s": 0.0}
+        if self.sent_total:
+            parts.update(turnaround_s=w.turnaround_s, reply_s=w.frame_s(self.sent_total),
+                         gap_s=w.t35_s)
+        parts = {k: round(v, 7) for k, v in parts.items()}
+        return {"wire": parts, "wire_s": round(sum(parts.values()), 7)}
 
 
 def main(argv=None):
@@ -669,7 +817,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, args.baud)
     except (OSError, ValueError) as exc:
         print(f"modbus_sim: cannot load config: {exc}", file=sys.stderr)
         return 2

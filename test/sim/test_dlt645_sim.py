@@ -584,3 +584,79 @@ def test_broadcast_time_beyond_the_meters_limit_is_refused(make_bus):
     # 2 minutes away: taken.
     assert b.exchange(_broadcast_frame(expected(120)), timeout=0.3) == b""
     assert abs((_meter_clock(b) - expected(120)).total_seconds()) < 3
+
+
+# ----------------------------------------------------------------------------
+# wire emulation (the simulator's own timing is what is tested here)
+# ----------------------------------------------------------------------------
+CHAR_S = 11 / 9600
+T35_S = 3.5 * CHAR_S
+
+
+def timed_exchange(b, req, timeout=3.0, quiet=0.2):
+    """Send req; -> (monotonic time written, [(monotonic time, bytes)])."""
+    b.drain()
+    b.ser.write(req)
+    sent = time.monotonic()
+    chunks = []
+    while True:
+        wait = quiet if chunks else sent + timeout - time.monotonic()
+        if wait <= 0 or not select.select([b.ser.fileno()], [], [], wait)[0]:
+            return sent, chunks
+        chunks.append((time.monotonic(), b.ser.read(4096)))
+
+
+def test_wire_paces_replies_at_the_line_rate(make_bus):
+    b = make_bus({"bus": {"wire": {"baud": 9600, "bits_per_char": 11, "turnaround_ms": 5}},
+                  "meters": [{"address": "000000000001", "preamble": 4,
+                              "fault": {"noise_after": 64}}]})
+    req = make_frame("000000000001", 0x11, di_bytes("0001FF00"), preamble=4)
+    sent, chunks = timed_exchange(b, req)
+    raw = b"".join(c for _, c in chunks)
+    assert len(raw) == 4 + 12 + 24 + 64                  # FE x4, frame, noise
+    assert Reply(raw).c == 0x91
+    least = (len(req) + len(raw)) * CHAR_S + 0.005
+    assert chunks[-1][0] - sent >= least
+    assert chunks[-1][0] - sent < least + 1.0
+    # byte k no sooner than byte 1 + (k - 1) characters (half of that at least,
+    # so that a late first read on a loaded machine passes)
+    assert chunks[-1][0] - chunks[0][0] >= (len(raw) - 1) * CHAR_S * 0.5
+    assert len(chunks) > 5, "the reply came in a few bursts, not at the line rate"
+    time.sleep(0.1)
+    rx = [e for e in b.log() if e["dir"] == "rx"]
+    tx = [e for e in b.log() if e["dir"] == "tx"]
+    # the request's FE preamble took wire time too
+    assert rx[0]["wire"] == pytest.approx({"request_s": len(req) * CHAR_S, "gap_s": T35_S},
+                                          abs=1e-6)
+    assert tx[0]["wire"] == pytest.approx({"turnaround_s": 0.005, "reply_s": len(raw) * CHAR_S},
+                                          abs=1e-6)
+    assert rx[0]["wire_s"] + tx[0]["wire_s"] == pytest.approx(
+        (len(req) + len(raw)) * CHAR_S + 0.005 + T35_S, abs=1e-5)
+    assert tx[0]["t_end"] - rx[0]["t_end"] >= 0.005 + len(raw) * CHAR_S
+    assert rx[0]["gap_violation"] is False and rx[0]["gap_violations"] == 0
+
+
+def test_wire_counts_requests_that_break_the_gap(make_bus):
+    b = make_bus({"bus": {"wire": {"baud": 9600}},
+                  "meters": [{"address": "000000000001"}, {"address": "000000000002"}]})
+    one = read_req("000000000001", "00010000")
+    two = read_req("000000000002", "00010000")
+    # in one write: the second request starts while the first is on the line
+    sent, chunks = timed_exchange(b, one + two)
+    raw = b"".join(c for _, c in chunks)
+    assert raw.count(b"\x68") >= 4 and len(raw) == 2 * 20
+    time.sleep(0.1)                                      # far more than t3.5
+    assert b.read("000000000001", "00010000").c == 0x91
+    time.sleep(0.1)
+    rx = [e for e in b.log() if e["dir"] == "rx"]
+    assert [(e["addr"], e["gap_violation"], e["gap_violations"]) for e in rx] == [
+        ("000000000001", False, 0), ("000000000002", True, 1), ("000000000001", False, 1)]
+
+
+def test_log_times_without_wire(make_bus):
+    b = make_bus({"bus": {"log_times": True}, "meters": [{"address": "000000000001"}]})
+    assert b.read("000000000001", "00010000").c == 0x91
+    time.sleep(0.1)
+    entries = [e for e in b.log() if e["dir"] in ("rx", "tx")]
+    assert [e["dir"] for e in entries] == ["rx", "tx"]
+    assert all("t_end" in e and "wire" not in e for e in entries)

@@ -389,3 +389,89 @@ def test_invalid_config_exits_2(bench):
         [sys.executable, str(SIM), "--port", bench.sim_port, "--config", str(bench.config_path)],
         capture_output=True, timeout=10, check=False)
     assert proc.returncode == 2 and b"0..65535" in proc.stderr
+
+
+# -- wire emulation (the simulator's own timing is what is tested here) -------
+
+WIRE = {"baud": 9600, "bits_per_char": 11, "turnaround_ms": 5}
+CHAR_S = 11 / 9600
+T35_S = 3.5 * CHAR_S
+
+
+def timed_transact(bench, frame, wait=3.0, gap=0.2):
+    """Send frame; return (monotonic time written, [(monotonic time, bytes)] received)."""
+    bench.master.reset_input_buffer()
+    bench.master.write(frame)
+    sent = time.monotonic()
+    chunks = []
+    deadline = sent + wait
+    while True:
+        timeout = gap if chunks else deadline - time.monotonic()
+        if timeout <= 0 or not select.select([bench.master.fileno()], [], [], timeout)[0]:
+            return sent, chunks
+        chunks.append((time.monotonic(), bench.master.read(256)))
+
+
+def test_wire_paces_replies_at_the_line_rate(bench):
+    # 48 registers: a reply of 3 + 96 + 2 = 101 bytes, 100 of them after the first
+    bench.start({"wire": WIRE, "slaves": {"1": {"holding": {str(a): a for a in range(48)}}}})
+    request = req(1, 3, 0, 48)
+    sent, chunks = timed_transact(bench, request)
+    reply = b"".join(c for _, c in chunks)
+    assert reply == registers_reply(1, 3, *range(48))
+    # request + t3.5 + turnaround + reply: the master cannot have it sooner
+    least = (len(request) + len(reply)) * CHAR_S + T35_S + 0.005
+    assert chunks[-1][0] - sent >= least
+    assert chunks[-1][0] - sent < least + 1.0
+    # byte k no sooner than byte 1 + (k - 1) characters: the reply is spread out
+    # (half of that at least, so that a late first read on a loaded machine passes)
+    assert chunks[-1][0] - chunks[0][0] >= (len(reply) - 1) * CHAR_S * 0.5
+    assert len(chunks) > 5, "the reply came in a few bursts, not at the line rate"
+    entry = bench.log_entries(1)[0]
+    assert entry["wire"] == pytest.approx({
+        "request_s": 8 * CHAR_S, "silence_s": T35_S, "turnaround_s": 0.005,
+        "reply_s": 101 * CHAR_S, "gap_s": T35_S}, abs=1e-6)
+    assert entry["wire_s"] == pytest.approx(109 * CHAR_S + 2 * T35_S + 0.005, abs=1e-6)
+    assert entry["t_end"] - entry["t"] >= 101 * CHAR_S
+    assert entry["gap_violation"] is False and entry["gap_violations"] == 0
+
+
+def test_wire_counts_requests_that_break_the_gap(bench):
+    bench.start({"wire": {"baud": 9600}, "slaves": {"1": {"holding": {"0": 7}}, "3": {"holding": {"0": 9}}}})
+    # Two requests in one write: the second starts while the first is still
+    # on the line. Both are served; the second is a violation.
+    reply = bench.transact(req(1, 3, 0, 1) + req(3, 3, 0, 1), wait=2.0, gap=0.2)
+    assert reply == registers_reply(1, 3, 7) + registers_reply(3, 3, 9)
+    time.sleep(0.1)  # far more than t3.5
+    assert bench.transact(req(1, 3, 0, 1)) == registers_reply(1, 3, 7)
+    # An unanswered request occupies the line too: only t3.5 after its end
+    # may the next one start.
+    bench.transact(req(2, 3, 0, 1), wait=0.3)
+    entries = bench.log_entries(4)
+    assert [(e["slave"], e["gap_violation"], e["gap_violations"]) for e in entries] == [
+        (1, False, 0), (3, True, 1), (1, False, 1), (2, False, 1)]
+    silent = entries[3]
+    assert silent["wire"]["reply_s"] == 0 and silent["wire"]["turnaround_s"] == 0
+    assert silent["wire_s"] == pytest.approx(8 * CHAR_S + T35_S, abs=1e-6)
+
+
+def test_wire_adds_a_late_faults_delay(bench):
+    bench.start({"wire": WIRE, "slaves": {"5": {"holding": {"0": 1}, "fault": {"kind": "late", "delay_ms": 300}}}})
+    sent, chunks = timed_transact(bench, req(5, 3, 0, 1))
+    assert b"".join(c for _, c in chunks) == registers_reply(5, 3, 1)
+    assert chunks[-1][0] - sent >= 0.3 + (8 + 7) * CHAR_S + T35_S + 0.005
+
+
+def test_log_times_without_wire(bench):
+    bench.start({"log_times": True, "slaves": {"1": {"holding": {"0": 1}}}})
+    bench.transact(req(1, 3, 0, 1))
+    entry = bench.log_entries(1)[0]
+    assert entry["t_end"] >= entry["t"] and "wire" not in entry
+
+
+def test_invalid_wire_exits_2(bench):
+    bench.write_config({"wire": {"baud": 0}, "slaves": {"1": {"holding": {"0": 1}}}})
+    proc = subprocess.run(
+        [sys.executable, str(SIM), "--port", bench.sim_port, "--config", str(bench.config_path)],
+        capture_output=True, timeout=10, check=False)
+    assert proc.returncode == 2 and b"wire.baud" in proc.stderr
