@@ -44,6 +44,69 @@ const char *mh_records_nonfinite(const cJSON *obj)
 	return NULL;
 }
 
+/*
+ * cJSON prints a number with sprintf("%1.15g") and a sscanf to check it
+ * (or "%d" for an int): most of a record's printing. A meter's values are
+ * decimals of a few places, so the common case is written here without
+ * stdio, as the same characters cJSON would print: a value that is
+ * exactly the double nearest to N / 10^k, |N| < 10^15, k <= 6, and not
+ * below 1e-4 in magnitude (where %g turns to exponents). Returns the
+ * length, or 0 for cJSON to print it.
+ */
+size_t mh_records_format_number(double v, char *out)
+{
+	static const double pow10[] = { 1, 10, 100, 1e3, 1e4, 1e5, 1e6 };
+	char digits[24];
+
+	if (!isfinite(v) || (v != 0 && fabs(v) < 1e-4) || fabs(v) >= 1e15)
+		return 0;
+	for (int k = 0; k <= 6; k++) {
+		double scaled = nearbyint(v * pow10[k]);
+		if (fabs(scaled) >= 1e15 || scaled / pow10[k] != v)
+			continue;
+		long long n = (long long)scaled;
+		unsigned long long u = n < 0 ? 0ull - (unsigned long long)n : (unsigned long long)n;
+		size_t len = 0, at = 0;
+
+		while (k && u % 10 == 0 && u) { /* trailing zeros, as %g drops them */
+			u /= 10;
+			k--;
+		}
+		do {
+			digits[len++] = (char)('0' + u % 10);
+			u /= 10;
+		} while (u || len <= (size_t)k);
+		if (n < 0 || signbit(v))
+			out[at++] = '-';
+		while (len) {
+			out[at++] = digits[--len];
+			if (len == (size_t)k && k)
+				out[at++] = '.';
+		}
+		out[at] = '\0';
+		return at;
+	}
+	return 0;
+}
+
+/* The numbers of @item and below, as raw text where the fast way can write them. */
+static void preformat(cJSON *item)
+{
+	for (; item; item = item->next) {
+		char buf[32], *text;
+
+		if (item->child)
+			preformat(item->child);
+		if (!cJSON_IsNumber(item) || !mh_records_format_number(item->valuedouble, buf))
+			continue;
+		text = strdup(buf);
+		if (!text)
+			continue; /* cJSON prints it */
+		item->type = cJSON_Raw;
+		item->valuestring = text;
+	}
+}
+
 int mh_records_store(struct mh_outbox *outbox, enum mh_record_type type, const char *subtopic,
 	cJSON *obj, int64_t created_ms)
 {
@@ -57,6 +120,7 @@ int mh_records_store(struct mh_outbox *outbox, enum mh_record_type type, const c
 		cJSON_Delete(obj);
 		return -ERANGE;
 	}
+	preformat(obj);
 	json = obj ? cJSON_PrintUnformatted(obj) : NULL;
 	cJSON_Delete(obj);
 	if (json)

@@ -48,3 +48,10 @@ size_t mh_records_guard(struct mh_reading *r, const struct mh_profile *profile);
  * 0 or -errno.
  */
 int mh_records_reading(struct mh_outbox *outbox, struct mh_job *job);
+
+/*
+ * Write @v as cJSON prints it, for the common case (a decimal of a few
+ * places) without stdio: into @out (at least 32 bytes). Returns the length,
+ * or 0 when it is not such a number (cJSON then prints it).
+ */
+size_t mh_records_format_number(double v, char *out);

@@ -194,6 +194,61 @@ static void test_record_with_nonfinite_number_is_refused(void **state)
 	assert_int_equal(stored(f), 1);
 }
 
+/* What cJSON itself prints for @v. */
+static void cjson_number(double v, char *out, size_t cap)
+{
+	cJSON *n = cJSON_CreateNumber(v);
+	char *text = cJSON_PrintUnformatted(n);
+
+	assert_non_null(text);
+	snprintf(out, cap, "%s", text);
+	free(text);
+	cJSON_Delete(n);
+}
+
+/* The fast number writer prints exactly what cJSON prints, or leaves it to cJSON. */
+static void check_number(double v, unsigned *fast)
+{
+	char ours[32], theirs[64];
+	size_t len = mh_records_format_number(v, ours);
+
+	if (!len)
+		return;
+	(*fast)++;
+	cjson_number(v, theirs, sizeof(theirs));
+	if (strcmp(ours, theirs))
+		fail_msg("%.17g: wrote \"%s\", cJSON \"%s\"", v, ours, theirs);
+	assert_int_equal(len, strlen(ours));
+}
+
+static void test_numbers_print_as_cjson_prints_them(void **state)
+{
+	static const double edge[] = { 0.0, -0.0, 1, -1, 0.1, 0.2, 0.1 + 0.2, 230.1, 1234.5,
+		2147483647.0, 2147483648.0, -2147483649.0, 1e14, 999999999999999.0, 1e15, 1e16,
+		0.0001, 0.00001, 0.000123, 1.5e-4, 9.99e-5, 123456.789012, 1.0 / 3, 2.0 / 3,
+		49.98, 0.955, -3.0, 4503599627370496.0, 1e300, 5e-324, 0.5, 100, 2301 };
+	unsigned fast = 0, tried = 0;
+	uint64_t x = 0x9E3779B97F4A7C15ull;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(edge) / sizeof(edge[0]); i++, tried++)
+		check_number(edge[i], &fast);
+	/* Decimals of 0 to 7 places, as meters give them, and arbitrary doubles. */
+	for (int i = 0; i < 200000; i++, tried += 2) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		long long n = (long long)(x % 2000000000000ull) - 1000000000000ll;
+		double scale = 1;
+		for (unsigned k = (unsigned)(x >> 40) % 8; k; k--)
+			scale *= 10;
+		check_number((double)(n >> ((x >> 50) % 30)) / scale, &fast);
+		double raw;
+		memcpy(&raw, &x, sizeof(raw));
+		check_number(raw, &fast);
+	}
+	/* Most meter values take the fast way. */
+	assert_true(fast > tried / 4);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -205,6 +260,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_finite_reading_is_untouched, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_record_with_nonfinite_number_is_refused, setup,
 			teardown),
+		cmocka_unit_test(test_numbers_print_as_cjson_prints_them),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
