@@ -47,6 +47,7 @@ struct mh_daemon {
 	struct mh_bus **buses;
 	struct mh_queue done;
 	uv_async_t done_wake;
+	uv_timer_t commit_due; /* a group commit's window ends (db.h, mh_db_hold()) */
 	uv_timer_t tick;
 	uv_timer_t health_timer;
 	struct mh_health *health;
@@ -115,21 +116,39 @@ static int commit_cb(void *ud)
 	return commit(ud);
 }
 
+static void on_commit_due(uv_timer_t *t)
+{
+	commit(t->data);
+}
+
 /* ---- jobs ------------------------------------------------------------ */
 
 static void drain_done(struct mh_daemon *d)
 {
 	struct mh_queue_node *node = mh_queue_take_all(&d->done);
+	bool readings = true;
+	int64_t wait = 0;
 
 	if (!node)
 		return;
 	while (node) {
 		struct mh_queue_node *next = node->next;
 		struct mh_job *job = (struct mh_job *)node;
+		readings &= job->kind == MH_JOB_READ;
 		job->done(job);
 		node = next;
 	}
-	commit(d);
+	/*
+	 * Readings alone may wait for a group commit, until the window ends or
+	 * no meter is being read any more: the sweep is over, nothing is coming
+	 * to join them. Any other job (a command's, a clock's) commits now.
+	 */
+	if (readings && !d->stopping)
+		wait = mh_db_hold(d->db, mh_clock_mono_ms(), mh_meter_set_reading(&d->meters));
+	if (wait > 0)
+		uv_timer_start(&d->commit_due, on_commit_due, (uint64_t)wait, 0);
+	else
+		commit(d);
 }
 
 static void on_done(uv_async_t *a)
@@ -381,6 +400,7 @@ static void stop(struct mh_daemon *d)
 	mh_notify_watchdog_stop(&d->notify);
 	uv_timer_stop(&d->tick);
 	uv_close((uv_handle_t *)&d->tick, NULL);
+	uv_close((uv_handle_t *)&d->commit_due, NULL);
 	uv_close((uv_handle_t *)&d->health_timer, NULL);
 	uv_close((uv_handle_t *)&d->sigint, NULL);
 	uv_close((uv_handle_t *)&d->sigterm, NULL);
@@ -391,6 +411,8 @@ static void stop(struct mh_daemon *d)
 		d->buses[b] = NULL;
 	}
 	drain_done(d);
+	/* What a group commit holds goes out with the last publishes too. */
+	commit(d);
 	mh_clocksync_stop(d->clocksync);
 	/* Commands still arriving are journaled and run at the next start. */
 	mh_commands_stop(d->commands);
@@ -553,6 +575,9 @@ int mh_daemon_run(const struct mh_config *cfg)
 
 	uv_timer_init(&d->loop, &d->tick);
 	d->tick.data = d;
+	uv_timer_init(&d->loop, &d->commit_due);
+	d->commit_due.data = d;
+	mh_db_set_commit_window(d->db, cfg->store.commit_window_ms);
 	uv_timer_init(&d->loop, &d->health_timer);
 	d->health_timer.data = d;
 	uv_timer_start(&d->health_timer, on_health, cfg->health.interval_ms,

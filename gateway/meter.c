@@ -26,6 +26,14 @@ int mh_meter_set_init(struct mh_meter_set *set, const struct mh_config *cfg)
 	return 0;
 }
 
+bool mh_meter_set_reading(const struct mh_meter_set *set)
+{
+	for (size_t i = 0; i < set->n; i++)
+		if (set->meters[i].busy)
+			return true;
+	return false;
+}
+
 void mh_meter_set_deinit(struct mh_meter_set *set)
 {
 	free(set->meters);
