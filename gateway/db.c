@@ -545,6 +545,48 @@ int mh_db_commit(struct mh_db *db)
 	return mh_db_error(rc);
 }
 
+size_t mh_db_pack_zeros(const void *in, size_t len, uint8_t *out)
+{
+	const uint8_t *p = in;
+	size_t n = 0;
+
+	for (size_t i = 0; i < len;) {
+		size_t run = 0;
+		if (p[i]) {
+			out[n++] = p[i++];
+			continue;
+		}
+		while (i < len && !p[i] && run < 255) {
+			i++;
+			run++;
+		}
+		out[n++] = 0;
+		out[n++] = (uint8_t)run;
+	}
+	return n;
+}
+
+bool mh_db_unpack_zeros(const uint8_t *in, size_t in_len, void *out, size_t want)
+{
+	uint8_t *o = out;
+	size_t n = 0;
+
+	for (size_t i = 0; i < in_len;) {
+		if (in[i]) {
+			if (n == want)
+				return false;
+			o[n++] = in[i++];
+			continue;
+		}
+		if (i + 1 == in_len || !in[i + 1] || in[i + 1] > want - n)
+			return false;
+		memset(o + n, 0, in[i + 1]);
+		n += in[i + 1];
+		i += 2;
+	}
+	return n == want;
+}
+
 uint64_t mh_db_table_bytes(MDB_txn *txn, MDB_dbi dbi)
 {
 	MDB_stat st;

@@ -166,6 +166,20 @@ static inline uint64_t mh_db_get_be64(const uint8_t *p)
 	return v;
 }
 
+/*
+ * Rows that are rewritten often and are mostly zero bytes (a state struct
+ * with room for registers a meter lacks) are stored packed: a commit
+ * rewrites every page a row lies on, so a smaller row means fewer pages
+ * written. A zero byte stands for a run of zeros, its length (1 to 255) in
+ * the byte after it; other bytes stand for themselves. mh_db_pack_zeros()
+ * writes at most mh_db_packed_max(@len) bytes to @out and returns how many.
+ * mh_db_unpack_zeros() fills exactly @want bytes of @out from @in_len bytes
+ * of @in, or returns false (a malformed row, or one of another size).
+ */
+#define mh_db_packed_max(len) (2 * (len))
+size_t mh_db_pack_zeros(const void *in, size_t len, uint8_t *out);
+bool mh_db_unpack_zeros(const uint8_t *in, size_t in_len, void *out, size_t want);
+
 /* LMDB's codes as negative errnos (the one place they are translated). */
 int mh_db_error(int rc);
 

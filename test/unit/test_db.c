@@ -282,6 +282,49 @@ static void test_hold_waits_for_the_window(void **state)
 	mh_db_close(db);
 }
 
+/* Packed rows come back byte for byte; a malformed one is refused, never overrun. */
+static void test_pack_zeros(void **state)
+{
+	uint8_t in[700], out[mh_db_packed_max(sizeof(in))], back[sizeof(in)];
+	size_t n;
+
+	(void)state;
+	/* All zeros: runs of 255 at most. */
+	memset(in, 0, sizeof(in));
+	n = mh_db_pack_zeros(in, sizeof(in), out);
+	assert_int_equal(n, 6);
+	assert_int_equal(out[1], 255);
+	assert_int_equal(out[5], 190);
+	assert_true(mh_db_unpack_zeros(out, n, back, sizeof(back)));
+	assert_memory_equal(back, in, sizeof(in));
+	/* A sparse state: a few doubles among zeros. */
+	for (size_t i = 0; i < sizeof(in); i++)
+		in[i] = i % 97 == 3 ? (uint8_t)(i | 1) : 0;
+	n = mh_db_pack_zeros(in, sizeof(in), out);
+	assert_true(n < sizeof(in) / 4);
+	memset(back, 0xaa, sizeof(back));
+	assert_true(mh_db_unpack_zeros(out, n, back, sizeof(back)));
+	assert_memory_equal(back, in, sizeof(in));
+	/* No zeros at all, and the worst case: every other byte zero. */
+	for (size_t i = 0; i < sizeof(in); i++)
+		in[i] = (uint8_t)(i % 255 + 1);
+	assert_int_equal(mh_db_pack_zeros(in, sizeof(in), out), sizeof(in));
+	for (size_t i = 0; i < sizeof(in); i++)
+		in[i] = i % 2 ? 7 : 0;
+	n = mh_db_pack_zeros(in, sizeof(in), out);
+	assert_int_equal(n, sizeof(in) / 2 * 3);
+	assert_true(mh_db_unpack_zeros(out, n, back, sizeof(back)));
+	assert_memory_equal(back, in, sizeof(in));
+
+	/* Another size, a run past the end, a run of 0, a run cut off, too few bytes. */
+	assert_false(mh_db_unpack_zeros(out, n, back, sizeof(back) - 1));
+	assert_false(mh_db_unpack_zeros((const uint8_t[]){ 0, 9 }, 2, back, 8));
+	assert_false(mh_db_unpack_zeros((const uint8_t[]){ 1, 0, 0 }, 3, back, 8));
+	assert_false(mh_db_unpack_zeros((const uint8_t[]){ 1, 0 }, 2, back, 8));
+	assert_false(mh_db_unpack_zeros((const uint8_t[]){ 1, 0, 6 }, 3, back, 8));
+	assert_true(mh_db_unpack_zeros((const uint8_t[]){ 1, 0, 7 }, 3, back, 8));
+}
+
 /* The store remembers whether its last user closed it: a power cut is visible at the next start. */
 static void test_last_stop(void **state)
 {
@@ -583,6 +626,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_undone_unit_takes_only_itself, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_watchers_hear_commits, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hold_waits_for_the_window, setup, teardown),
+		cmocka_unit_test(test_pack_zeros),
 		cmocka_unit_test_setup_teardown(test_last_stop, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_path_that_is_a_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_readonly_beside_a_writer, setup, teardown),
