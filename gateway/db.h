@@ -11,11 +11,11 @@
  * (the records of readings, which nobody has seen yet) is held open with
  * mh_db_hold() and later turns join it, so that a sweep of the meters costs
  * a few commits rather than one per reading: flash wears by the page, and
- * every commit rewrites a handful of pages however little it carries. Each
- * unit of work inside it
- * (a record, or a module's table row together with the records it
- * produces) runs in a child transaction from mh_db_begin(): a unit that
- * fails is undone alone and never takes the rest of the turn with it.
+ * every commit rewrites a handful of pages however little it carries.
+ * Each unit of work inside a turn (a record, or a module's table row
+ * together with the records it produces) runs in a child transaction from
+ * mh_db_begin(): a unit that fails is undone alone and never takes the
+ * rest of the turn with it.
  *
  * The seq allocator lives here, so every table that appends records to the
  * outbox shares one gateway-wide counter that never repeats.
@@ -123,13 +123,14 @@ int64_t mh_db_hold(struct mh_db *db, int64_t now_ms, bool more_soon);
 bool mh_db_held(const struct mh_db *db);
 
 /*
- * Commit the turn, writes held by mh_db_hold() included. A turn that took seqs (new records nobody has seen) or
- * asked for it is synced: data and meta page reach the disk before this
- * returns. Any other turn (deletions of records the broker acknowledged) is
- * committed with MDB_NOMETASYNC: a power cut may undo it, which re-sends
- * those records, and can never corrupt the database (MDB_NOSYNC could).
- * On failure the whole turn is undone. Returns 0 or a negative errno; the
- * watchers hear the result either way.
+ * Commit the turn, writes held by mh_db_hold() included. A turn that took
+ * seqs (new records nobody has seen) or asked for it is synced: data and
+ * meta page reach the disk before this returns. Any other turn (deletions
+ * of records the broker acknowledged) is committed with MDB_NOMETASYNC: a
+ * power cut may undo it, which re-sends those records, and can never
+ * corrupt the database (MDB_NOSYNC could). On failure the whole turn is
+ * undone. Returns 0 or a negative errno; the watchers hear the result
+ * either way.
  */
 int mh_db_commit(struct mh_db *db);
 
