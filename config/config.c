@@ -568,6 +568,8 @@ static void apply_defaults(struct mh_schema *s)
 		cfg->store.path = "/var/lib/meterhub";
 	if (!cfg->store.max_bytes)
 		cfg->store.max_bytes = 256ull << 20;
+	if (cfg->store.commit_window_ms == UINT_MAX)
+		cfg->store.commit_window_ms = 200;
 	if (!cfg->health.interval_ms)
 		cfg->health.interval_ms = 60000;
 	if (!cfg->health.offline_after)
@@ -624,6 +626,7 @@ int mh_config_load_string(const char *name, const char *text, size_t len,
 		return -ENOMEM;
 	/* Unset until the file says otherwise: 0 is a value here. */
 	cfg->schedule.retries = UINT_MAX;
+	cfg->store.commit_window_ms = UINT_MAX;
 	cfg->schedule.backfill_days = UINT_MAX;
 	cfg->schedule.backfill_at_min = UINT_MAX;
 	cfg->clock.sync = true;

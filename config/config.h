@@ -186,6 +186,7 @@ struct mh_config {
 	struct {
 		const char *path;
 		uint64_t max_bytes;
+		unsigned commit_window_ms; /* how long readings' records may wait for a group commit */
 	} store;
 	struct {
 		const char *uri;
@@ -269,7 +270,7 @@ const struct mh_profile *mh_config_profile(const struct mh_config *cfg, const ch
  * Call @fn (when not NULL) with one line ("store.path: changed from ... to
  * ...") for each key that differs between @old and @fresh but that a
  * running daemon cannot take on reload: store.path, store.max_bytes,
- * gateway.id and gateway.timezone. Returns how many keys there were, so a
+ * store.commit_window, gateway.id and gateway.timezone. Returns how many keys there were, so a
  * reload can refuse @fresh (or keep those keys) when it is not 0.
  */
 int mh_config_restart_keys(const struct mh_config *old, const struct mh_config *fresh,

@@ -1059,6 +1059,7 @@ static const struct uint_range range_interval = { 100, 86400000 };
 static const struct uint_range range_health = { 1000, 86400000 };
 static const struct uint_range range_offline_after = { 1, 1000 };
 static const struct uint_range range_store = { 64ull << 10, 1ull << 40 };
+static const struct uint_range range_commit_window = { 0, 2000 };
 static const struct uint_range range_window = { 1, 65535 };
 static const struct uint_range range_keepalive = { 5, 3600 };
 static const struct uint_range range_max_gap = { 0, MH_MODBUS_MAX_REGS };
@@ -1139,6 +1140,8 @@ static const struct key_spec gateway_keys[] = {
 static const struct key_spec store_keys[] = {
 	{ "path", &t_absolute_path, CFG(store.path), KEY_RESTART, NULL },
 	{ "max_bytes", &t_store_size, CFG(store.max_bytes), KEY_RESTART, &range_store },
+	{ "commit_window", &t_duration, CFG(store.commit_window_ms), KEY_LIVE,
+		&range_commit_window },
 	{ NULL, NULL, 0, 0, NULL },
 };
 

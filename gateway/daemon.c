@@ -75,6 +75,7 @@ struct mh_daemon {
 	struct mh_bus **buses;
 	struct mh_queue done;
 	uv_async_t done_wake;
+	uv_timer_t commit_due; /* a group commit's window ends (db.h, mh_db_hold()) */
 	uv_timer_t tick;
 	uv_timer_t health_timer;
 	struct mh_health *health;
@@ -123,19 +124,30 @@ static int commit_cb(void *ud)
 	return commit(ud);
 }
 
+static void on_commit_due(uv_timer_t *t)
+{
+	commit(t->data);
+}
+
 /* ---- jobs ------------------------------------------------------------ */
 
 static void try_reload(struct mh_daemon *d);
 
-/* Hand every job the buses are done with to its module. Returns whether there were any. */
-static bool run_done(struct mh_daemon *d)
+/*
+ * Hand every job the buses are done with to its module. Returns whether
+ * there were any; *@scheduled says whether all were scheduled work (reads,
+ * relay watches, clock reads), none a command's.
+ */
+static bool run_done(struct mh_daemon *d, bool *scheduled)
 {
 	struct mh_queue_node *node = mh_queue_take_all(&d->done);
 	bool any = node != NULL;
 
+	*scheduled = true;
 	while (node) {
 		struct mh_queue_node *next = node->next;
 		struct mh_job *job = (struct mh_job *)node;
+		*scheduled &= !job->urgent;
 		job->done(job);
 		node = next;
 	}
@@ -144,9 +156,22 @@ static bool run_done(struct mh_daemon *d)
 
 static void drain_done(struct mh_daemon *d)
 {
-	if (!run_done(d))
+	bool scheduled;
+	int64_t wait = 0;
+
+	if (!run_done(d, &scheduled))
 		return;
-	commit(d);
+	/*
+	 * Scheduled work alone may wait for a group commit, until the window
+	 * ends or no meter is being read any more: the sweep is over, nothing
+	 * is coming to join it. A command's job commits now.
+	 */
+	if (scheduled && !d->stopping)
+		wait = mh_db_hold(d->db, mh_clock_mono_ms(), mh_meter_set_reading(&d->meters));
+	if (wait > 0)
+		uv_timer_start(&d->commit_due, on_commit_due, (uint64_t)wait, 0);
+	else
+		commit(d);
 	try_reload(d);
 }
 
@@ -356,6 +381,7 @@ static void stop(struct mh_daemon *d)
 	mh_notify_watchdog_stop(&d->notify);
 	uv_timer_stop(&d->tick);
 	uv_close((uv_handle_t *)&d->tick, NULL);
+	uv_close((uv_handle_t *)&d->commit_due, NULL);
 	uv_close((uv_handle_t *)&d->health_timer, NULL);
 	uv_close((uv_handle_t *)&d->sigint, NULL);
 	uv_close((uv_handle_t *)&d->sigterm, NULL);
@@ -369,6 +395,8 @@ static void stop(struct mh_daemon *d)
 		d->bus_gen[b] = NULL;
 	}
 	drain_done(d);
+	/* What a group commit holds goes out with the last publishes too. */
+	commit(d);
 	pending_free(d->pending);
 	d->pending = NULL;
 	mh_clocksync_stop(d->clocksync);
@@ -610,6 +638,7 @@ static void apply_reload(struct mh_daemon *d)
 	d->cfg = fresh;
 	if (fresh->schedule.interval_ms != old->schedule.interval_ms && d->clock.set)
 		d->next_boundary = mh_schedule_next(now, fresh->schedule.interval_ms);
+	mh_db_set_commit_window(d->db, fresh->store.commit_window_ms);
 	if (fresh->health.interval_ms != old->health.interval_ms && !d->stopping)
 		uv_timer_start(&d->health_timer, on_health, fresh->health.interval_ms,
 			fresh->health.interval_ms);
@@ -635,7 +664,8 @@ static void try_reload(struct mh_daemon *d)
 	if (!d->pending || d->stopping || d->replacing_uplink)
 		return;
 	/* Jobs handed back but not yet seen still point at their meters. */
-	if (run_done(d))
+	bool scheduled;
+	if (run_done(d, &scheduled))
 		commit(d);
 	if (!reload_ready(d)) {
 		if (!d->pending->told && mh_clock_mono_ms() - d->pending->since_mono >
@@ -823,6 +853,9 @@ int mh_daemon_run(const struct mh_config *cfg)
 
 	uv_timer_init(&d->loop, &d->tick);
 	d->tick.data = d;
+	uv_timer_init(&d->loop, &d->commit_due);
+	d->commit_due.data = d;
+	mh_db_set_commit_window(d->db, cfg->store.commit_window_ms);
 	uv_timer_init(&d->loop, &d->health_timer);
 	d->health_timer.data = d;
 	uv_timer_start(&d->health_timer, on_health, cfg->health.interval_ms,

@@ -33,7 +33,13 @@ struct mh_db {
 	MDB_txn *txn;   /* this turn's write transaction, or NULL */
 	MDB_txn *child; /* the unit of work in progress, or NULL */
 	uint64_t next_seq, committed_next_seq, unit_next_seq;
+	uint64_t row_next_seq; /* what the meta table's next_seq row says */
+	bool seq_keyed;        /* the outbox keeps the newest seq as a key (mh_db_seq_keyed()) */
+	bool save_seq;         /* the turn may delete the newest record: write the row */
 	bool want_sync;
+	unsigned commit_window_ms;
+	bool held;          /* the turn's writes wait for a group commit (mh_db_hold()) */
+	int64_t held_since; /* since when, monotonic ms */
 	enum mh_db_last_stop last_stop;
 	bool ready; /* opened whole: ours to write */
 	int lock_fd;
@@ -227,7 +233,7 @@ static int check_schema(struct mh_db *db, MDB_txn *txn)
 		return -EPROTONOSUPPORT;
 	}
 	if (meta_get(txn, db->meta, "next_seq", &v) == 0 && v.mv_size == 8)
-		db->next_seq = mh_db_get_be64(v.mv_data);
+		db->next_seq = db->row_next_seq = mh_db_get_be64(v.mv_data);
 	return mh_db_error(mark_running(db, txn,
 		meta_get(txn, db->meta, "running", &v) == 0 ? MH_DB_UNCLEAN : MH_DB_CLEAN));
 }
@@ -290,7 +296,7 @@ int mh_db_open(const char *path, uint64_t data_bytes, struct mh_db **out)
 	if (!db)
 		return -ENOMEM;
 	db->lock_fd = -1;
-	db->next_seq = 1;
+	db->next_seq = db->row_next_seq = 1;
 	db->path = strdup(path);
 	if (!db->path) {
 		rc = -ENOMEM;
@@ -456,16 +462,61 @@ int mh_db_watch(struct mh_db *db, void (*fn)(void *ud, int rc), void *ud)
 	return 0;
 }
 
+void mh_db_seq_keyed(struct mh_db *db)
+{
+	db->seq_keyed = true;
+}
+
+void mh_db_seq_save(struct mh_db *db)
+{
+	db->save_seq = true;
+}
+
+void mh_db_set_commit_window(struct mh_db *db, unsigned window_ms)
+{
+	db->commit_window_ms = window_ms;
+}
+
+int64_t mh_db_hold(struct mh_db *db, int64_t now_ms, bool more_soon)
+{
+	int64_t due;
+
+	if (!db->txn || !db->commit_window_ms || !more_soon || db->want_sync)
+		return 0;
+	if (!db->held) {
+		db->held = true;
+		db->held_since = now_ms;
+	}
+	due = db->held_since + db->commit_window_ms - now_ms;
+	return due > 0 ? due : 0;
+}
+
+bool mh_db_held(const struct mh_db *db)
+{
+	return db->txn && db->held;
+}
+
 int mh_db_commit(struct mh_db *db)
 {
 	bool sync = db->want_sync || db->next_seq != db->committed_next_seq;
+	bool row = (db->save_seq || !db->seq_keyed) && db->row_next_seq != db->next_seq;
 	uint8_t next[8];
 	int rc = 0;
 
 	mh_require(!db->child);
+	db->held = false;
+	db->save_seq = false;
 	if (!db->txn)
 		return 0;
-	if (db->next_seq != db->committed_next_seq) {
+	/*
+	 * The counter's row is written only when the records cannot tell it.
+	 * Once the outbox keeps the newest seq taken as its newest record's key
+	 * and floors the counter from it at open (mh_db_seq_keyed()), the row
+	 * is needed only when that record may be gone: the outbox says so
+	 * (mh_db_seq_save()) in the turn that deletes it. A commit of appended
+	 * records, the common one, thus leaves the meta table's page alone.
+	 */
+	if (row) {
 		mh_db_put_be64(next, db->next_seq);
 		rc = meta_put(db->txn, db->meta, "next_seq", next, sizeof(next));
 	}
@@ -486,10 +537,54 @@ int mh_db_commit(struct mh_db *db)
 		db->next_seq = db->committed_next_seq;
 	} else {
 		db->committed_next_seq = db->next_seq;
+		if (row)
+			db->row_next_seq = db->next_seq;
 	}
 	for (size_t i = 0; i < db->n_watchers; i++)
 		db->watchers[i].fn(db->watchers[i].ud, mh_db_error(rc));
 	return mh_db_error(rc);
+}
+
+size_t mh_db_pack_zeros(const void *in, size_t len, uint8_t *out)
+{
+	const uint8_t *p = in;
+	size_t n = 0;
+
+	for (size_t i = 0; i < len;) {
+		size_t run = 0;
+		if (p[i]) {
+			out[n++] = p[i++];
+			continue;
+		}
+		while (i < len && !p[i] && run < 255) {
+			i++;
+			run++;
+		}
+		out[n++] = 0;
+		out[n++] = (uint8_t)run;
+	}
+	return n;
+}
+
+bool mh_db_unpack_zeros(const uint8_t *in, size_t in_len, void *out, size_t want)
+{
+	uint8_t *o = out;
+	size_t n = 0;
+
+	for (size_t i = 0; i < in_len;) {
+		if (in[i]) {
+			if (n == want)
+				return false;
+			o[n++] = in[i++];
+			continue;
+		}
+		if (i + 1 == in_len || !in[i + 1] || in[i + 1] > want - n)
+			return false;
+		memset(o + n, 0, in[i + 1]);
+		n += in[i + 1];
+		i += 2;
+	}
+	return n == want;
 }
 
 uint64_t mh_db_table_bytes(MDB_txn *txn, MDB_dbi dbi)

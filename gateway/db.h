@@ -7,10 +7,15 @@
  * when it opens. Only the loop thread calls these.
  *
  * Writes of one loop turn collect in one write transaction, made durable
- * by mh_db_commit() (one fsync for the turn). Each unit of work inside it
- * (a record, or a module's table row together with the records it
- * produces) runs in a child transaction from mh_db_begin(): a unit that
- * fails is undone alone and never takes the rest of the turn with it.
+ * by mh_db_commit() (one fsync for the turn). A turn whose writes may wait
+ * (the records of readings, which nobody has seen yet) is held open with
+ * mh_db_hold() and later turns join it, so that a sweep of the meters costs
+ * a few commits rather than one per reading: flash wears by the page, and
+ * every commit rewrites a handful of pages however little it carries.
+ * Each unit of work inside a turn (a record, or a module's table row
+ * together with the records it produces) runs in a child transaction from
+ * mh_db_begin(): a unit that fails is undone alone and never takes the
+ * rest of the turn with it.
  *
  * The seq allocator lives here, so every table that appends records to the
  * outbox shares one gateway-wide counter that never repeats.
@@ -80,13 +85,52 @@ bool mh_db_pending(const struct mh_db *db);
 void mh_db_want_sync(struct mh_db *db);
 
 /*
- * Commit the turn. A turn that took seqs (new records nobody has seen) or
- * asked for it is synced: data and meta page reach the disk before this
- * returns. Any other turn (deletions of records the broker acknowledged) is
- * committed with MDB_NOMETASYNC: a power cut may undo it, which re-sends
- * those records, and can never corrupt the database (MDB_NOSYNC could).
- * On failure the whole turn is undone. Returns 0 or a negative errno; the
- * watchers hear the result either way.
+ * Every seq taken is the key of a record the caller keeps (the outbox),
+ * and the caller raises the counter from its newest record at open
+ * (mh_db_seq_floor()). From now on a commit that took seqs leaves the
+ * counter's row in the meta table alone (the newest record's key tells the
+ * counter), and the row is written only by a commit that may have deleted
+ * that record, as mh_db_seq_save() says.
+ */
+void mh_db_seq_keyed(struct mh_db *db);
+
+/* The turn may delete the caller's newest record (see mh_db_seq_keyed()). */
+void mh_db_seq_save(struct mh_db *db);
+
+/*
+ * Group commits: how long (store.commit_window) the writes of a turn that
+ * mh_db_hold() holds may wait for others before they are committed. 0
+ * holds nothing: every turn is committed as it ends.
+ */
+void mh_db_set_commit_window(struct mh_db *db, unsigned window_ms);
+
+/*
+ * End a turn whose writes may wait: the records of readings, which nobody
+ * can have seen (a record is published only once committed). They stay in
+ * the write transaction, with whatever later turns add to it, until the
+ * first of them is the commit window old: a power cut loses at most that
+ * window of unseen records, never one that was published or acknowledged,
+ * nor a journal entry (those commit at once with mh_db_commit(), and take
+ * the held writes along). @more_soon says whether more such writes are
+ * expected shortly (meters still being read); without them, waiting buys
+ * nothing and the turn is due now. @now_ms is monotonic. Returns 0 when the
+ * turn is to be committed now (call mh_db_commit()), else how many ms from
+ * @now_ms it may still wait: the caller commits then, or earlier.
+ */
+int64_t mh_db_hold(struct mh_db *db, int64_t now_ms, bool more_soon);
+
+/* Whether the turn's writes are held for a group commit (mh_db_hold()). */
+bool mh_db_held(const struct mh_db *db);
+
+/*
+ * Commit the turn, writes held by mh_db_hold() included. A turn that took
+ * seqs (new records nobody has seen) or asked for it is synced: data and
+ * meta page reach the disk before this returns. Any other turn (deletions
+ * of records the broker acknowledged) is committed with MDB_NOMETASYNC: a
+ * power cut may undo it, which re-sends those records, and can never
+ * corrupt the database (MDB_NOSYNC could). On failure the whole turn is
+ * undone. Returns 0 or a negative errno; the watchers hear the result
+ * either way.
  */
 int mh_db_commit(struct mh_db *db);
 
@@ -122,6 +166,20 @@ static inline uint64_t mh_db_get_be64(const uint8_t *p)
 		v = (v << 8) | p[i];
 	return v;
 }
+
+/*
+ * Rows that are rewritten often and are mostly zero bytes (a state struct
+ * with room for registers a meter lacks) are stored packed: a commit
+ * rewrites every page a row lies on, so a smaller row means fewer pages
+ * written. A zero byte stands for a run of zeros, its length (1 to 255) in
+ * the byte after it; other bytes stand for themselves. mh_db_pack_zeros()
+ * writes at most mh_db_packed_max(@len) bytes to @out and returns how many.
+ * mh_db_unpack_zeros() fills exactly @want bytes of @out from @in_len bytes
+ * of @in, or returns false (a malformed row, or one of another size).
+ */
+#define mh_db_packed_max(len) (2 * (len))
+size_t mh_db_pack_zeros(const void *in, size_t len, uint8_t *out);
+bool mh_db_unpack_zeros(const uint8_t *in, size_t in_len, void *out, size_t want);
 
 /* LMDB's codes as negative errnos (the one place they are translated). */
 int mh_db_error(int rc);
@@ -164,7 +222,12 @@ int mh_db_open_readonly(const char *path, struct mh_db **out, char *why, size_t 
  */
 int mh_db_table_find(struct mh_db *db, const char *name, MDB_dbi *out);
 
-/* The seq the writer takes next, as committed now. Returns 0 or -errno. */
+/*
+ * The seq counter's row as committed now. The writer takes at least this
+ * next, and more when the outbox holds a record with a higher seq: it
+ * rewrites the row only when the newest record may be deleted (see
+ * mh_db_seq_save()). Returns 0 or -errno.
+ */
 int mh_db_read_next_seq(struct mh_db *db, uint64_t *next);
 
 struct mh_db_usage {

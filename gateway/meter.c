@@ -105,6 +105,14 @@ nomem:
 	return -ENOMEM;
 }
 
+bool mh_meter_set_reading(const struct mh_meter_set *set)
+{
+	for (size_t i = 0; i < set->n; i++)
+		if (set->meters[i]->busy)
+			return true;
+	return false;
+}
+
 void mh_meter_set_deinit(struct mh_meter_set *set)
 {
 	for (size_t i = 0; set->meters && i < set->n; i++)

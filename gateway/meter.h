@@ -95,3 +95,6 @@ int mh_meter_set_rebind(struct mh_meter_set *set, const struct mh_config *fresh,
 
 /* Free the objects. */
 void mh_meter_set_deinit(struct mh_meter_set *set);
+
+/* Whether a scheduled read of some meter is queued or running (its reading is yet to come). */
+bool mh_meter_set_reading(const struct mh_meter_set *set);

@@ -168,6 +168,8 @@ int mh_outbox_open(struct mh_db *db, uint64_t max_bytes, struct mh_outbox **out)
 		rc = mh_db_watch(db, on_commit, ob);
 	if (!rc)
 		rc = mh_db_read(db, &txn);
+	if (!rc)
+		mh_db_seq_keyed(db);
 	if (rc) {
 		free(ob);
 		return rc;
@@ -360,6 +362,9 @@ int mh_outbox_flush_acks(struct mh_outbox *ob)
 			mh_log_warn(STORE, "cannot delete %zu acknowledged records yet: %s",
 				ob->acks.n, strerror(-rc));
 		} else {
+			/* The newest record gone: only the counter's row still knows its seq. */
+			if (ob->acks.v[ob->acks.n - 1] + 1 >= mh_db_seq_peek(ob->db))
+				mh_db_seq_save(ob->db);
 			/* Swap: the written deletions wait for the commit, the set starts empty. */
 			struct seqset t = ob->acks_turn;
 			ob->acks_turn = ob->acks;
@@ -367,7 +372,12 @@ int mh_outbox_flush_acks(struct mh_outbox *ob)
 			ob->acks.n = 0;
 		}
 	}
-	int crc = mh_db_commit(ob->db);
+	/*
+	 * Deletions join a group commit that is being held (db.h): they need no
+	 * commit of their own, and losing them to a power cut only means the
+	 * records are sent again.
+	 */
+	int crc = mh_db_held(ob->db) ? 0 : mh_db_commit(ob->db);
 	return rc ? rc : crc;
 }
 

@@ -90,8 +90,9 @@ size_t mh_outbox_acks_pending(const struct mh_outbox *ob);
 
 /*
  * Delete the acknowledged records in one unit of work, then commit the
- * database's turn. Acknowledgements whose deletion fails stay for the next
- * call. Returns 0 or a negative errno.
+ * database's turn, unless it is held for a group commit (mh_db_hold()):
+ * then the deletions are committed with it. Acknowledgements whose deletion
+ * fails stay for the next call. Returns 0 or a negative errno.
  */
 int mh_outbox_flush_acks(struct mh_outbox *ob);
 

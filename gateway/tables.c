@@ -4,6 +4,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +15,9 @@
 #include "records.h"
 #include "schedule.h"
 
+/* A state row: the builder's state as it is in memory (1), or packed (2, see db.h). */
 #define STATE_VERSION 1
+#define STATE_VERSION_PACKED 2
 /* How far a meter's freeze may lie after the gateway's time (clocks disagree by minutes). */
 #define FROZEN_AHEAD_MS (10 * 60000)
 
@@ -32,12 +35,43 @@ enum day_source {
 	DAY_METER = 2,
 };
 
-/* What is stored per meter: a version, then the builder's state as it is. */
+/* What is stored per meter: a version and the state's size, then the state. */
 struct stored_state {
 	uint32_t version;
 	uint32_t size;
 	struct mh_ival_state state;
 };
+
+/*
+ * A state row is rewritten with every reading of its meter, and most of
+ * its bytes are zeros (room for registers and periods the meter does not
+ * have): packed, the rows of a sweep of meters lie on a few pages rather
+ * than one or two a meter's worth, and each commit rewrites that many.
+ */
+struct packed_state {
+	uint32_t version;
+	uint32_t size;
+	uint8_t bytes[mh_db_packed_max(sizeof(struct mh_ival_state))];
+};
+
+/* The state in row @v, of either version. Returns whether it is one. */
+static bool decode_state(const MDB_val *v, struct mh_ival_state *out)
+{
+	const uint8_t *p = v->mv_data;
+	uint32_t head[2];
+
+	if (v->mv_size < sizeof(head))
+		return false;
+	memcpy(head, p, sizeof(head));
+	if (head[1] != sizeof(*out))
+		return false;
+	if (head[0] == STATE_VERSION && v->mv_size == sizeof(struct stored_state)) {
+		memcpy(out, p + offsetof(struct stored_state, state), sizeof(*out));
+		return true;
+	}
+	return head[0] == STATE_VERSION_PACKED &&
+	       mh_db_unpack_zeros(p + sizeof(head), v->mv_size - sizeof(head), out, sizeof(*out));
+}
 
 /* Interval tables are built from the cumulative registers: energy_*_kwh. */
 static bool is_cumulative(const char *name)
@@ -94,19 +128,17 @@ static int load_state(struct mh_tables *t, struct mh_meter *m)
 	if (rc)
 		return rc;
 	rc = mdb_get(txn, t->dbi, &k, &v);
-	if (rc == 0 && v.mv_size == sizeof(struct stored_state)) {
-		struct stored_state s;
-		memcpy(&s, v.mv_data, sizeof(s));
-		if (s.version == STATE_VERSION && s.size == sizeof(s.state) &&
-			mh_intervals_fits(&mt->cfg, &s.state)) {
-			mt->state = mt->committed = s.state;
+	if (rc == 0) {
+		struct mh_ival_state s;
+		if (decode_state(&v, &s) && mh_intervals_fits(&mt->cfg, &s)) {
+			mt->state = mt->committed = s;
 			mh_db_read_end(txn);
 			return 0;
 		}
 		mh_log_notice(STORE, "meter %s: its interval state is of another profile or version; "
 				     "starting its tables afresh",
 			m->cfg->id);
-	} else if (rc != MDB_NOTFOUND && rc != 0) {
+	} else if (rc != MDB_NOTFOUND) {
 		mh_db_read_end(txn);
 		return mh_db_error(rc);
 	}
@@ -407,7 +439,8 @@ int mh_tables_observe(struct mh_tables *t, const struct mh_job *job)
 	struct mh_meter_table *mt = &m->table;
 	const struct mh_reading *r = &job->reading;
 	double values[MH_IVAL_MAX_POINTS];
-	struct stored_state stored = { .version = STATE_VERSION, .size = sizeof(stored.state) };
+	struct packed_state row = { .version = STATE_VERSION_PACKED, .size = sizeof(mt->state) };
+	struct mh_ival_state state;
 	struct emit_ctx ctx = { .t = t, .m = m };
 	bool good = r->frames > 0;
 	int rc;
@@ -429,11 +462,13 @@ int mh_tables_observe(struct mh_tables *t, const struct mh_job *job)
 	if (rc)
 		return rc;
 	/* The builder works on a copy: its state changes only with the unit that stores it. */
-	stored.state = mt->state;
-	mh_intervals_observe(&mt->cfg, &stored.state, &obs, emit, &ctx);
+	state = mt->state;
+	mh_intervals_observe(&mt->cfg, &state, &obs, emit, &ctx);
 	rc = ctx.rc;
 	if (!rc) {
-		MDB_val k = { strlen(m->cfg->id), (void *)m->cfg->id }, v = { sizeof(stored), &stored };
+		size_t len = mh_db_pack_zeros(&state, sizeof(state), row.bytes);
+		MDB_val k = { strlen(m->cfg->id), (void *)m->cfg->id },
+			v = { offsetof(struct packed_state, bytes) + len, &row };
 		rc = mh_db_error(mdb_put(ctx.txn, t->dbi, &k, &v, 0));
 	}
 	int end = mh_db_end(t->db, ctx.txn, rc == 0);
@@ -444,7 +479,7 @@ int mh_tables_observe(struct mh_tables *t, const struct mh_job *job)
 			strerror(-rc));
 		return rc;
 	}
-	mt->state = stored.state;
+	mt->state = state;
 	mt->dirty = true;
 	return 0;
 }
@@ -593,16 +628,13 @@ int mh_tables_read_states(struct mh_db *db,
 	}
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
 		rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		struct stored_state s;
-		if (v.mv_size != sizeof(s) || k.mv_size >= sizeof(meter))
-			continue;
-		memcpy(&s, v.mv_data, sizeof(s));
-		if (s.version != STATE_VERSION || s.size != sizeof(s.state))
+		struct mh_ival_state s;
+		if (k.mv_size >= sizeof(meter) || !decode_state(&v, &s))
 			continue;
 		memcpy(meter, k.mv_data, k.mv_size);
 		meter[k.mv_size] = '\0';
 		n++;
-		if (fn(ud, meter, &s.state))
+		if (fn(ud, meter, &s))
 			break;
 	}
 	mdb_cursor_close(cur);

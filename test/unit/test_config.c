@@ -546,6 +546,29 @@ static void test_bad_sizes(void **state)
 	mh_config_free(cfg);
 }
 
+/* store.commit_window: 200ms unless given; 0 (every turn) to 2s; a reload takes it. */
+static void test_commit_window(void **state)
+{
+	struct mh_config *cfg = expect_ok(HEAD BUS METER1), *other;
+
+	assert_int_equal(cfg->store.commit_window_ms, 200);
+	other = expect_ok(HEAD "store:\n  commit_window: 0ms\n" BUS METER1);
+	assert_int_equal(other->store.commit_window_ms, 0);
+	assert_int_equal(mh_config_restart_keys(cfg, other, NULL, NULL), 0);
+	assert_int_equal(mh_config_live_changes(cfg, other, NULL, NULL), 1);
+	mh_config_free(other);
+	other = expect_ok(HEAD "store:\n  commit_window: 2s\n" BUS METER1);
+	assert_int_equal(other->store.commit_window_ms, 2000);
+	mh_config_free(other);
+	mh_config_free(cfg);
+	/* "  commit_window: " puts the value at column 18. */
+	expect_errors(HEAD "store:\n  commit_window: 2001ms\n" BUS METER1, 1,
+		"t.yaml:9:18: store.commit_window: 2001ms is out of range (0ms to 2000ms)");
+	expect_errors(HEAD "store:\n  commit_window: soon\n" BUS METER1, 1,
+		"t.yaml:9:18: store.commit_window: \"soon\" is not a duration (a whole number with "
+		"ms, s, m or h, e.g. 500ms, 15m)");
+}
+
 static void test_time_zone(void **state)
 {
 	/* "  timezone: " puts the value at column 13. */
@@ -3132,6 +3155,7 @@ int main(void)
 		cmocka_unit_test(test_bad_durations),
 		cmocka_unit_test(test_interval_divides_day),
 		cmocka_unit_test(test_bad_sizes),
+		cmocka_unit_test(test_commit_window),
 		cmocka_unit_test(test_time_zone),
 		cmocka_unit_test(test_time_zone_directory_rejected),
 		cmocka_unit_test(test_mqtt_uri),

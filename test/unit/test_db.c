@@ -5,7 +5,8 @@
  * map is reserved on disk when the store opens; a map a 32-bit board cannot
  * address is refused; a unit of work that is undone takes its own writes
  * and seqs with it and nothing else; seqs survive a reopen; commit watchers
- * hear every commit.
+ * hear every commit; a turn held for a group commit waits for its window
+ * at most.
  */
 #include <errno.h>
 #include <ftw.h>
@@ -207,6 +208,121 @@ static void test_watchers_hear_commits(void **state)
 	assert_int_equal(h.calls, 1);
 	assert_int_equal(h.last_rc, 0);
 	mh_db_close(db);
+}
+
+/*
+ * Group commits: a held turn waits for the window measured from the first
+ * hold, later turns join it without moving the deadline, and it is due at
+ * once when nothing more is coming, when its window is 0 or when it must be
+ * synced; until committed, no reader sees it.
+ */
+static void test_hold_waits_for_the_window(void **state)
+{
+	struct tmpdir *f = *state;
+	struct mh_db *db = open_ok(f->path);
+	struct heard h = { 0, -1 };
+	MDB_dbi dbi;
+	MDB_txn *txn;
+
+	assert_int_equal(mh_db_table(db, "t", &dbi), 0);
+	assert_int_equal(mh_db_watch(db, on_commit, &h), 0);
+	/* Nothing written: nothing to hold. */
+	mh_db_set_commit_window(db, 200);
+	assert_int_equal(mh_db_hold(db, 1000, true), 0);
+	assert_false(mh_db_held(db));
+
+	assert_int_equal(mh_db_begin(db, &txn), 0);
+	put(txn, dbi, "a", "1");
+	mh_db_seq_take(db);
+	assert_int_equal(mh_db_end(db, txn, true), 0);
+	assert_int_equal(mh_db_hold(db, 1000, true), 200);
+	assert_true(mh_db_held(db));
+	/* A later turn joins; the deadline stays where the first hold put it. */
+	assert_int_equal(mh_db_begin(db, &txn), 0);
+	put(txn, dbi, "b", "2");
+	mh_db_seq_take(db);
+	assert_int_equal(mh_db_end(db, txn, true), 0);
+	assert_int_equal(mh_db_hold(db, 1150, true), 50);
+	assert_false(has(db, dbi, "a"));
+	assert_int_equal(h.calls, 0);
+	/* Past the window, it is due. */
+	assert_int_equal(mh_db_hold(db, 1200, true), 0);
+	assert_int_equal(mh_db_hold(db, 5000, true), 0);
+	assert_int_equal(mh_db_commit(db), 0);
+	assert_false(mh_db_held(db));
+	assert_int_equal(h.calls, 1);
+	assert_true(has(db, dbi, "a") && has(db, dbi, "b"));
+
+	/* A fresh turn starts a fresh window; nothing more coming makes it due now. */
+	assert_int_equal(mh_db_begin(db, &txn), 0);
+	put(txn, dbi, "c", "3");
+	assert_int_equal(mh_db_end(db, txn, true), 0);
+	assert_int_equal(mh_db_hold(db, 9000, true), 200);
+	assert_int_equal(mh_db_hold(db, 9010, false), 0);
+	/* An immediate commit (a journal entry, say) takes the held writes along. */
+	assert_int_equal(mh_db_commit(db), 0);
+	assert_true(has(db, dbi, "c"));
+
+	/* A turn that must be synced is never held, nor is any with window 0. */
+	assert_int_equal(mh_db_begin(db, &txn), 0);
+	put(txn, dbi, "d", "4");
+	assert_int_equal(mh_db_end(db, txn, true), 0);
+	mh_db_want_sync(db);
+	assert_int_equal(mh_db_hold(db, 10000, true), 0);
+	assert_false(mh_db_held(db));
+	assert_int_equal(mh_db_commit(db), 0);
+	mh_db_set_commit_window(db, 0);
+	assert_int_equal(mh_db_begin(db, &txn), 0);
+	put(txn, dbi, "e", "5");
+	assert_int_equal(mh_db_end(db, txn, true), 0);
+	assert_int_equal(mh_db_hold(db, 11000, true), 0);
+	assert_false(mh_db_held(db));
+	assert_int_equal(mh_db_commit(db), 0);
+	assert_int_equal(h.calls, 4);
+	mh_db_close(db);
+}
+
+/* Packed rows come back byte for byte; a malformed one is refused, never overrun. */
+static void test_pack_zeros(void **state)
+{
+	uint8_t in[700], out[mh_db_packed_max(sizeof(in))], back[sizeof(in)];
+	size_t n;
+
+	(void)state;
+	/* All zeros: runs of 255 at most. */
+	memset(in, 0, sizeof(in));
+	n = mh_db_pack_zeros(in, sizeof(in), out);
+	assert_int_equal(n, 6);
+	assert_int_equal(out[1], 255);
+	assert_int_equal(out[5], 190);
+	assert_true(mh_db_unpack_zeros(out, n, back, sizeof(back)));
+	assert_memory_equal(back, in, sizeof(in));
+	/* A sparse state: a few doubles among zeros. */
+	for (size_t i = 0; i < sizeof(in); i++)
+		in[i] = i % 97 == 3 ? (uint8_t)(i | 1) : 0;
+	n = mh_db_pack_zeros(in, sizeof(in), out);
+	assert_true(n < sizeof(in) / 4);
+	memset(back, 0xaa, sizeof(back));
+	assert_true(mh_db_unpack_zeros(out, n, back, sizeof(back)));
+	assert_memory_equal(back, in, sizeof(in));
+	/* No zeros at all, and the worst case: every other byte zero. */
+	for (size_t i = 0; i < sizeof(in); i++)
+		in[i] = (uint8_t)(i % 255 + 1);
+	assert_int_equal(mh_db_pack_zeros(in, sizeof(in), out), sizeof(in));
+	for (size_t i = 0; i < sizeof(in); i++)
+		in[i] = i % 2 ? 7 : 0;
+	n = mh_db_pack_zeros(in, sizeof(in), out);
+	assert_int_equal(n, sizeof(in) / 2 * 3);
+	assert_true(mh_db_unpack_zeros(out, n, back, sizeof(back)));
+	assert_memory_equal(back, in, sizeof(in));
+
+	/* Another size, a run past the end, a run of 0, a run cut off, too few bytes. */
+	assert_false(mh_db_unpack_zeros(out, n, back, sizeof(back) - 1));
+	assert_false(mh_db_unpack_zeros((const uint8_t[]){ 0, 9 }, 2, back, 8));
+	assert_false(mh_db_unpack_zeros((const uint8_t[]){ 1, 0, 0 }, 3, back, 8));
+	assert_false(mh_db_unpack_zeros((const uint8_t[]){ 1, 0 }, 2, back, 8));
+	assert_false(mh_db_unpack_zeros((const uint8_t[]){ 1, 0, 6 }, 3, back, 8));
+	assert_true(mh_db_unpack_zeros((const uint8_t[]){ 1, 0, 7 }, 3, back, 8));
 }
 
 /* The store remembers whether its last user closed it: a power cut is visible at the next start. */
@@ -509,6 +625,8 @@ int main(void)
 		cmocka_unit_test(test_map_size_on_32_bit),
 		cmocka_unit_test_setup_teardown(test_undone_unit_takes_only_itself, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_watchers_hear_commits, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hold_waits_for_the_window, setup, teardown),
+		cmocka_unit_test(test_pack_zeros),
 		cmocka_unit_test_setup_teardown(test_last_stop, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_path_that_is_a_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_readonly_beside_a_writer, setup, teardown),

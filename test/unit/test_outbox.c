@@ -6,7 +6,9 @@
  * harmless); seq continues across close/reopen and never repeats, also when
  * every record was acknowledged; ts_close() commits what is pending,
  * while a process that dies without committing loses only its pending
- * records; scan honours @after and @max; stats; past max_bytes the oldest
+ * records, also those a group commit held; acknowledgements join a held
+ * group commit; the seq counter's row is written only when the newest
+ * record may be gone; scan honours @after and @max; stats; past max_bytes the oldest
  * readings are dropped first, then the oldest of any type, each drop is
  * reported, and a record too large for the store is refused without taking
  * anything with it. The store must refuse, and leave byte-identical, a
@@ -466,6 +468,136 @@ static void test_crash_loses_only_pending(void **state)
 
 	s = open_ok(f->path);
 	expect_seqs(s, 0, 100, "1,2,3");
+	assert_int_equal(ts_next_seq(s), 4);
+	ts_close(s);
+}
+
+/*
+ * A power cut while a group commit is held: the child commits three
+ * records, then appends two more that wait for their window, and is
+ * killed. The three it committed (and could have published) survive; the
+ * two nobody could have seen are gone, and their seqs are taken again.
+ */
+static void test_crash_loses_only_the_held_turn(void **state)
+{
+	struct tmpdir *f = *state;
+	struct tstore *s;
+	int status, fds[2];
+	char verdict = '?';
+	pid_t pid;
+
+	assert_int_equal(pipe(fds), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int bad = ts_open(f->path, MAX_BYTES, &s) != 0;
+		if (!bad)
+			mh_db_set_commit_window(s->db, 2000);
+		for (int i = 1; i <= 5 && !bad; i++) {
+			bad |= ts_append(s, MH_RECORD_READING, i, "reading/m-0001", "{}", 2) != 0;
+			if (i == 3)
+				bad |= ts_commit(s) != 0;
+		}
+		bad |= mh_db_hold(s->db, 0, true) <= 0;
+		/* Deletions while it is held ride along: no commit of their own. */
+		mh_outbox_ack(s->ob, 1);
+		bad |= ts_commit(s) != 0 || !mh_db_held(s->db);
+		verdict = bad ? 'n' : 'y';
+		if (write(fds[1], &verdict, 1) != 1)
+			_exit(1);
+		for (;;)
+			pause();
+	}
+	close(fds[1]);
+	assert_int_equal(read(fds[0], &verdict, 1), 1);
+	close(fds[0]);
+	assert_int_equal(kill(pid, SIGKILL), 0);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+	assert_int_equal(verdict, 'y');
+
+	s = open_ok(f->path);
+	expect_seqs(s, 0, 100, "1,2,3");
+	assert_int_equal(ts_next_seq(s), 4);
+	ts_close(s);
+}
+
+/*
+ * Acknowledgements flushed while a group commit is held join it: their
+ * records leave the scan at once, and the deletion is committed with the
+ * group, whose records only then become visible.
+ */
+static void test_acks_join_a_held_turn(void **state)
+{
+	struct tmpdir *f = *state;
+	struct tstore *s = open_ok(f->path);
+
+	mh_db_set_commit_window(s->db, 200);
+	for (int i = 1; i <= 3; i++)
+		append_ok(s, MH_RECORD_READING, i, "reading/m-0001", "{}");
+	assert_int_equal(ts_commit(s), 0);
+	append_ok(s, MH_RECORD_READING, 4, "reading/m-0001", "{}");
+	assert_int_equal(mh_db_hold(s->db, 100, true), 200);
+	assert_int_equal(ts_ack(s, 1), 0);
+	assert_int_equal(mh_outbox_flush_acks(s->ob), 0);
+	assert_true(mh_db_held(s->db));
+	expect_seqs(s, 0, 100, "2,3");
+	assert_int_equal(mh_outbox_acks_pending(s->ob), 1);
+	assert_int_equal(mh_db_commit(s->db), 0);
+	assert_int_equal(mh_outbox_acks_pending(s->ob), 0);
+	expect_seqs(s, 0, 100, "2,3,4");
+	ts_close(s);
+	s = open_ok(f->path);
+	expect_seqs(s, 0, 100, "2,3,4");
+	assert_int_equal(ts_next_seq(s), 5);
+	ts_close(s);
+}
+
+/* The counter's row in the meta table, as a reader beside the daemon sees it. */
+static uint64_t counter_row(const char *path)
+{
+	struct mh_db *db = NULL;
+	uint64_t next = 0;
+	char why[256];
+
+	assert_int_equal(mh_db_open_readonly(path, &db, why, sizeof(why)), 0);
+	assert_int_equal(mh_db_read_next_seq(db, &next), 0);
+	mh_db_close(db);
+	return next;
+}
+
+/*
+ * Commits of appended records leave the meta table's page alone: the
+ * newest record's key tells the counter. Only a commit that deletes the
+ * newest record writes the counter's row, so seqs never restart.
+ */
+static void test_counter_row_only_when_needed(void **state)
+{
+	struct tmpdir *f = *state;
+	struct tstore *s = open_ok(f->path);
+
+	for (int i = 1; i <= 3; i++)
+		append_ok(s, MH_RECORD_READING, i, "reading/m-0001", "{}");
+	assert_int_equal(ts_commit(s), 0);
+	ts_close(s);
+	assert_int_equal(counter_row(f->path), 1);
+
+	s = open_ok(f->path);
+	assert_int_equal(ts_next_seq(s), 4);
+	/* Not the newest: the row stays. */
+	assert_int_equal(ts_ack(s, 1), 0);
+	assert_int_equal(ts_commit(s), 0);
+	ts_close(s);
+	assert_int_equal(counter_row(f->path), 1);
+
+	s = open_ok(f->path);
+	assert_int_equal(ts_ack(s, 2), 0);
+	assert_int_equal(ts_ack(s, 3), 0);
+	assert_int_equal(ts_commit(s), 0);
+	ts_close(s);
+	assert_int_equal(counter_row(f->path), 4);
+	s = open_ok(f->path);
+	expect_seqs(s, 0, 100, "");
 	assert_int_equal(ts_next_seq(s), 4);
 	ts_close(s);
 }
@@ -979,6 +1111,9 @@ int main(void)
 		T(test_seq_survives_reopen),
 		T(test_close_commits),
 		T(test_crash_loses_only_pending),
+		T(test_crash_loses_only_the_held_turn),
+		T(test_acks_join_a_held_turn),
+		T(test_counter_row_only_when_needed),
 		T(test_scan_after_and_max),
 		T(test_stats),
 		T(test_creates_directory),
