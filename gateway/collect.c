@@ -54,7 +54,7 @@ static void plan_retry(struct mh_collect *c, struct mh_meter *m, const struct mh
 {
 	int64_t at;
 
-	if (!m->table.enabled || m->retries >= c->cfg->schedule.retries)
+	if (!m->table || m->retries >= c->cfg->schedule.retries)
 		return;
 	at = mh_schedule_retry_at(mh_clock_wall_ms(), c->next_boundary,
 		c->cfg->schedule.interval_ms, m->retries,

@@ -5,6 +5,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+static void meter_free(struct mh_meter *m)
+{
+	if (m)
+		free(m->table);
+	free(m);
+}
+
 static size_t count_meters(const struct mh_config *cfg)
 {
 	size_t n = 0;
@@ -92,7 +99,7 @@ int mh_meter_set_rebind(struct mh_meter_set *set, const struct mh_config *fresh,
 			continue;
 		if (gone)
 			gone(ud, set->meters[j]);
-		free(set->meters[j]);
+		meter_free(set->meters[j]);
 	}
 	free(kept);
 	free(set->meters);
@@ -116,7 +123,7 @@ bool mh_meter_set_reading(const struct mh_meter_set *set)
 void mh_meter_set_deinit(struct mh_meter_set *set)
 {
 	for (size_t i = 0; set->meters && i < set->n; i++)
-		free(set->meters[i]);
+		meter_free(set->meters[i]);
 	free(set->meters);
 	set->meters = NULL;
 	set->n = 0;

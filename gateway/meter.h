@@ -56,7 +56,7 @@ struct mh_meter {
 	/* A failed boundary read waiting for its retry (补抄): when, and for which boundary. */
 	int64_t retry_at, retry_due;
 	unsigned retries; /* made for the current boundary */
-	struct mh_meter_table table;
+	struct mh_meter_table *table; /* NULL: its profile has no energy registers */
 	/* Remote commands (see commands.h): the running one first, then in arrival order. */
 	struct mh_command *cmd_head, *cmd_tail;
 	unsigned cmd_waiting;

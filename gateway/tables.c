@@ -120,7 +120,7 @@ static void add_table_names(struct mh_meter_table *mt, const struct mh_tariff_ta
 
 static int load_state(struct mh_tables *t, struct mh_meter *m)
 {
-	struct mh_meter_table *mt = &m->table;
+	struct mh_meter_table *mt = m->table;
 	MDB_val k = { strlen(m->cfg->id), (void *)m->cfg->id }, v;
 	MDB_txn *txn;
 	int rc = mh_db_read(t->db, &txn);
@@ -148,10 +148,15 @@ static int load_state(struct mh_tables *t, struct mh_meter *m)
 	return 0;
 }
 
-static void setup_meter(const struct mh_config *cfg, struct mh_meter *m)
+/*
+ * Set @m's builder up from @cfg: a table of its own only when its profile
+ * has cumulative energy registers (most memory of a meter is here).
+ * Returns 0 or -ENOMEM.
+ */
+static int setup_meter(const struct mh_config *cfg, struct mh_meter *m)
 {
 	const struct mh_profile *profile = m->cfg->profile;
-	struct mh_meter_table *mt = &m->table;
+	struct mh_meter_table built, *mt = &built;
 	const struct mh_tariff *tariff = m->cfg->tariff ? m->cfg->tariff : cfg->tariff;
 	size_t n = 0;
 
@@ -168,22 +173,30 @@ static void setup_meter(const struct mh_config *cfg, struct mh_meter *m)
 		mt->wrap[n] = register_wrap(profile, pt);
 		n++;
 	}
-	if (!n)
-		return;
+	if (!n) {
+		free(m->table);
+		m->table = NULL;
+		return 0;
+	}
 	mt->enabled = true;
 	mt->cfg.interval_ms = cfg->schedule.interval_ms;
 	mt->cfg.freeze_min = cfg->schedule.daily_freeze_min;
 	mt->cfg.tariff = tariff;
 	mt->cfg.n_points = n;
-	mt->cfg.names = mt->names;
-	mt->cfg.wrap = mt->wrap;
-	mt->cfg.period_names = mt->period_names;
 	if (tariff) {
 		add_table_names(mt, &tariff->base);
 		for (size_t s = 0; s < tariff->n_seasons; s++)
 			add_table_names(mt, &tariff->seasons[s].table);
 		add_period_name(mt, tariff->default_period);
 	}
+	if (!m->table && !(m->table = malloc(sizeof(*m->table))))
+		return -ENOMEM;
+	*m->table = built;
+	/* The names point into the table itself. */
+	m->table->cfg.names = m->table->names;
+	m->table->cfg.wrap = m->table->wrap;
+	m->table->cfg.period_names = m->table->period_names;
+	return 0;
 }
 
 /* The database's turn ended: the states it held are now on disk, or undone with it. */
@@ -192,8 +205,8 @@ static void on_commit(void *ud, int rc)
 	struct mh_tables *t = ud;
 
 	for (size_t i = 0; i < t->meters->n; i++) {
-		struct mh_meter_table *mt = &t->meters->meters[i]->table;
-		if (!mt->dirty)
+		struct mh_meter_table *mt = t->meters->meters[i]->table;
+		if (!mt || !mt->dirty)
 			continue;
 		if (rc == 0)
 			mt->committed = mt->state;
@@ -218,8 +231,8 @@ int mh_tables_open(struct mh_db *db, struct mh_outbox *outbox, const struct mh_c
 	if (!rc)
 		rc = mh_db_watch(db, on_commit, t);
 	for (size_t i = 0; !rc && i < meters->n; i++) {
-		setup_meter(cfg, meters->meters[i]);
-		if (meters->meters[i]->table.enabled)
+		rc = setup_meter(cfg, meters->meters[i]);
+		if (!rc && meters->meters[i]->table)
 			rc = load_state(t, meters->meters[i]);
 	}
 	if (rc) {
@@ -238,9 +251,9 @@ int mh_tables_rebind(struct mh_tables *t, const struct mh_config *cfg)
 	/* The committed state is the state: each builder is set up anew and takes it back. */
 	for (size_t i = 0; !rc && i < t->meters->n; i++) {
 		struct mh_meter *m = t->meters->meters[i];
-		mh_require(!m->table.dirty);
-		setup_meter(cfg, m);
-		if (m->table.enabled)
+		mh_require(!m->table || !m->table->dirty);
+		rc = setup_meter(cfg, m);
+		if (!rc && m->table)
 			rc = load_state(t, m);
 	}
 	return rc;
@@ -360,7 +373,7 @@ static void add_freeze(cJSON *obj, const struct mh_meter_table *mt, const struct
 static void emit(void *ud, const struct mh_ival_out *out)
 {
 	struct emit_ctx *c = ud;
-	const struct mh_meter_table *mt = &c->m->table;
+	const struct mh_meter_table *mt = c->m->table;
 	enum mh_record_type type;
 	cJSON *obj;
 	char subtopic[96], *json;
@@ -436,7 +449,7 @@ static void emit(void *ud, const struct mh_ival_out *out)
 int mh_tables_observe(struct mh_tables *t, const struct mh_job *job)
 {
 	struct mh_meter *m = job->meter;
-	struct mh_meter_table *mt = &m->table;
+	struct mh_meter_table *mt = m->table;
 	const struct mh_reading *r = &job->reading;
 	double values[MH_IVAL_MAX_POINTS];
 	struct packed_state row = { .version = STATE_VERSION_PACKED, .size = sizeof(mt->state) };
@@ -445,7 +458,7 @@ int mh_tables_observe(struct mh_tables *t, const struct mh_job *job)
 	bool good = r->frames > 0;
 	int rc;
 
-	if (!mt->enabled)
+	if (!mt)
 		return 0;
 	for (size_t i = 0; i < mt->cfg.n_points; i++) {
 		good &= r->valid[mt->point[i]];
@@ -491,12 +504,12 @@ void mh_tables_backfill_plan(struct mh_tables *t, struct mh_meter *m, int64_t no
 {
 	int64_t freeze;
 
-	if (!m->table.enabled || m->bus_cfg->protocol != MH_PROTO_DLT645)
+	if (!m->table || m->bus_cfg->protocol != MH_PROTO_DLT645)
 		return;
-	freeze = mh_intervals_freeze_before(&m->table.cfg, now_ms);
+	freeze = mh_intervals_freeze_before(&m->table->cfg, now_ms);
 	for (unsigned back = 1; back <= days; back++) {
 		/* The day that ended at the freeze @back days back started a day earlier. */
-		int64_t start = mh_intervals_freeze_before(&m->table.cfg, freeze - 1);
+		int64_t start = mh_intervals_freeze_before(&m->table->cfg, freeze - 1);
 		if (!day_done(t, m, local_yyyymmdd(start)))
 			want(ud, m, back);
 		freeze = start;
@@ -554,8 +567,8 @@ int mh_tables_frozen(struct mh_tables *t, const struct mh_job *job)
 	cJSON_AddNumberToObject(obj, "seq", (double)mh_outbox_next_seq(t->outbox));
 	cJSON_AddStringToObject(obj, "meter", m->cfg->id);
 	cJSON_AddStringToObject(obj, "date", datestr);
-	add_time(obj, "start", before->at_ms, &m->table);
-	add_time(obj, "end", day->at_ms, &m->table);
+	add_time(obj, "start", before->at_ms, m->table);
+	add_time(obj, "end", day->at_ms, m->table);
 	cum = cJSON_CreateObject();
 	add_frozen(obj, cum, "import", day->import, before->import,
 		day->n_import < before->n_import ? day->n_import : before->n_import);
@@ -598,9 +611,9 @@ int mh_tables_frozen(struct mh_tables *t, const struct mh_job *job)
 void mh_tables_clock_step(struct mh_tables *t, int64_t step_ms)
 {
 	for (size_t i = 0; i < t->meters->n; i++) {
-		struct mh_meter_table *mt = &t->meters->meters[i]->table;
+		struct mh_meter_table *mt = t->meters->meters[i]->table;
 		/* Kept in memory; stored with the meter's next observation. */
-		if (mt->enabled) {
+		if (mt) {
 			mh_intervals_clock_step(&mt->state, step_ms);
 			mh_intervals_clock_step(&mt->committed, step_ms);
 		}
