@@ -68,10 +68,7 @@ size_t mh_records_format_number(double v, char *out)
 		unsigned long long u = n < 0 ? 0ull - (unsigned long long)n : (unsigned long long)n;
 		size_t len = 0, at = 0;
 
-		while (k && u % 10 == 0 && u) { /* trailing zeros, as %g drops them */
-			u /= 10;
-			k--;
-		}
+		/* No trailing zeros: with one, a smaller k would have matched. */
 		do {
 			digits[len++] = (char)('0' + u % 10);
 			u /= 10;
