@@ -66,12 +66,21 @@ static struct mh_config *load(const char *from, const char *to)
 	return cfg;
 }
 
-/* The JSON of @p's changes, unformatted. */
-static char *changes(const struct mh_reload_plan *p)
+/* @p's changes, as the config_reloaded event carries them, are @expected. */
+static void assert_changes(const struct mh_reload_plan *p, const char *expected)
 {
 	char *s = cJSON_PrintUnformatted(p->changes);
+
 	assert_non_null(s);
-	return s;
+	assert_string_equal(s, expected);
+	free(s);
+}
+
+static void plan_done(struct mh_reload_plan *p, struct mh_config *old, struct mh_config *fresh)
+{
+	mh_reload_plan_free(p);
+	mh_config_free(old);
+	mh_config_free(fresh);
 }
 
 static void plan(const struct mh_config *old, const struct mh_config *fresh,
@@ -88,19 +97,14 @@ static void test_same_file_changes_nothing(void **state)
 	(void)state;
 	struct mh_config *old = load(NULL, NULL), *fresh = load(NULL, NULL);
 	struct mh_reload_plan p;
-	char *s;
 
 	plan(old, fresh, &p);
 	assert_true(p.keep[0] && p.keep[1]);
 	assert_false(p.old_stops[0] || p.old_stops[1]);
 	assert_false(p.mqtt);
 	assert_int_equal(p.n_changes, 0);
-	s = changes(&p);
-	assert_string_equal(s, "{\"buses\":{},\"meters\":{}}");
-	free(s);
-	mh_reload_plan_free(&p);
-	mh_config_free(old);
-	mh_config_free(fresh);
+	assert_changes(&p, "{\"buses\":{},\"meters\":{}}");
+	plan_done(&p, old, fresh);
 }
 
 static void test_reprofiled_meter_restarts_only_its_bus(void **state)
@@ -110,7 +114,6 @@ static void test_reprofiled_meter_restarts_only_its_bus(void **state)
 	struct mh_config *fresh = load("{ id: m-1, address: 1, profile: p }",
 		"{ id: m-1, address: 1, profile: q }");
 	struct mh_reload_plan p;
-	char *s;
 
 	plan(old, fresh, &p);
 	assert_false(p.keep[0]);
@@ -119,12 +122,8 @@ static void test_reprofiled_meter_restarts_only_its_bus(void **state)
 	assert_false(p.old_stops[1]);
 	assert_int_equal(p.from[0], 0);
 	assert_int_equal(p.from[1], 1);
-	s = changes(&p);
-	assert_string_equal(s, "{\"buses\":{\"restarted\":[\"a\"]},\"meters\":{\"changed\":[\"m-1\"]}}");
-	free(s);
-	mh_reload_plan_free(&p);
-	mh_config_free(old);
-	mh_config_free(fresh);
+	assert_changes(&p, "{\"buses\":{\"restarted\":[\"a\"]},\"meters\":{\"changed\":[\"m-1\"]}}");
+	plan_done(&p, old, fresh);
 }
 
 static void test_meter_removed_and_bus_renamed(void **state)
@@ -136,19 +135,14 @@ static void test_meter_removed_and_bus_renamed(void **state)
 				       "  - name: b\n",
 		"  - name: c\n");
 	struct mh_reload_plan p;
-	char *s;
 
 	plan(old, fresh, &p);
 	assert_int_equal(p.n_buses, 2);
 	assert_int_equal(p.from[1], SIZE_MAX);
 	assert_true(p.old_stops[0] && p.old_stops[1]);
-	s = changes(&p);
-	assert_string_equal(s, "{\"buses\":{\"restarted\":[\"a\"],\"added\":[\"c\"],\"removed\":[\"b\"]},"
+	assert_changes(&p, "{\"buses\":{\"restarted\":[\"a\"],\"added\":[\"c\"],\"removed\":[\"b\"]},"
 			       "\"meters\":{\"removed\":[\"m-2\"]}}");
-	free(s);
-	mh_reload_plan_free(&p);
-	mh_config_free(old);
-	mh_config_free(fresh);
+	plan_done(&p, old, fresh);
 }
 
 static void test_live_keys_are_named_and_mqtt_reconnects(void **state)
@@ -160,17 +154,12 @@ static void test_live_keys_are_named_and_mqtt_reconnects(void **state)
 		"mqtt: { uri: \"tcp://10.0.0.1:1883\" }\n"
 		"schedule: { interval: 5m }\n");
 	struct mh_reload_plan p;
-	char *s;
 
 	plan(old, fresh, &p);
 	assert_true(p.mqtt);
 	assert_true(p.keep[0] && p.keep[1]);
-	s = changes(&p);
-	assert_string_equal(s, "{\"buses\":{},\"meters\":{},\"keys\":[\"mqtt.uri\",\"schedule.interval\"]}");
-	free(s);
-	mh_reload_plan_free(&p);
-	mh_config_free(old);
-	mh_config_free(fresh);
+	assert_changes(&p, "{\"buses\":{},\"meters\":{},\"keys\":[\"mqtt.uri\",\"schedule.interval\"]}");
+	plan_done(&p, old, fresh);
 }
 
 static void test_line_settings_restart_the_bus(void **state)
@@ -184,9 +173,7 @@ static void test_line_settings_restart_the_bus(void **state)
 	assert_true(p.keep[0]);
 	assert_false(p.keep[1]);
 	assert_int_equal(p.n_changes, 1);
-	mh_reload_plan_free(&p);
-	mh_config_free(old);
-	mh_config_free(fresh);
+	plan_done(&p, old, fresh);
 }
 
 static void test_meter_set_keeps_objects_by_id(void **state)
