@@ -27,6 +27,11 @@ struct mh_modbus_link {
 	char device[128];
 	struct mh_link_counters counters;
 	bool timed_out; /* the last exchange did: bytes that come now are its late reply */
+	/*
+	 * The last exchange ended on a bad frame, and the meter may still be
+	 * answering it until then (monotonic ms; 0: nothing to wait for).
+	 */
+	int64_t window_end_ms;
 };
 
 const char *mh_modbus_exception_str(uint8_t code)
@@ -169,6 +174,7 @@ static int call_error(struct mh_modbus_link *link, int64_t start, uint8_t *excep
 	 */
 	if (err == ETIMEDOUT && mh_serial_mono_ms() - start < link->response_timeout_ms * 9 / 10) {
 		link->counters.garbled++;
+		link->window_end_ms = start + link->response_timeout_ms;
 		return -EBADMSG;
 	}
 	rc = translate(err, exception);
@@ -179,12 +185,43 @@ static int call_error(struct mh_modbus_link *link, int64_t start, uint8_t *excep
 		link->counters.refusals++;
 	} else if (err == EMBBADCRC) {
 		link->counters.checksum_errors++;
+		/* libmodbus waits out the reply window itself after any other bad frame. */
+		link->window_end_ms = start + link->response_timeout_ms;
 	} else if (err == EMBBADSLAVE) {
 		link->counters.wrong_address++;
 	} else if (rc == -EBADMSG) {
 		link->counters.garbled++;
 	}
 	return rc;
+}
+
+/*
+ * A bad frame may be only the start of what the meter's answer brings: an
+ * adapter that echoes the request puts the echo first, which reads as a
+ * frame with a wrong CRC, and the meter's reply follows. Taken as the reply
+ * to the next request of the same meter, that reply would put one request's
+ * registers under another's names. So nothing goes out until the response
+ * timeout since the failed request is over, and what comes until then is
+ * that exchange's, already counted.
+ */
+static void close_window(struct mh_modbus_link *link, struct pollfd *pfd)
+{
+	uint8_t chunk[256];
+	int64_t left;
+
+	while (link->window_end_ms && (left = link->window_end_ms - mh_serial_mono_ms()) > 0) {
+		int n = poll(pfd, 1, (int)left);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0 || !(pfd->revents & POLLIN))
+			break;
+		ssize_t got = read(pfd->fd, chunk, sizeof(chunk));
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0)
+			break;
+	}
+	link->window_end_ms = 0;
 }
 
 /*
@@ -200,6 +237,7 @@ static void start_exchange(struct mh_modbus_link *link)
 	uint8_t chunk[256];
 	bool stale = false;
 
+	close_window(link, &pfd);
 	while (poll(&pfd, 1, 0) > 0 && (pfd.revents & POLLIN)) {
 		ssize_t n = read(pfd.fd, chunk, sizeof(chunk));
 		if (n < 0 && errno == EINTR)
