@@ -281,16 +281,20 @@ static void validate_buses(struct mh_schema *s)
 		if ((int)bus->parity < 0)
 			bus->parity = bus->protocol == MH_PROTO_DLT645 ? MH_PARITY_EVEN
 								       : MH_PARITY_NONE;
-		if (bus->frame_gap_ms == UINT_MAX) {
-			/*
-			 * 3.5 characters of 11 bits, rounded up: the silence Modbus RTU
-			 * asks for between frames. DL/T 645 asks for none of its own (a
-			 * frame is delimited by 68H ... 16H); the same silence lets a
-			 * meter's transceiver turn round. At least 2 ms, the clock's grain.
-			 */
-			unsigned t35 = (unsigned)(38500u / bus->baud) + 1;
-			bus->frame_gap_ms = t35 < 2 ? 2 : t35;
-		}
+		/*
+		 * By default 3.5 characters of 11 bits, rounded up to the
+		 * microsecond: the silence Modbus RTU asks for between frames
+		 * (fixed at 1750 us above 19200 baud, as its serial line guide
+		 * says). DL/T 645 asks for none of its own (a frame is delimited
+		 * by 68H ... 16H); the same silence lets a meter's transceiver
+		 * turn round.
+		 */
+		if (bus->frame_gap_ms != UINT_MAX)
+			bus->frame_gap_us = bus->frame_gap_ms * 1000u;
+		else if (bus->baud > 19200)
+			bus->frame_gap_us = 1750;
+		else
+			bus->frame_gap_us = (38500000u + bus->baud - 1) / bus->baud;
 		snprintf(path, sizeof(path), "buses[%zu]", b);
 		if (bus->name && (twin = mh_nameset_add(&names, bus->name, bus)))
 			mh_yamldoc_error_at(&s->doc, &bus->pos, path,

@@ -171,7 +171,8 @@ struct mh_bus_config {
 	enum mh_parity parity;
 	enum mh_protocol protocol;
 	unsigned timeout_ms;   /* reply timeout per frame (key "timeout") */
-	unsigned frame_gap_ms; /* silence kept between two frames (key "frame_gap") */
+	unsigned frame_gap_ms; /* key "frame_gap" as given; UINT_MAX while not given */
+	unsigned frame_gap_us; /* the silence kept between two frames: frame_gap, or t3.5 */
 	struct mh_meter_config *meters;
 	size_t n_meters;
 	struct mh_pos pos;

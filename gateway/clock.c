@@ -25,6 +25,14 @@ int64_t mh_clock_mono_ms(void)
 	return read_ms(CLOCK_MONOTONIC);
 }
 
+int64_t mh_clock_mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 /*
  * A month before the build: far above the 1970 (or 2000, or the init
  * system's build date) that unset boards read, and low enough that a build

@@ -24,6 +24,9 @@ int64_t mh_clock_wall_ms(void);
 /* Monotonic milliseconds (CLOCK_MONOTONIC): never jumps, stops nowhere. */
 int64_t mh_clock_mono_ms(void);
 
+/* The same in microseconds: for the silences on a line. */
+int64_t mh_clock_mono_us(void);
+
 /* The earliest wall time (ms) this build believes: a month before it was built. */
 int64_t mh_clock_floor_ms(void);
 

@@ -76,7 +76,7 @@ struct mh_reader {
 	struct mh_dlt645_link *dlt645;
 	struct meter_plan *plans;
 	struct reply reply;
-	int64_t last_frame_ms; /* monotonic time the last reply ended */
+	int64_t last_frame_us; /* monotonic time the last reply ended (us) */
 	/* Urgent jobs run between two frames of a read (see mh_reader_set_yield()). */
 	mh_reader_yield_fn yield;
 	void *yield_ud;
@@ -94,10 +94,10 @@ static void before_frame(struct mh_reader *reader, struct mh_reading *r)
 		reader->yield(reader->yield_ud, reader);
 		reader->urgent = false;
 	}
-	int64_t wait = reader->last_frame_ms + reader->bus->frame_gap_ms - mh_clock_mono_ms();
+	int64_t wait = reader->last_frame_us + reader->bus->frame_gap_us - mh_clock_mono_us();
 
 	if (wait > 0) {
-		struct timespec ts = { .tv_sec = wait / 1000, .tv_nsec = (wait % 1000) * 1000000 };
+		struct timespec ts = { .tv_sec = wait / 1000000, .tv_nsec = (wait % 1000000) * 1000 };
 		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 			;
 	}
@@ -382,7 +382,7 @@ again:
 				return -ECANCELED;
 			before_frame(rd, r);
 			rc = proto->frame(rd, m, mp, step, rep);
-			rd->last_frame_ms = mh_clock_mono_ms();
+			rd->last_frame_us = mh_clock_mono_us();
 			if (rc != -EBADMSG)
 				break;
 		}
@@ -496,7 +496,7 @@ static int read_di(struct mh_reader *rd, const struct mh_meter_config *m, uint32
 		before_frame(rd, r);
 		rc = mh_dlt645_link_read(rd->dlt645, m->dlt645_addr, di, rep->data,
 			sizeof(rep->data), &rep->len, &rep->err);
-		rd->last_frame_ms = mh_clock_mono_ms();
+		rd->last_frame_us = mh_clock_mono_us();
 		if (rc != -EBADMSG)
 			break;
 	}
@@ -645,7 +645,7 @@ static int dlt645_control(struct mh_reader *rd, const struct mh_meter_config *m,
 	for (int attempt = 0; attempt < 2; attempt++) {
 		before_frame(rd, &job->reading);
 		rc = mh_dlt645_link_transact(rd->dlt645, &req, &rsp);
-		rd->last_frame_ms = mh_clock_mono_ms();
+		rd->last_frame_us = mh_clock_mono_us();
 		if (rc != -EBADMSG)
 			break;
 	}
@@ -665,7 +665,7 @@ static int modbus_control(struct mh_reader *rd, const struct mh_meter_config *m,
 		before_frame(rd, &job->reading);
 		rc = mh_modbus_link_write(rd->modbus, (int)m->unit, c->write.table, c->write.address,
 			c->write.value, &rd->reply.exception);
-		rd->last_frame_ms = mh_clock_mono_ms();
+		rd->last_frame_us = mh_clock_mono_us();
 		if (rc != -EBADMSG)
 			break;
 	}
@@ -701,7 +701,7 @@ static int run_recall(struct mh_reader *rd, struct mh_job *job, const atomic_boo
 			before_frame(rd, &job->reading);
 			rc = mh_modbus_link_read(rd->modbus, (int)m->unit, &req, rd->reply.regs,
 				&rd->reply.exception);
-			rd->last_frame_ms = mh_clock_mono_ms();
+			rd->last_frame_us = mh_clock_mono_us();
 			if (rc != -EBADMSG)
 				break;
 		}
@@ -805,7 +805,7 @@ static int broadcast_time(struct mh_reader *rd, struct mh_job *job)
 	rc = mh_dlt645_build_broadcast_time(&f, &local);
 	if (rc == 0)
 		rc = mh_dlt645_link_send(rd->dlt645, &f);
-	rd->last_frame_ms = mh_clock_mono_ms();
+	rd->last_frame_us = mh_clock_mono_us();
 	job->clock_read_at_ms = (int64_t)now * 1000;
 	return settle_result(rd, job, rc, "the broadcast time");
 }

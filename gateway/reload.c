@@ -64,7 +64,7 @@ static bool bus_eq(const struct mh_bus_config *a, const struct mh_bus_config *b)
 {
 	if (!str_eq(a->device, b->device) || a->baud != b->baud || a->parity != b->parity ||
 		a->protocol != b->protocol || a->timeout_ms != b->timeout_ms ||
-		a->frame_gap_ms != b->frame_gap_ms || a->n_meters != b->n_meters)
+		a->frame_gap_us != b->frame_gap_us || a->n_meters != b->n_meters)
 		return false;
 	for (size_t i = 0; i < a->n_meters; i++)
 		if (!meter_reads_eq(&a->meters[i], &b->meters[i]))

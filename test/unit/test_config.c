@@ -477,7 +477,7 @@ static void test_bad_durations(void **state)
 	assert_int_equal(cfg->buses[0].timeout_ms, 60000);
 	mh_config_free(cfg);
 	cfg = expect_ok(HEAD BUS_WITH("frame_gap: 0ms"));
-	assert_int_equal(cfg->buses[0].frame_gap_ms, 0);
+	assert_int_equal(cfg->buses[0].frame_gap_us, 0);
 	mh_config_free(cfg);
 }
 
@@ -680,8 +680,12 @@ static void test_bad_enums_and_numbers(void **state)
 	mh_config_free(cfg);
 	cfg = expect_ok(HEAD BUS_WITH("baud: 19200"));
 	assert_int_equal(cfg->buses[0].baud, 19200);
-	/* Modbus RTU wants 3.5 characters of silence: 3.5 x 11 bits / 19200 = 2.005 ms, so 3. */
-	assert_int_equal(cfg->buses[0].frame_gap_ms, 3);
+	/* Modbus RTU wants 3.5 characters of silence: 3.5 x 11 bits / 19200 = 2006 us. */
+	assert_int_equal(cfg->buses[0].frame_gap_us, 2006);
+	mh_config_free(cfg);
+	/* Above 19200 baud a fixed 1750 us. */
+	cfg = expect_ok(HEAD BUS_WITH("baud: 115200"));
+	assert_int_equal(cfg->buses[0].frame_gap_us, 1750);
 	mh_config_free(cfg);
 }
 
@@ -2032,8 +2036,8 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg->buses[0].parity, MH_PARITY_NONE);
 	assert_int_equal(cfg->buses[0].timeout_ms, 500);
 	assert_int_equal(cfg->buses[0].baud, 9600);
-	/* 3.5 characters of 11 bits at 9600 baud is 4.01 ms, rounded up to 5. */
-	assert_int_equal(cfg->buses[0].frame_gap_ms, 5);
+	/* 3.5 characters of 11 bits at 9600 baud is 4011 us (rounded up). */
+	assert_int_equal(cfg->buses[0].frame_gap_us, 4011);
 	mh_config_free(cfg);
 
 	/* The id drives both MQTT defaults. */
