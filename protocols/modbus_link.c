@@ -229,9 +229,9 @@ static void close_window(struct mh_modbus_link *link, struct pollfd *pfd)
  * come after it for the reply, so bytes still on the line must go. After a
  * timeout they are the late reply of that exchange; otherwise, noise after
  * a reply or the tail of a garbled one. The port, if it is gone, fails the
- * request itself.
+ * request itself. Returns when the request may go (monotonic ms).
  */
-static void start_exchange(struct mh_modbus_link *link)
+static int64_t start_exchange(struct mh_modbus_link *link)
 {
 	struct pollfd pfd = { .fd = modbus_get_socket(link->ctx), .events = POLLIN };
 	uint8_t chunk[256];
@@ -252,19 +252,20 @@ static void start_exchange(struct mh_modbus_link *link)
 		link->counters.garbled++;
 	link->timed_out = false;
 	link->counters.frames++;
+	return mh_serial_mono_ms();
 }
 
 static int read_table(struct mh_modbus_link *link, int unit, const struct mh_modbus_request *req,
 	uint16_t *dst, uint8_t *exception)
 {
 	uint8_t bits[MH_MODBUS_MAX_BITS];
-	int64_t start = mh_serial_mono_ms();
+	int64_t start;
 	int n;
 
 	*exception = 0;
 	if (modbus_set_slave(link->ctx, unit) < 0 || (unsigned)req->table > MH_MODBUS_INPUT)
 		return -EINVAL;
-	start_exchange(link);
+	start = start_exchange(link);
 	switch (req->table) {
 	case MH_MODBUS_HOLDING:
 		n = modbus_read_registers(link->ctx, req->address, req->count, dst);
@@ -311,7 +312,7 @@ int mh_modbus_link_read(struct mh_modbus_link *link, int unit, const struct mh_m
 static int write_one(struct mh_modbus_link *link, int unit, enum mh_modbus_table table,
 	uint16_t address, uint16_t value, uint8_t *exception)
 {
-	int64_t start = mh_serial_mono_ms();
+	int64_t start;
 	int n;
 
 	*exception = 0;
@@ -319,7 +320,7 @@ static int write_one(struct mh_modbus_link *link, int unit, enum mh_modbus_table
 		return -EINVAL;
 	if (table != MH_MODBUS_COIL && table != MH_MODBUS_HOLDING)
 		return -EINVAL;
-	start_exchange(link);
+	start = start_exchange(link);
 	switch (table) {
 	case MH_MODBUS_COIL:
 		n = modbus_write_bit(link->ctx, address, value ? 1 : 0);
