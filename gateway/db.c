@@ -45,6 +45,8 @@ struct mh_db {
 	int lock_fd;
 	struct watcher watchers[MAX_WATCHERS];
 	size_t n_watchers;
+	void (*before_commit)(void *ud); /* mh_db_before_commit() */
+	void *before_commit_ud;
 	char *path;
 };
 
@@ -348,6 +350,7 @@ void mh_db_close(struct mh_db *db)
 		}
 		/* The modules that watched commits are gone by now. */
 		db->n_watchers = 0;
+		db->before_commit = NULL;
 		mh_db_want_sync(db);
 		mh_db_commit(db);
 		mdb_env_close(db->env);
@@ -496,18 +499,29 @@ bool mh_db_held(const struct mh_db *db)
 	return db->txn && db->held;
 }
 
+void mh_db_before_commit(struct mh_db *db, void (*fn)(void *ud), void *ud)
+{
+	db->before_commit = fn;
+	db->before_commit_ud = ud;
+}
+
 int mh_db_commit(struct mh_db *db)
 {
-	bool sync = db->want_sync || db->next_seq != db->committed_next_seq;
-	bool row = (db->save_seq || !db->seq_keyed) && db->row_next_seq != db->next_seq;
+	bool sync, row;
 	uint8_t next[8];
 	int rc = 0;
 
 	mh_require(!db->child);
 	db->held = false;
-	db->save_seq = false;
-	if (!db->txn)
+	if (!db->txn) {
+		db->save_seq = false;
 		return 0;
+	}
+	if (db->before_commit)
+		db->before_commit(db->before_commit_ud);
+	sync = db->want_sync || db->next_seq != db->committed_next_seq;
+	row = (db->save_seq || !db->seq_keyed) && db->row_next_seq != db->next_seq;
+	db->save_seq = false;
 	/*
 	 * The counter's row is written only when the records cannot tell it.
 	 * Once the outbox keeps the newest seq taken as its newest record's key

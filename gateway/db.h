@@ -135,6 +135,13 @@ bool mh_db_held(const struct mh_db *db);
 int mh_db_commit(struct mh_db *db);
 
 /*
+ * Call @fn(@ud) as every commit of a turn that has writes begins: the last
+ * units of work that cost nothing to carry (deletions, which any commit can
+ * take along) join it. One caller; NULL @fn removes it.
+ */
+void mh_db_before_commit(struct mh_db *db, void (*fn)(void *ud), void *ud);
+
+/*
  * Call @fn(@ud, rc) after every commit of a turn that had writes, with its
  * result: a module that keeps state beside its tables confirms or undoes
  * it. Returns 0, or -ENOSPC when too many watch.

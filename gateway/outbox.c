@@ -127,6 +127,8 @@ static uint64_t drops_total(const struct mh_outbox_drops *d)
 	return n;
 }
 
+static void before_commit(void *ud);
+
 /* The database's turn ended: what it held is now committed, or gone. */
 static void on_commit(void *ud, int rc)
 {
@@ -166,8 +168,10 @@ int mh_outbox_open(struct mh_db *db, uint64_t max_bytes, struct mh_outbox **out)
 	rc = mh_db_table(db, "outbox", &ob->table);
 	if (!rc)
 		rc = mh_db_watch(db, on_commit, ob);
-	if (!rc)
+	if (!rc) {
+		mh_db_before_commit(db, before_commit, ob);
 		rc = mh_db_read(db, &txn);
+	}
 	if (!rc)
 		mh_db_seq_keyed(db);
 	if (rc) {
@@ -189,6 +193,7 @@ void mh_outbox_free(struct mh_outbox *ob)
 {
 	if (!ob)
 		return;
+	mh_db_before_commit(ob->db, NULL, NULL);
 	free(ob->acks.v);
 	free(ob->acks_turn.v);
 	free(ob);
@@ -337,41 +342,63 @@ size_t mh_outbox_acks_pending(const struct mh_outbox *ob)
 	return ob->acks.n + ob->acks_turn.n;
 }
 
-int mh_outbox_flush_acks(struct mh_outbox *ob)
+/*
+ * Write the deletions of the acknowledged records into the turn, in one
+ * unit of work. Those that fail stay acknowledged for the next time.
+ */
+static int write_acks(struct mh_outbox *ob)
 {
 	MDB_txn *txn = NULL;
 	uint8_t key[8];
 	MDB_val k = { sizeof(key), key };
-	int rc = 0;
+	int rc;
 
-	if (ob->acks.n) {
-		rc = mh_db_begin(ob->db, &txn);
-		for (size_t i = 0; rc == 0 && i < ob->acks.n; i++) {
-			mh_db_put_be64(key, ob->acks.v[i]);
-			rc = mdb_del(txn, ob->table, &k, NULL);
-			if (rc == MDB_NOTFOUND)
-				rc = 0; /* a duplicate acknowledgement */
-			rc = mh_db_error(rc);
-		}
-		if (txn) {
-			int end = mh_db_end(ob->db, txn, rc == 0);
-			if (!rc)
-				rc = end;
-		}
-		if (rc) {
-			mh_log_warn(STORE, "cannot delete %zu acknowledged records yet: %s",
-				ob->acks.n, strerror(-rc));
-		} else {
-			/* The newest record gone: only the counter's row still knows its seq. */
-			if (ob->acks.v[ob->acks.n - 1] + 1 >= mh_db_seq_peek(ob->db))
-				mh_db_seq_save(ob->db);
-			/* Swap: the written deletions wait for the commit, the set starts empty. */
-			struct seqset t = ob->acks_turn;
-			ob->acks_turn = ob->acks;
-			ob->acks = t;
-			ob->acks.n = 0;
-		}
+	if (!ob->acks.n)
+		return 0;
+	rc = mh_db_begin(ob->db, &txn);
+	for (size_t i = 0; rc == 0 && i < ob->acks.n; i++) {
+		mh_db_put_be64(key, ob->acks.v[i]);
+		rc = mdb_del(txn, ob->table, &k, NULL);
+		if (rc == MDB_NOTFOUND)
+			rc = 0; /* a duplicate acknowledgement */
+		rc = mh_db_error(rc);
 	}
+	if (txn) {
+		int end = mh_db_end(ob->db, txn, rc == 0);
+		if (!rc)
+			rc = end;
+	}
+	if (rc) {
+		mh_log_warn(STORE, "cannot delete %zu acknowledged records yet: %s", ob->acks.n,
+			strerror(-rc));
+		return rc;
+	}
+	/* The newest record gone: only the counter's row still knows its seq. */
+	if (ob->acks.v[ob->acks.n - 1] + 1 >= mh_db_seq_peek(ob->db))
+		mh_db_seq_save(ob->db);
+	/* The written deletions wait for the commit; the set starts empty. */
+	if (!ob->acks_turn.n) {
+		struct seqset t = ob->acks_turn;
+		ob->acks_turn = ob->acks;
+		ob->acks = t;
+	} else {
+		for (size_t i = 0; i < ob->acks.n; i++)
+			if (seqset_add(&ob->acks_turn, ob->acks.v[i]) < 0)
+				break; /* without memory: a duplicate after the next reconnect */
+	}
+	ob->acks.n = 0;
+	return 0;
+}
+
+/* Any commit takes the deletions acknowledged so far along. */
+static void before_commit(void *ud)
+{
+	write_acks(ud);
+}
+
+int mh_outbox_flush_acks(struct mh_outbox *ob)
+{
+	int rc = write_acks(ob);
 	/*
 	 * Deletions join a group commit that is being held (db.h): they need no
 	 * commit of their own, and losing them to a power cut only means the

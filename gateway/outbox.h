@@ -92,7 +92,9 @@ size_t mh_outbox_acks_pending(const struct mh_outbox *ob);
  * Delete the acknowledged records in one unit of work, then commit the
  * database's turn, unless it is held for a group commit (mh_db_hold()):
  * then the deletions are committed with it. Acknowledgements whose deletion
- * fails stay for the next call. Returns 0 or a negative errno.
+ * fails stay for the next call. Returns 0 or a negative errno. Every commit
+ * of the database takes the acknowledged deletions along by itself
+ * (mh_db_before_commit()); this is for when none comes soon.
  */
 int mh_outbox_flush_acks(struct mh_outbox *ob);
 

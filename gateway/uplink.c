@@ -33,8 +33,13 @@
 /*
  * Deleting acknowledged records is batched: a lost deletion only means a
  * duplicate after a crash, and one commit per PUBACK would cap the drain.
+ * The deletions ride along with the store's next commit, whatever makes it
+ * (the next sweep's records, an event); without one for ACK_LINGER_MS, or
+ * once ACK_COMMIT_BATCH are waiting, they are committed on their own. A
+ * commit rewrites a handful of pages however little it carries: one a
+ * sweep instead of two halves the flash written per reading.
  */
-#define ACK_COMMIT_MS 100
+#define ACK_LINGER_MS 2000
 #define ACK_COMMIT_BATCH 1024
 /* Room for the broker password, in secret memory (see secret.h). */
 #define PASSWORD_CAP 512
@@ -122,7 +127,6 @@ struct mh_uplink {
 	uv_timer_t retry;
 	uv_timer_t stop_timer;
 	uv_timer_t ack_timer;
-	unsigned acks_uncommitted;
 	int open_handles;
 
 	/* The worker and what only it touches. */
@@ -631,7 +635,12 @@ static int publish_record(void *ud, const struct mh_record *rec)
 
 void mh_uplink_pump(struct mh_uplink *up)
 {
-	if (up->state != ST_CONNECTED || up->in_flight >= up->cfg->mqtt.window)
+	if (up->state != ST_CONNECTED)
+		return;
+	/* The store's commit took the deletions along: the next ones wait afresh. */
+	if (!mh_outbox_acks_pending(up->outbox))
+		uv_timer_stop(&up->ack_timer);
+	if (up->in_flight >= up->cfg->mqtt.window)
 		return;
 	int n = mh_outbox_scan(up->outbox, up->cursor, up->cfg->mqtt.window - up->in_flight,
 		publish_record, up);
@@ -670,10 +679,9 @@ static void finish_close(uv_handle_t *h)
 
 static void commit_acks(struct mh_uplink *up)
 {
-	if (!up->acks_uncommitted)
-		return;
-	up->acks_uncommitted = 0;
 	uv_timer_stop(&up->ack_timer);
+	if (!mh_outbox_acks_pending(up->outbox))
+		return;
 	/* A deletion that fails stays pending in the outbox and is written next time. */
 	mh_outbox_flush_acks(up->outbox);
 }
@@ -837,7 +845,6 @@ static void handle_event(struct mh_uplink *up, struct event *ev)
 	case EV_PUBACK:
 		/* Acknowledged is acknowledged, whichever connection it came on. */
 		mh_outbox_ack(up->outbox, ev->seq);
-		up->acks_uncommitted++;
 		if (ev->gen == up->gen && up->in_flight)
 			up->in_flight--;
 		break;
@@ -903,10 +910,11 @@ static void on_wake(uv_async_t *a)
 	}
 	if (up->state >= ST_CLOSING)
 		return;
-	if (up->acks_uncommitted >= ACK_COMMIT_BATCH)
+	size_t acks = mh_outbox_acks_pending(up->outbox);
+	if (acks >= ACK_COMMIT_BATCH)
 		commit_acks(up);
-	else if (up->acks_uncommitted && !uv_is_active((uv_handle_t *)&up->ack_timer))
-		uv_timer_start(&up->ack_timer, on_ack_timer, ACK_COMMIT_MS, 0);
+	else if (acks && !uv_is_active((uv_handle_t *)&up->ack_timer))
+		uv_timer_start(&up->ack_timer, on_ack_timer, ACK_LINGER_MS, 0);
 	if (up->state == ST_STOPPING)
 		maybe_finish_stop(up);
 	else

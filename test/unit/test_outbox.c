@@ -553,6 +553,43 @@ static void test_acks_join_a_held_turn(void **state)
 	ts_close(s);
 }
 
+/*
+ * Any commit of the store takes the acknowledged deletions along, without
+ * a flush of their own; deletions flushed twice into one held turn are
+ * all kept out of the scan until it commits.
+ */
+static void test_any_commit_takes_the_acks_along(void **state)
+{
+	struct tmpdir *f = *state;
+	struct tstore *s = open_ok(f->path);
+
+	mh_db_set_commit_window(s->db, 200);
+	for (int i = 1; i <= 4; i++)
+		append_ok(s, MH_RECORD_READING, i, "reading/m-0001", "{}");
+	assert_int_equal(ts_commit(s), 0);
+	assert_int_equal(ts_ack(s, 1), 0);
+	append_ok(s, MH_RECORD_READING, 5, "reading/m-0001", "{}");
+	assert_int_equal(mh_db_commit(s->db), 0);
+	assert_int_equal(mh_outbox_acks_pending(s->ob), 0);
+	expect_seqs(s, 0, 100, "2,3,4,5");
+
+	append_ok(s, MH_RECORD_READING, 6, "reading/m-0001", "{}");
+	assert_true(mh_db_hold(s->db, 100, true) > 0);
+	assert_int_equal(ts_ack(s, 2), 0);
+	assert_int_equal(mh_outbox_flush_acks(s->ob), 0);
+	assert_int_equal(ts_ack(s, 3), 0);
+	assert_int_equal(mh_outbox_flush_acks(s->ob), 0);
+	assert_true(mh_db_held(s->db));
+	assert_int_equal(mh_outbox_acks_pending(s->ob), 2);
+	expect_seqs(s, 0, 100, "4,5");
+	assert_int_equal(mh_db_commit(s->db), 0);
+	expect_seqs(s, 0, 100, "4,5,6");
+	ts_close(s);
+	s = open_ok(f->path);
+	expect_seqs(s, 0, 100, "4,5,6");
+	ts_close(s);
+}
+
 /* The counter's row in the meta table, as a reader beside the daemon sees it. */
 static uint64_t counter_row(const char *path)
 {
@@ -1113,6 +1150,7 @@ int main(void)
 		T(test_crash_loses_only_pending),
 		T(test_crash_loses_only_the_held_turn),
 		T(test_acks_join_a_held_turn),
+		T(test_any_commit_takes_the_acks_along),
 		T(test_counter_row_only_when_needed),
 		T(test_scan_after_and_max),
 		T(test_stats),
