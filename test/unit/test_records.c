@@ -25,6 +25,7 @@
 #include "meter.h"
 #include "outbox.h"
 #include "records.h"
+#include "schedule.h"
 
 struct fixture {
 	struct tmpdir *dir;
@@ -35,7 +36,7 @@ struct fixture {
 	struct mh_meter_config meter_cfg;
 	struct mh_bus_config bus_cfg;
 	struct mh_meter meter;
-	char payload[1024]; /* the last record stored */
+	char payload[8192]; /* the last record stored */
 	size_t records;
 };
 
@@ -249,6 +250,95 @@ static void test_numbers_print_as_cjson_prints_them(void **state)
 	assert_true(fast > tried / 4);
 }
 
+/* The reading as the cJSON object the writer stands for, printed by cJSON. */
+static char *cjson_reading(const struct mh_job *job, uint64_t seq, const char *ts,
+	const char *read_at)
+{
+	const struct mh_reading *r = &job->reading;
+	const struct mh_meter *m = job->meter;
+	cJSON *obj = cJSON_CreateObject();
+	cJSON *values;
+	char *text;
+
+	cJSON_AddNumberToObject(obj, "seq", (double)seq);
+	cJSON_AddStringToObject(obj, "meter", m->cfg->id);
+	cJSON_AddStringToObject(obj, "ts", ts);
+	cJSON_AddStringToObject(obj, "quality", mh_quality_name(r->quality));
+	values = cJSON_AddObjectToObject(obj, "values");
+	for (size_t i = 0; i < r->n_values; i++)
+		if (r->valid[i])
+			cJSON_AddNumberToObject(values, m->cfg->profile->points[i].name,
+				r->values[i]);
+	cJSON_AddStringToObject(obj, "read_at", read_at);
+	if (job->late)
+		cJSON_AddBoolToObject(obj, "late", true);
+	if (r->quality != MH_QUALITY_GOOD)
+		cJSON_AddStringToObject(obj, "error", r->error);
+	cJSON_AddStringToObject(obj, "bus", m->bus_cfg->name);
+	cJSON_AddNumberToObject(obj, "duration_ms", r->duration_ms);
+	text = cJSON_PrintUnformatted(obj);
+	cJSON_Delete(obj);
+	assert_non_null(text);
+	return text;
+}
+
+/*
+ * A reading's record is written without cJSON, character for character as
+ * cJSON prints it: escapes in names and texts, numbers of every kind, the
+ * optional keys, a record longer than the writer's first buffer.
+ */
+static void test_reading_json_is_what_cjson_prints(void **state)
+{
+	struct fixture *f = *state;
+	static const double nums[] = { 1206.42, -0.0, 1e300, 5e-324, 2147483648.0, 1.0 / 3,
+		0.000012, 123456789012345678.0, 230.1, 0 };
+	static char names[40][80];
+	struct mh_point points[40];
+	struct mh_profile profile = { .name = "p", .points = points };
+	struct mh_meter_config meter_cfg = { .id = "m-\"1\"\\\x01\t\xe7\x94\xb5",
+		.profile = &profile };
+	struct mh_bus_config bus_cfg = { .name = "rs485\n\x1f/1" };
+	struct mh_meter meter = { .cfg = &meter_cfg, .bus_cfg = &bus_cfg };
+
+	for (size_t i = 0; i < 40; i++) {
+		snprintf(names[i], sizeof(names[i]), "point_%zu%s_with_a_long_name_\"q\"_\\b\b",
+			i, i % 3 ? "" : "\x7f\r\f");
+		points[i] = (struct mh_point){ .name = names[i] };
+	}
+	for (size_t n = 0; n <= 40; n += 5) {
+		for (int variant = 0; variant < 3; variant++) {
+			profile.n_points = n;
+			struct mh_job *job = mh_job_new_read(&meter, 0, n, NULL, NULL);
+			assert_non_null(job);
+			job->due_ms = 1795276800000LL + (int64_t)n * 1000;
+			job->interval_ms = 900000;
+			job->reading.read_at_ms = job->due_ms + 1234;
+			job->reading.duration_ms = 87u * (unsigned)n;
+			for (size_t i = 0; i < n; i++) {
+				job->reading.values[i] = nums[i % 10] * (double)(i + 1);
+				job->reading.valid[i] = (i + (size_t)variant) % 4 != 0;
+			}
+			job->late = variant == 1;
+			if (variant == 2) {
+				job->reading.quality = MH_QUALITY_ERROR;
+				strcpy(job->reading.error, "meter refused \"0001FF00\": \\ \x02 code 4");
+			}
+			uint64_t seq = mh_outbox_next_seq(f->ob);
+			char ts[40], read_at[40];
+			mh_schedule_format_boundary(job->due_ms, job->interval_ms, ts, sizeof(ts));
+			mh_schedule_format(job->reading.read_at_ms, true, read_at, sizeof(read_at));
+			char *want = cjson_reading(job, seq, ts, read_at);
+			assert_int_equal(mh_records_reading(f->ob, job), 0);
+			f->records = 0;
+			assert_int_equal(mh_db_commit(f->db), 0);
+			assert_true(mh_outbox_scan(f->ob, seq - 1, 1, keep_last, f) == 1);
+			assert_string_equal(f->payload, want);
+			free(want);
+			mh_job_free(job);
+		}
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -261,6 +351,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_record_with_nonfinite_number_is_refused, setup,
 			teardown),
 		cmocka_unit_test(test_numbers_print_as_cjson_prints_them),
+		cmocka_unit_test_setup_teardown(test_reading_json_is_what_cjson_prints, setup,
+			teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
