@@ -2,10 +2,12 @@
 #include "schedule.h"
 
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 /* Local midnight starting the day that @t (seconds) falls in, @days_ahead days later. */
-static int64_t local_midnight(time_t t, int days_ahead)
+static time_t compute_midnight(time_t t, int days_ahead)
 {
 	struct tm tm;
 
@@ -15,7 +17,35 @@ static int64_t local_midnight(time_t t, int days_ahead)
 	tm.tm_min = 0;
 	tm.tm_sec = 0;
 	tm.tm_isdst = -1;
-	return (int64_t)mktime(&tm) * 1000;
+	return mktime(&tm);
+}
+
+/*
+ * The same, for today or tomorrow (@days_ahead 0 or 1), remembered: every
+ * read asks, from its bus thread, and mktime() parses the zone's rules
+ * again on each call. A time inside the day remembered has the same local
+ * date, so the same midnights, as long as TZ names the same zone.
+ */
+static int64_t local_midnight(time_t t, int days_ahead)
+{
+	static __thread time_t start, end;
+	static __thread bool zone_set; /* TZ was set, to zone */
+	static __thread char zone[64];
+	const char *tz = getenv("TZ");
+	bool set = tz != NULL;
+
+	if (!set)
+		tz = "";
+	/* A zone name too long to remember is worked out every time. */
+	if (strlen(tz) >= sizeof(zone))
+		return (int64_t)compute_midnight(t, days_ahead) * 1000;
+	if (!(t >= start && t < end) || set != zone_set || strcmp(tz, zone)) {
+		start = compute_midnight(t, 0);
+		end = compute_midnight(t, 1);
+		zone_set = set;
+		strcpy(zone, tz);
+	}
+	return (int64_t)(days_ahead ? end : start) * 1000;
 }
 
 static time_t to_seconds(int64_t ms)
