@@ -105,6 +105,12 @@ static void preformat(cJSON *item)
 	}
 }
 
+char *mh_records_print(cJSON *obj)
+{
+	preformat(obj);
+	return cJSON_PrintUnformatted(obj);
+}
+
 int mh_records_store(struct mh_outbox *outbox, enum mh_record_type type, const char *subtopic,
 	cJSON *obj, int64_t created_ms)
 {
@@ -118,8 +124,7 @@ int mh_records_store(struct mh_outbox *outbox, enum mh_record_type type, const c
 		cJSON_Delete(obj);
 		return -ERANGE;
 	}
-	preformat(obj);
-	json = obj ? cJSON_PrintUnformatted(obj) : NULL;
+	json = obj ? mh_records_print(obj) : NULL;
 	cJSON_Delete(obj);
 	if (json)
 		rc = mh_outbox_append(outbox, type, created_ms, subtopic, json, strlen(json));

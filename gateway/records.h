@@ -27,6 +27,13 @@ cJSON *mh_records_event(struct mh_outbox *outbox, const char *type, int64_t now_
 const char *mh_records_nonfinite(const cJSON *obj);
 
 /*
+ * @obj printed as cJSON_PrintUnformatted() prints it, its common numbers
+ * the fast way (mh_records_format_number()), which leaves them as raw
+ * text in @obj. Free the result with free(); NULL without memory.
+ */
+char *mh_records_print(cJSON *obj);
+
+/*
  * Store @obj (consumed; NULL counts as out of memory) as a record of @type
  * under @subtopic. Returns 0 or a negative errno (logged): -ERANGE for a
  * record with a number that is not finite, which is never published.

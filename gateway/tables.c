@@ -436,7 +436,7 @@ static void emit(void *ud, const struct mh_ival_out *out)
 			mh_records_nonfinite(obj));
 		c->rc = -ERANGE;
 	}
-	json = c->rc ? NULL : cJSON_PrintUnformatted(obj);
+	json = c->rc ? NULL : mh_records_print(obj);
 	cJSON_Delete(obj);
 	if (!json) {
 		c->rc = c->rc ? c->rc : -ENOMEM;
@@ -586,7 +586,7 @@ int mh_tables_frozen(struct mh_tables *t, const struct mh_job *job)
 		cJSON_Delete(obj);
 		return -EDOM;
 	}
-	json = cJSON_PrintUnformatted(obj);
+	json = mh_records_print(obj);
 	cJSON_Delete(obj);
 	if (!json)
 		return -ENOMEM;
