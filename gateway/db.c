@@ -188,11 +188,51 @@ static int mark_running(struct mh_db *db, MDB_txn *txn, enum mh_db_last_stop las
  * magic is someone else's (or garbage): refuse it rather than write into
  * it. An empty one is new: write the magic.
  */
+__attribute__((format(printf, 3, 4))) static void say(char *why, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!why || !len)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(why, len, fmt, ap);
+	va_end(ap);
+}
+
+/*
+ * The meta table, open in db->meta, is a meterhub store's of this schema:
+ * 0, with db->next_seq from its counter row, or a negative errno and why.
+ */
+static int check_meta(struct mh_db *db, MDB_txn *txn, char *why, size_t why_len)
+{
+	MDB_val v;
+	int rc = meta_get(txn, db->meta, "magic", &v);
+
+	if (rc || v.mv_size != sizeof(MAGIC) - 1 || memcmp(v.mv_data, MAGIC, v.mv_size)) {
+		say(why, why_len, "%s is not a meterhub store", db->path);
+		return -EILSEQ;
+	}
+	rc = meta_get(txn, db->meta, "schema", &v);
+	if (rc || v.mv_size != 1) {
+		say(why, why_len, "%s: store has no schema version", db->path);
+		return -EILSEQ;
+	}
+	if (*(uint8_t *)v.mv_data != SCHEMA_VERSION) {
+		say(why, why_len, "%s: store schema %u, this meterhub reads %u", db->path,
+			*(uint8_t *)v.mv_data, SCHEMA_VERSION);
+		return -EPROTONOSUPPORT;
+	}
+	if (meta_get(txn, db->meta, "next_seq", &v) == 0 && v.mv_size == 8)
+		db->next_seq = mh_db_get_be64(v.mv_data);
+	return 0;
+}
+
 static int check_schema(struct mh_db *db, MDB_txn *txn)
 {
 	MDB_dbi main_dbi;
 	MDB_stat st;
 	MDB_val v;
+	char why[PATH_MAX + 96];
 	int rc = mdb_dbi_open(txn, NULL, 0, &main_dbi);
 
 	if (!rc)
@@ -219,23 +259,12 @@ static int check_schema(struct mh_db *db, MDB_txn *txn)
 	}
 	if (rc)
 		return mh_db_error(rc);
-	rc = meta_get(txn, db->meta, "magic", &v);
-	if (rc || v.mv_size != sizeof(MAGIC) - 1 || memcmp(v.mv_data, MAGIC, v.mv_size)) {
-		mh_log_err(STORE, "%s is not a meterhub store; refusing to touch it", db->path);
-		return -EILSEQ;
+	rc = check_meta(db, txn, why, sizeof(why));
+	if (rc) {
+		mh_log_err(STORE, "%s; refusing to touch it", why);
+		return rc;
 	}
-	rc = meta_get(txn, db->meta, "schema", &v);
-	if (rc || v.mv_size != 1) {
-		mh_log_err(STORE, "%s: store has no schema version", db->path);
-		return -EILSEQ;
-	}
-	if (*(uint8_t *)v.mv_data != SCHEMA_VERSION) {
-		mh_log_err(STORE, "%s: store schema %u, this meterhub reads %u; refusing to touch it",
-			db->path, *(uint8_t *)v.mv_data, SCHEMA_VERSION);
-		return -EPROTONOSUPPORT;
-	}
-	if (meta_get(txn, db->meta, "next_seq", &v) == 0 && v.mv_size == 8)
-		db->next_seq = db->row_next_seq = mh_db_get_be64(v.mv_data);
+	db->row_next_seq = db->next_seq;
 	return mh_db_error(mark_running(db, txn,
 		meta_get(txn, db->meta, "running", &v) == 0 ? MH_DB_UNCLEAN : MH_DB_CLEAN));
 }
@@ -623,23 +652,11 @@ void mh_db_read_end(MDB_txn *txn)
 
 /* ---- reading beside the daemon --------------------------------------- */
 
-__attribute__((format(printf, 3, 4))) static void say(char *why, size_t len, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!why || !len)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(why, len, fmt, ap);
-	va_end(ap);
-}
-
 /* The read-only twin of check_schema(): the same refusals, nothing written. */
 static int check_schema_readonly(struct mh_db *db, MDB_txn *txn, char *why, size_t why_len)
 {
 	MDB_dbi main_dbi;
 	MDB_stat st;
-	MDB_val v;
 	int rc = mdb_dbi_open(txn, "meta", 0, &db->meta);
 
 	if (rc == MDB_NOTFOUND || rc == MDB_INCOMPATIBLE) {
@@ -658,24 +675,7 @@ static int check_schema_readonly(struct mh_db *db, MDB_txn *txn, char *why, size
 		say(why, why_len, "%s: %s", db->path, mdb_strerror(rc));
 		return mh_db_error(rc);
 	}
-	rc = meta_get(txn, db->meta, "magic", &v);
-	if (rc || v.mv_size != sizeof(MAGIC) - 1 || memcmp(v.mv_data, MAGIC, v.mv_size)) {
-		say(why, why_len, "%s is not a meterhub store", db->path);
-		return -EILSEQ;
-	}
-	rc = meta_get(txn, db->meta, "schema", &v);
-	if (rc || v.mv_size != 1) {
-		say(why, why_len, "%s: store has no schema version", db->path);
-		return -EILSEQ;
-	}
-	if (*(uint8_t *)v.mv_data != SCHEMA_VERSION) {
-		say(why, why_len, "%s: store schema %u, this meterhub reads %u", db->path,
-			*(uint8_t *)v.mv_data, SCHEMA_VERSION);
-		return -EPROTONOSUPPORT;
-	}
-	if (meta_get(txn, db->meta, "next_seq", &v) == 0 && v.mv_size == 8)
-		db->next_seq = mh_db_get_be64(v.mv_data);
-	return 0;
+	return check_meta(db, txn, why, why_len);
 }
 
 /* A file of the store must be there before LMDB opens it: for lock.mdb it would create one. */

@@ -408,13 +408,24 @@ int mh_outbox_flush_acks(struct mh_outbox *ob)
 	return rc ? rc : crc;
 }
 
-int mh_outbox_scan(struct mh_outbox *ob, uint64_t after, size_t max,
+static bool acked(const struct mh_outbox *ob, uint64_t seq)
+{
+	return seqset_has(&ob->acks, seq) || seqset_has(&ob->acks_turn, seq);
+}
+
+/*
+ * Call @fn for up to @max committed records not acknowledged, in seq order
+ * from the first past @from (@back: in reverse from the last before @from).
+ * Returns how many, or a negative errno.
+ */
+static int scan(struct mh_outbox *ob, uint64_t from, bool back, size_t max,
 	int (*fn)(void *ud, const struct mh_record *rec), void *ud)
 {
 	MDB_txn *txn;
 	MDB_cursor *cur;
 	uint8_t key[8];
 	MDB_val k = { sizeof(key), key }, v;
+	MDB_cursor_op step = back ? MDB_PREV : MDB_NEXT;
 	int rc, n = 0;
 
 	rc = mh_db_read(ob->db, &txn);
@@ -425,15 +436,23 @@ int mh_outbox_scan(struct mh_outbox *ob, uint64_t after, size_t max,
 		mh_db_read_end(txn);
 		return mh_db_error(rc);
 	}
-	mh_db_put_be64(key, after + 1);
-	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0 && (size_t)n < max;
-		rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+	/*
+	 * Forward: the first key past @from. Back: the first at or past it,
+	 * then one back; past the end, the last.
+	 */
+	mh_db_put_be64(key, back ? from : from + 1);
+	rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+	if (back && rc == 0)
+		rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
+	else if (back && rc == MDB_NOTFOUND)
+		rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+	for (; rc == 0 && (size_t)n < max; rc = mdb_cursor_get(cur, &k, &v, step)) {
 		struct mh_record rec;
 		if (decode_record(&k, &v, &rec) < 0) {
 			mh_log_err(STORE, "skipping a malformed record");
 			continue;
 		}
-		if (seqset_has(&ob->acks, rec.seq) || seqset_has(&ob->acks_turn, rec.seq))
+		if ((back && rec.seq >= from) || acked(ob, rec.seq))
 			continue;
 		n++;
 		if (fn(ud, &rec))
@@ -442,6 +461,12 @@ int mh_outbox_scan(struct mh_outbox *ob, uint64_t after, size_t max,
 	mdb_cursor_close(cur);
 	mh_db_read_end(txn);
 	return n;
+}
+
+int mh_outbox_scan(struct mh_outbox *ob, uint64_t after, size_t max,
+	int (*fn)(void *ud, const struct mh_record *rec), void *ud)
+{
+	return scan(ob, after, false, max, fn, ud);
 }
 
 int mh_outbox_stats(struct mh_outbox *ob, struct mh_outbox_stats *st)
@@ -471,7 +496,7 @@ int mh_outbox_stats(struct mh_outbox *ob, struct mh_outbox_stats *st)
 		if (decode_record(&k, &v, &rec) < 0)
 			continue;
 		/* The oldest record still waiting, not one already acknowledged. */
-		if (seqset_has(&ob->acks, rec.seq) || seqset_has(&ob->acks_turn, rec.seq))
+		if (acked(ob, rec.seq))
 			continue;
 		st->oldest_seq = rec.seq;
 		st->oldest_ms = rec.created_ms;
@@ -506,43 +531,5 @@ int mh_outbox_open_readonly(struct mh_db *db, uint64_t max_bytes, struct mh_outb
 int mh_outbox_scan_back(struct mh_outbox *ob, uint64_t before, size_t max,
 	int (*fn)(void *ud, const struct mh_record *rec), void *ud)
 {
-	MDB_txn *txn;
-	MDB_cursor *cur;
-	uint8_t key[8];
-	MDB_val k = { sizeof(key), key }, v;
-	int rc, n = 0;
-
-	if (before == 0)
-		return 0;
-	rc = mh_db_read(ob->db, &txn);
-	if (rc)
-		return rc;
-	rc = mdb_cursor_open(txn, ob->table, &cur);
-	if (rc) {
-		mh_db_read_end(txn);
-		return mh_db_error(rc);
-	}
-	/* The first key at or past @before, then one back; past the end, the last. */
-	mh_db_put_be64(key, before);
-	rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-	if (rc == 0)
-		rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
-	else if (rc == MDB_NOTFOUND)
-		rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
-	for (; rc == 0 && (size_t)n < max; rc = mdb_cursor_get(cur, &k, &v, MDB_PREV)) {
-		struct mh_record rec;
-		if (decode_record(&k, &v, &rec) < 0) {
-			mh_log_err(STORE, "skipping a malformed record");
-			continue;
-		}
-		if (rec.seq >= before || seqset_has(&ob->acks, rec.seq) ||
-			seqset_has(&ob->acks_turn, rec.seq))
-			continue;
-		n++;
-		if (fn(ud, &rec))
-			break;
-	}
-	mdb_cursor_close(cur);
-	mh_db_read_end(txn);
-	return n;
+	return before ? scan(ob, before, true, max, fn, ud) : 0;
 }

@@ -136,7 +136,10 @@ struct mh_uplink {
 	struct mh_fifo requests;
 	MQTTAsync client;
 	bool client_fresh; /* created and never connected */
-	/* The context of the connect in progress (one at a time: a connect is requested only when none is). */
+	/*
+	 * The context of the connect in progress (one at a time: a connect is
+	 * requested only when none is).
+	 */
 	struct pub_ctx connecting;
 
 	/* Incoming messages on the command topic. */

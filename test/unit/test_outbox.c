@@ -428,13 +428,13 @@ static void test_close_commits(void **state)
 }
 
 /*
- * A daemon killed between append and commit: the child process appends and
- * commits three records, appends two more and exits without committing or
- * closing. Only the committed three survive.
+ * Run @work(@path, @window_ms) in a child process, which then waits for the
+ * parent's SIGKILL, as a daemon dies under it or a power cut; @work returns
+ * whether all it did succeeded.
  */
-static void test_crash_loses_only_pending(void **state)
+static void run_and_kill(const char *path, unsigned window_ms,
+	bool (*work)(struct tstore *s))
 {
-	struct tmpdir *f = *state;
 	struct tstore *s;
 	int status, fds[2];
 	char verdict = '?';
@@ -444,17 +444,14 @@ static void test_crash_loses_only_pending(void **state)
 	pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
-		int bad = ts_open(f->path, MAX_BYTES, &s) != 0;
-		for (int i = 1; i <= 5 && !bad; i++) {
-			bad |= ts_append(
-				       s, MH_RECORD_READING, i, "reading/m-0001", "{}", 2) != 0;
-			if (i == 3)
-				bad |= ts_commit(s) != 0;
+		bool good = ts_open(path, MAX_BYTES, &s) == 0;
+		if (good) {
+			mh_db_set_commit_window(s->db, window_ms);
+			good = work(s);
 		}
-		verdict = bad ? 'n' : 'y';
+		verdict = good ? 'y' : 'n';
 		if (write(fds[1], &verdict, 1) != 1)
 			_exit(1);
-		/* Wait for the parent's SIGKILL, as a daemon dies under it or a power cut. */
 		for (;;)
 			pause();
 	}
@@ -465,11 +462,46 @@ static void test_crash_loses_only_pending(void **state)
 	assert_int_equal(waitpid(pid, &status, 0), pid);
 	assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
 	assert_int_equal(verdict, 'y');
+}
 
+/* Append five records, committing after the third. */
+static bool append_five_commit_three(struct tstore *s)
+{
+	bool good = true;
+
+	for (int i = 1; i <= 5 && good; i++) {
+		good = ts_append(s, MH_RECORD_READING, i, "reading/m-0001", "{}", 2) == 0;
+		if (i == 3)
+			good = good && ts_commit(s) == 0;
+	}
+	return good;
+}
+
+/*
+ * A daemon killed between append and commit: the child process appends and
+ * commits three records, appends two more and is killed without committing
+ * or closing. Only the committed three survive.
+ */
+static void test_crash_loses_only_pending(void **state)
+{
+	struct tmpdir *f = *state;
+	struct tstore *s;
+
+	run_and_kill(f->path, 0, append_five_commit_three);
 	s = open_ok(f->path);
 	expect_seqs(s, 0, 100, "1,2,3");
 	assert_int_equal(ts_next_seq(s), 4);
 	ts_close(s);
+}
+
+/* The two last records wait for their window; an acknowledgement rides along. */
+static bool hold_the_last_two(struct tstore *s)
+{
+	bool good = append_five_commit_three(s) && mh_db_hold(s->db, 0, true) > 0;
+
+	/* Deletions while it is held ride along: no commit of their own. */
+	mh_outbox_ack(s->ob, 1);
+	return good && ts_commit(s) == 0 && mh_db_held(s->db);
 }
 
 /*
@@ -482,40 +514,8 @@ static void test_crash_loses_only_the_held_turn(void **state)
 {
 	struct tmpdir *f = *state;
 	struct tstore *s;
-	int status, fds[2];
-	char verdict = '?';
-	pid_t pid;
 
-	assert_int_equal(pipe(fds), 0);
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		int bad = ts_open(f->path, MAX_BYTES, &s) != 0;
-		if (!bad)
-			mh_db_set_commit_window(s->db, 2000);
-		for (int i = 1; i <= 5 && !bad; i++) {
-			bad |= ts_append(s, MH_RECORD_READING, i, "reading/m-0001", "{}", 2) != 0;
-			if (i == 3)
-				bad |= ts_commit(s) != 0;
-		}
-		bad |= mh_db_hold(s->db, 0, true) <= 0;
-		/* Deletions while it is held ride along: no commit of their own. */
-		mh_outbox_ack(s->ob, 1);
-		bad |= ts_commit(s) != 0 || !mh_db_held(s->db);
-		verdict = bad ? 'n' : 'y';
-		if (write(fds[1], &verdict, 1) != 1)
-			_exit(1);
-		for (;;)
-			pause();
-	}
-	close(fds[1]);
-	assert_int_equal(read(fds[0], &verdict, 1), 1);
-	close(fds[0]);
-	assert_int_equal(kill(pid, SIGKILL), 0);
-	assert_int_equal(waitpid(pid, &status, 0), pid);
-	assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
-	assert_int_equal(verdict, 'y');
-
+	run_and_kill(f->path, 2000, hold_the_last_two);
 	s = open_ok(f->path);
 	expect_seqs(s, 0, 100, "1,2,3");
 	assert_int_equal(ts_next_seq(s), 4);
