@@ -351,6 +351,17 @@ static int create_client(struct mh_uplink *up)
 
 	copts.sendWhileDisconnected = 0;
 	copts.MQTTVersion = MQTTVERSION_3_1_1;
+	/*
+	 * paho built without HIGH_PERFORMANCE (as Debian builds it) starts at
+	 * trace level "minimum", at which every function entry and exit, and
+	 * every packet, is formatted into an in-memory trace ring that nothing
+	 * reads here: more than half of the instructions a publish cost. Its
+	 * errors are what we would want of it; they come back through the API.
+	 * MQTT_C_CLIENT_TRACE_LEVEL, read when the first client is created,
+	 * still turns tracing up for a debugging session.
+	 */
+	if (!getenv("MQTT_C_CLIENT_TRACE_LEVEL"))
+		MQTTAsync_setTraceLevel(MQTTASYNC_TRACE_ERROR);
 	rc = MQTTAsync_createWithOptions(&up->client, up->uri, up->cfg->mqtt.client_id,
 		MQTTCLIENT_PERSISTENCE_NONE, NULL, &copts);
 	if (rc != MQTTASYNC_SUCCESS) {
