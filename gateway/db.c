@@ -183,11 +183,7 @@ static int mark_running(struct mh_db *db, MDB_txn *txn, enum mh_db_last_stop las
 	return meta_put(txn, db->meta, "running", "1", 1);
 }
 
-/*
- * A database whose main table holds named tables but no meta with our
- * magic is someone else's (or garbage): refuse it rather than write into
- * it. An empty one is new: write the magic.
- */
+/* Say why into @why (@len bytes), if the caller wants to know. */
 __attribute__((format(printf, 3, 4))) static void say(char *why, size_t len, const char *fmt, ...)
 {
 	va_list ap;
@@ -227,6 +223,11 @@ static int check_meta(struct mh_db *db, MDB_txn *txn, char *why, size_t why_len)
 	return 0;
 }
 
+/*
+ * A database whose main table holds named tables but no meta with our
+ * magic is someone else's (or garbage): refuse it rather than write into
+ * it. An empty one is new: write the magic.
+ */
 static int check_schema(struct mh_db *db, MDB_txn *txn)
 {
 	MDB_dbi main_dbi;

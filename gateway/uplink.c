@@ -357,10 +357,11 @@ static int create_client(struct mh_uplink *up)
 	 * every packet, is formatted into an in-memory trace ring that nothing
 	 * reads here: more than half of the instructions a publish cost. Its
 	 * errors are what we would want of it; they come back through the API.
-	 * MQTT_C_CLIENT_TRACE_LEVEL, read when the first client is created,
-	 * still turns tracing up for a debugging session.
+	 * MQTT_C_CLIENT_TRACE and MQTT_C_CLIENT_TRACE_LEVEL, read when the
+	 * first client is created, still turn tracing on for a debugging
+	 * session.
 	 */
-	if (!getenv("MQTT_C_CLIENT_TRACE_LEVEL"))
+	if (!getenv("MQTT_C_CLIENT_TRACE_LEVEL") && !getenv("MQTT_C_CLIENT_TRACE"))
 		MQTTAsync_setTraceLevel(MQTTASYNC_TRACE_ERROR);
 	rc = MQTTAsync_createWithOptions(&up->client, up->uri, up->cfg->mqtt.client_id,
 		MQTTCLIENT_PERSISTENCE_NONE, NULL, &copts);
