@@ -18,6 +18,7 @@
 
 #include "dlt645.h"
 #include "hex.h"
+#include "log.h"
 #include "window.h"
 
 _Static_assert(MH_CMD_BLOCK_MAX <= MH_DLT645_MAX_DATA, "a block must fit one 0x1C frame");
@@ -536,18 +537,6 @@ enum mh_cmd_reason mh_cmd_parse(
 
 /* ---- the key ---------------------------------------------------------------- */
 
-__attribute__((format(printf, 3, 4))) static void key_error(
-	char *err, size_t errcap, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errcap)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errcap, fmt, ap);
-	va_end(ap);
-}
-
 /* Decode the @n bytes of a key file into @key (@cap bytes). */
 static int key_decode(const uint8_t *buf, size_t n, uint8_t *key, size_t cap, size_t *len)
 {
@@ -584,19 +573,19 @@ int mh_cmd_key_load(
 	fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0) {
 		rc = -errno;
-		key_error(err, errcap, "%s: %s", file, strerror(-rc));
+		mh_explain(err, errcap, "%s: %s", file, strerror(-rc));
 		return rc;
 	}
 	if (fstat(fd, &st) < 0) {
 		rc = -errno;
-		key_error(err, errcap, "%s: %s", file, strerror(-rc));
+		mh_explain(err, errcap, "%s: %s", file, strerror(-rc));
 	} else if (!S_ISREG(st.st_mode)) {
 		rc = -EPERM;
-		key_error(err, errcap, "%s: not a regular file (mode %06o)", file,
+		mh_explain(err, errcap, "%s: not a regular file (mode %06o)", file,
 			(unsigned)st.st_mode);
 	} else if (st.st_mode & 077) {
 		rc = -EPERM;
-		key_error(err, errcap,
+		mh_explain(err, errcap,
 			"%s: mode %04o lets group or others at the key; chmod 600 it (and make a "
 			"new key if others could read it)",
 			file, (unsigned)(st.st_mode & 07777));
@@ -608,7 +597,7 @@ int mh_cmd_key_load(
 			continue;
 		if (got < 0) {
 			rc = -errno;
-			key_error(err, errcap, "%s: %s", file, strerror(-rc));
+			mh_explain(err, errcap, "%s: %s", file, strerror(-rc));
 		} else if (got == 0) {
 			break;
 		} else {
@@ -618,16 +607,16 @@ int mh_cmd_key_load(
 	close(fd);
 	if (rc == 0 && n > KEY_FILE_MAX) {
 		rc = -EINVAL;
-		key_error(err, errcap, "%s: longer than %d bytes; not a key file", file,
+		mh_explain(err, errcap, "%s: longer than %d bytes; not a key file", file,
 			KEY_FILE_MAX);
 	}
 	if (rc == 0 && key_decode(buf, n, key, cap, len) < 0) {
 		rc = -EINVAL;
-		key_error(err, errcap, "%s: a key longer than %zu bytes", file, cap);
+		mh_explain(err, errcap, "%s: a key longer than %zu bytes", file, cap);
 	}
 	if (rc == 0 && *len < MH_CMD_KEY_MIN) {
 		rc = -EINVAL;
-		key_error(err, errcap, "%s: a key of %zu bytes; at least %d are needed", file, *len,
+		mh_explain(err, errcap, "%s: a key of %zu bytes; at least %d are needed", file, *len,
 			MH_CMD_KEY_MIN);
 	}
 	if (rc < 0)

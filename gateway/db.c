@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -183,18 +182,6 @@ static int mark_running(struct mh_db *db, MDB_txn *txn, enum mh_db_last_stop las
 	return meta_put(txn, db->meta, "running", "1", 1);
 }
 
-/* Say why into @why (@len bytes), if the caller wants to know. */
-__attribute__((format(printf, 3, 4))) static void say(char *why, size_t len, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!why || !len)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(why, len, fmt, ap);
-	va_end(ap);
-}
-
 /*
  * The meta table, open in db->meta, is a meterhub store's of this schema:
  * 0, with db->next_seq from its counter row, or a negative errno and why.
@@ -205,16 +192,16 @@ static int check_meta(struct mh_db *db, MDB_txn *txn, char *why, size_t why_len)
 	int rc = meta_get(txn, db->meta, "magic", &v);
 
 	if (rc || v.mv_size != sizeof(MAGIC) - 1 || memcmp(v.mv_data, MAGIC, v.mv_size)) {
-		say(why, why_len, "%s is not a meterhub store", db->path);
+		mh_explain(why, why_len, "%s is not a meterhub store", db->path);
 		return -EILSEQ;
 	}
 	rc = meta_get(txn, db->meta, "schema", &v);
 	if (rc || v.mv_size != 1) {
-		say(why, why_len, "%s: store has no schema version", db->path);
+		mh_explain(why, why_len, "%s: store has no schema version", db->path);
 		return -EILSEQ;
 	}
 	if (*(uint8_t *)v.mv_data != SCHEMA_VERSION) {
-		say(why, why_len, "%s: store schema %u, this meterhub reads %u", db->path,
+		mh_explain(why, why_len, "%s: store schema %u, this meterhub reads %u", db->path,
 			*(uint8_t *)v.mv_data, SCHEMA_VERSION);
 		return -EPROTONOSUPPORT;
 	}
@@ -664,16 +651,16 @@ static int check_schema_readonly(struct mh_db *db, MDB_txn *txn, char *why, size
 		/* A daemon opening a new store has not committed its first transaction yet. */
 		if (mdb_dbi_open(txn, NULL, 0, &main_dbi) == 0 &&
 			mdb_stat(txn, main_dbi, &st) == 0 && st.ms_entries == 0) {
-			say(why, why_len, "the store in %s is empty: a meterhub is creating it",
+			mh_explain(why, why_len, "the store in %s is empty: a meterhub is creating it",
 				db->path);
 			return -ENOENT;
 		}
-		say(why, why_len, "%s holds an LMDB database that is not a meterhub store",
+		mh_explain(why, why_len, "%s holds an LMDB database that is not a meterhub store",
 			db->path);
 		return -EILSEQ;
 	}
 	if (rc) {
-		say(why, why_len, "%s: %s", db->path, mdb_strerror(rc));
+		mh_explain(why, why_len, "%s: %s", db->path, mdb_strerror(rc));
 		return mh_db_error(rc);
 	}
 	return check_meta(db, txn, why, why_len);
@@ -689,10 +676,10 @@ static int store_file_exists(const struct mh_db *db, const char *name, char *why
 	if (stat(file, &st) == 0 && S_ISREG(st.st_mode))
 		return 0;
 	if (errno == EACCES) {
-		say(why, why_len, "%s: %s", file, strerror(errno));
+		mh_explain(why, why_len, "%s: %s", file, strerror(errno));
 		return -EACCES;
 	}
-	say(why, why_len,
+	mh_explain(why, why_len,
 		"%s holds no meterhub store (no %s); has meterhub run with this store.path?",
 		db->path, name);
 	return -ENOENT;
@@ -717,14 +704,14 @@ int mh_db_open_readonly(const char *path, struct mh_db **out, char *why, size_t 
 	if (stat(path, &st) < 0) {
 		rc = -errno;
 		if (rc == -ENOENT)
-			say(why, why_len, "%s does not exist: no meterhub store there", path);
+			mh_explain(why, why_len, "%s does not exist: no meterhub store there", path);
 		else
-			say(why, why_len, "%s: %s", path, strerror(errno));
+			mh_explain(why, why_len, "%s: %s", path, strerror(errno));
 		goto fail;
 	}
 	if (!S_ISDIR(st.st_mode)) {
 		rc = -ENOTDIR;
-		say(why, why_len, "%s is not a directory; a store is one", path);
+		mh_explain(why, why_len, "%s is not a directory; a store is one", path);
 		goto fail;
 	}
 	rc = store_file_exists(db, "data.mdb", why, why_len);
@@ -743,12 +730,12 @@ int mh_db_open_readonly(const char *path, struct mh_db **out, char *why, size_t 
 	rc = mdb_env_open(db->env, path, MDB_RDONLY | MDB_NOTLS, 0640);
 	if (rc) {
 		if (rc == EACCES)
-			say(why, why_len,
+			mh_explain(why, why_len,
 				"cannot open the store in %s: %s (LMDB's readers write their slot "
 				"into lock.mdb: run as the daemon's user or root)",
 				path, mdb_strerror(rc));
 		else
-			say(why, why_len, "cannot open the store in %s: %s", path,
+			mh_explain(why, why_len, "cannot open the store in %s: %s", path,
 				mdb_strerror(rc));
 		rc = mh_db_error(rc);
 		goto fail;
@@ -758,7 +745,7 @@ int mh_db_open_readonly(const char *path, struct mh_db **out, char *why, size_t 
 
 	rc = mh_db_error(mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn));
 	if (rc) {
-		say(why, why_len, "cannot read the store in %s: %s", path, strerror(-rc));
+		mh_explain(why, why_len, "cannot read the store in %s: %s", path, strerror(-rc));
 		goto fail;
 	}
 	rc = check_schema_readonly(db, txn, why, why_len);
@@ -769,7 +756,7 @@ int mh_db_open_readonly(const char *path, struct mh_db **out, char *why, size_t 
 	/* Committing a read transaction keeps the table handles it opened. */
 	rc = mdb_txn_commit(txn);
 	if (rc) {
-		say(why, why_len, "cannot read the store in %s: %s", path, mdb_strerror(rc));
+		mh_explain(why, why_len, "cannot read the store in %s: %s", path, mdb_strerror(rc));
 		rc = mh_db_error(rc);
 		goto fail;
 	}

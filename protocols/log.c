@@ -39,6 +39,17 @@ static const char *const level_names[] = {
 	"emerg", "alert", "crit", "error", "warning", "notice", "info", "debug",
 };
 
+void mh_explain(char *buf, size_t cap, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!buf || !cap)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(buf, cap, fmt, ap);
+	va_end(ap);
+}
+
 void mh_log_set_level(int level)
 {
 	max_level = level;

@@ -22,6 +22,13 @@ enum mh_log_sub {
 	MH_LOG_SUB_COUNT,
 };
 
+/*
+ * Write a message into @buf (@cap bytes) for a caller that asked why
+ * something was refused; a NULL @buf or a zero @cap asks for nothing.
+ */
+__attribute__((format(printf, 3, 4))) void mh_explain(char *buf, size_t cap, const char *fmt,
+	...);
+
 /* Set the most verbose syslog level that is printed (default LOG_INFO). */
 void mh_log_set_level(int level);
 
